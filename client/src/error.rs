@@ -1,0 +1,17 @@
+//! Errors that end a client's run (refusals of single tasks are logged and survived).
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("gave up after {attempts} attempts at {what}: {last}")]
+    RetriesExhausted { what: &'static str, attempts: u32, last: tonic::Status },
+    #[error("server refused {what}: {status}")]
+    Refused { what: &'static str, status: tonic::Status },
+    #[error("training failed: {0}")]
+    Train(#[from] crate::TrainError),
+    #[error("bundle: {0}")]
+    Codec(#[from] fedtune_proto::CodecError),
+    #[error("server sent a malformed message: {0}")]
+    Protocol(String),
+}

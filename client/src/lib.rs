@@ -1,0 +1,16 @@
+//! fedtune's device runtime.
+//!
+//! A device joins a federation, checks in, downloads the global model (resumably), trains it
+//! on data that never leaves the device through a [`Trainer`], and uploads only the update
+//! (local − global) in digest-checked chunks. [`Transport`] hides whether the server is across
+//! gRPC ([`GrpcTransport`]) or in the same process (the simulation's transport).
+
+mod error;
+pub mod runtime;
+pub mod trainer;
+mod transport;
+
+pub use error::ClientError;
+pub use runtime::{Backoff, Client, ClientOptions, ClientSummary, FaultPlan, Faults};
+pub use trainer::{LocalUpdate, TaskContext, TrainError, Trainer};
+pub use transport::{BoxStream, GrpcTransport, Transport};

@@ -1,0 +1,52 @@
+//! Exponential backoff with jitter for retries.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Retry policy: waits `initial · multiplierⁿ` (capped at `max`), each jittered ±50%.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    /// Attempts per operation before giving up.
+    pub max_attempts: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5), multiplier: 2.0, max_attempts: 12 }
+    }
+}
+
+impl Backoff {
+    /// The wait before retry number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32, rng: &mut ChaCha8Rng) -> Duration {
+        let base = self.initial.as_secs_f64() * self.multiplier.powi(attempt.min(30) as i32);
+        let capped = base.min(self.max.as_secs_f64());
+        Duration::from_secs_f64(capped * rng.random_range(0.5..1.5))
+    }
+}
+
+/// A per-client jitter source, seeded so simulations replay.
+pub(crate) fn jitter_rng(client_id: &str, seed: u64) -> ChaCha8Rng {
+    let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    ChaCha8Rng::seed_from_u64(h ^ seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_and_caps() {
+        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0, max_attempts: 5 };
+        let mut rng = jitter_rng("c", 0);
+        let d0 = b.delay(0, &mut rng);
+        assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(150));
+        let d10 = b.delay(10, &mut rng);
+        assert!(d10 >= Duration::from_millis(500) && d10 <= Duration::from_millis(1500));
+    }
+}

@@ -1,0 +1,295 @@
+//! The device loop: join → check in → download → train → upload, until the federation ends.
+//!
+//! Transient failures (server restarting, connection lost, busy) are retried with exponential
+//! backoff; an expired or unknown session re-joins; downloads resume from the last byte
+//! received. A refused update (stale, late, duplicate) is logged and the loop carries on.
+
+mod backoff;
+mod faults;
+mod transfer;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fedtune_proto::{Bundle, BundleHeader, Compression, Tensor, v1};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Semaphore;
+use tonic::{Code, Status};
+use tracing::{debug, info, warn};
+
+pub use backoff::Backoff;
+pub use faults::{FaultPlan, Faults};
+
+use crate::{ClientError, TaskContext, TrainError, Trainer, Transport};
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub client_id: String,
+    pub capabilities: v1::Capabilities,
+    /// Compression of uploaded updates.
+    pub compression: Compression,
+    /// Upload chunk size (at most 1 MiB).
+    pub chunk_bytes: usize,
+    pub backoff: Backoff,
+    /// Seeds retry jitter.
+    pub seed: u64,
+    /// Misbehaviour to inject (simulation only).
+    pub faults: Option<Arc<dyn Faults>>,
+    /// Shared pool bounding concurrent training across the process's clients.
+    pub cpu: Arc<Semaphore>,
+    /// Shared slots bounding how many of the process's clients hold a model at once.
+    pub active: Option<Arc<Semaphore>>,
+    /// Upper bound on how long to honour a server's "come back later".
+    pub max_retry_wait: Duration,
+    /// Largest model accepted from the server, in bytes.
+    pub max_model_bytes: u64,
+}
+
+impl ClientOptions {
+    pub fn new(client_id: impl Into<String>) -> Self {
+        ClientOptions {
+            client_id: client_id.into(),
+            capabilities: v1::Capabilities { memory_mb: 2048, compute_tier: 1, threads: 1 },
+            compression: Compression::None,
+            chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
+            backoff: Backoff::default(),
+            seed: 0,
+            faults: None,
+            cpu: Arc::new(Semaphore::new(1)),
+            active: None,
+            max_retry_wait: Duration::from_secs(60),
+            max_model_bytes: 8 << 30,
+        }
+    }
+}
+
+/// What a client did over its run.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSummary {
+    pub client_id: String,
+    pub rounds_trained: u64,
+    pub accepted: u64,
+    /// (round, reason) of each update the server refused.
+    pub refused: Vec<(u64, String)>,
+    /// Rounds the device dropped out of (fault injection).
+    pub dropped: u64,
+    pub final_version: u64,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+}
+
+/// How a retried call failed for good.
+enum Failure {
+    /// The server said no: give up this task, keep running.
+    Refused(Status),
+    /// Too many transient errors.
+    Exhausted(u32, Status),
+}
+
+/// One device's connection to a federation.
+pub struct Client<T: Transport> {
+    transport: T,
+    opts: ClientOptions,
+    token: Option<String>,
+    rng: ChaCha8Rng,
+    /// Rounds this device dropped out of, so a re-offered task is not taken up again.
+    dropped_rounds: BTreeSet<u64>,
+    summary: ClientSummary,
+}
+
+fn transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::ResourceExhausted | Code::DeadlineExceeded | Code::DataLoss
+    )
+}
+
+impl<T: Transport> Client<T> {
+    pub fn new(transport: T, opts: ClientOptions) -> Self {
+        let rng = backoff::jitter_rng(&opts.client_id, opts.seed);
+        let summary = ClientSummary { client_id: opts.client_id.clone(), ..Default::default() };
+        Client { transport, opts, token: None, rng, dropped_rounds: BTreeSet::new(), summary }
+    }
+
+    /// Runs until the server says the federation is finished.
+    pub async fn run<Tr: Trainer>(mut self, trainer: Tr) -> Result<ClientSummary, ClientError> {
+        use v1::check_in_response::Outcome;
+        let trainer = Arc::new(Mutex::new(trainer));
+        loop {
+            let resp = match self.check_in().await {
+                Ok(r) => r,
+                Err(Failure::Refused(status)) => return Err(ClientError::Refused { what: "check-in", status }),
+                Err(Failure::Exhausted(attempts, last)) => {
+                    return Err(ClientError::RetriesExhausted { what: "check-in", attempts, last });
+                }
+            };
+            match resp.outcome {
+                Some(Outcome::Finished(f)) => {
+                    self.summary.final_version = f.final_model_version;
+                    info!(client = %self.opts.client_id, version = f.final_model_version, "federation finished");
+                    return Ok(self.summary);
+                }
+                Some(Outcome::RetryAfterMs(ms)) => {
+                    tokio::time::sleep(Duration::from_millis(ms).min(self.opts.max_retry_wait)).await;
+                }
+                Some(Outcome::Task(task)) => self.do_task(task, &trainer).await?,
+                None => return Err(ClientError::Protocol("check-in answer without an outcome".into())),
+            }
+        }
+    }
+
+    async fn join(&mut self) -> Result<String, Failure> {
+        let req = v1::JoinRequest { client_id: self.opts.client_id.clone(), capabilities: Some(self.opts.capabilities) };
+        let mut attempt = 0;
+        loop {
+            match self.transport.join(req.clone()).await {
+                Ok(r) => {
+                    self.token = Some(r.session_token.clone());
+                    return Ok(r.session_token);
+                }
+                Err(s) if transient(s.code()) => self.pause(&mut attempt, s).await?,
+                Err(s) => return Err(Failure::Refused(s)),
+            }
+        }
+    }
+
+    async fn token(&mut self) -> Result<String, Failure> {
+        match &self.token {
+            Some(t) => Ok(t.clone()),
+            None => self.join().await,
+        }
+    }
+
+    /// Sleeps before retry `attempt`, or gives up after the policy's attempts.
+    async fn pause(&mut self, attempt: &mut u32, last: Status) -> Result<(), Failure> {
+        if *attempt + 1 >= self.opts.backoff.max_attempts {
+            return Err(Failure::Exhausted(*attempt + 1, last));
+        }
+        let wait = self.opts.backoff.delay(*attempt, &mut self.rng);
+        debug!(client = %self.opts.client_id, attempt = *attempt, ?wait, status = %last.message(), "retrying");
+        *attempt += 1;
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// Handles an error from an authenticated call: re-join, back off, or give up.
+    async fn recover(&mut self, attempt: &mut u32, status: Status) -> Result<(), Failure> {
+        match status.code() {
+            Code::Unauthenticated => {
+                self.token = None;
+                self.pause(attempt, status).await
+            }
+            c if transient(c) => self.pause(attempt, status).await,
+            _ => Err(Failure::Refused(status)),
+        }
+    }
+
+    async fn check_in(&mut self) -> Result<v1::CheckInResponse, Failure> {
+        let mut attempt = 0;
+        loop {
+            let token = self.token().await?;
+            match self.transport.check_in(&token).await {
+                Ok(r) => return Ok(r),
+                Err(s) => self.recover(&mut attempt, s).await?,
+            }
+        }
+    }
+
+    async fn do_task(&mut self, task: v1::Task, trainer: &Arc<Mutex<impl Trainer>>) -> Result<(), ClientError> {
+        let round = task.round;
+        let plan = self.opts.faults.as_ref().map(|f| f.plan(&self.opts.client_id, round)).unwrap_or_default();
+        if self.dropped_rounds.contains(&round) {
+            // Offline for the rest of this round: come back once it has moved on.
+            tokio::time::sleep(Duration::from_millis(20).min(self.opts.max_retry_wait)).await;
+            return Ok(());
+        }
+        if plan.drop_before_download {
+            return Ok(self.drop_out(round, "before download"));
+        }
+        let _active = match &self.opts.active {
+            Some(slots) => Some(slots.clone().acquire_owned().await.map_err(|_| TrainError::Other("client pool closed".into()))?),
+            None => None,
+        };
+        let info = task.model.as_ref().ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
+        let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
+        let Some(global) = self.download(&task, header, &plan).await? else { return Ok(()) };
+        let ctx = TaskContext { round, model_version: task.model_version, config: task.config.clone().unwrap_or_default() };
+        let update = self.train(trainer, &global, ctx).await?;
+        self.summary.rounds_trained += 1;
+        if let Some(delay) = plan.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let delta = delta(&update.model, &global)?;
+        self.upload(&task, delta, update.num_examples, &plan).await?;
+        if !update.metrics.is_empty() {
+            let report = v1::MetricsReport {
+                round,
+                metrics: update.metrics.iter().map(|(n, v)| v1::Metric { name: n.clone(), value: *v }).collect(),
+            };
+            if let Some(token) = self.token.clone() {
+                if let Err(s) = self.transport.report_metrics(&token, report).await {
+                    debug!(status = %s, "metrics report failed (ignored)");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_out(&mut self, round: u64, when: &str) {
+        debug!(client = %self.opts.client_id, round, when, "fault injection: device dropped out");
+        self.dropped_rounds.insert(round);
+        self.summary.dropped += 1;
+    }
+
+    async fn train(
+        &mut self,
+        trainer: &Arc<Mutex<impl Trainer>>,
+        global: &Bundle,
+        ctx: TaskContext,
+    ) -> Result<crate::LocalUpdate, ClientError> {
+        let _permit = self.opts.cpu.clone().acquire_owned().await.map_err(|_| TrainError::Other("CPU pool closed".into()))?;
+        let trainer = Arc::clone(trainer);
+        let global = global.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let mut t = trainer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.train(&global, &ctx)
+        });
+        let update = job.await.map_err(|e| TrainError::Other(format!("training thread failed: {e}")))??;
+        if let Err(e) = update.model.check_finite() {
+            return Err(ClientError::Train(TrainError::Other(format!("trainer produced a non-finite model: {e}"))));
+        }
+        Ok(update)
+    }
+
+    fn refused(&mut self, round: u64, status: &Status) {
+        if status.code() == Code::FailedPrecondition {
+            // Late or stale: the round moved on without this update (expected with over-selection).
+            info!(client = %self.opts.client_id, round, reason = %status.message(), "update not needed");
+        } else {
+            warn!(client = %self.opts.client_id, round, code = ?status.code(), reason = %status.message(), "update refused");
+        }
+        self.summary.refused.push((round, status.message().to_string()));
+    }
+}
+
+/// The update a device sends: local − global, per tensor, in the global model's dtypes.
+pub fn delta(local: &Bundle, global: &Bundle) -> Result<Bundle, ClientError> {
+    if local.manifest() != global.manifest() {
+        return Err(ClientError::Train(TrainError::Model("trainer changed the model's tensors or shapes".into())));
+    }
+    let tensors = local
+        .tensors()
+        .iter()
+        .zip(global.tensors())
+        .map(|(l, g)| {
+            let d: Vec<f32> = l.to_f32().iter().zip(g.to_f32().iter()).map(|(a, b)| a - b).collect();
+            match g.dtype() {
+                fedtune_proto::DType::F32 => Tensor::from_f32_vec(g.name(), g.shape().to_vec(), d),
+                other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &d, other),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Bundle::new(tensors)?)
+}

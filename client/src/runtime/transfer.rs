@@ -1,0 +1,180 @@
+//! Moving bundles: resumable download of the global model, chunked upload of the update.
+
+use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, EncodedBundle, v1};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::{Client, FaultPlan, Failure};
+use crate::{ClientError, Transport};
+
+impl<T: Transport> Client<T> {
+    /// Downloads the task's model, resuming after a broken stream from the last byte
+    /// received. `None` when the device dropped out or the model is no longer served.
+    pub(super) async fn download(
+        &mut self,
+        task: &v1::Task,
+        header: BundleHeader,
+        plan: &FaultPlan,
+    ) -> Result<Option<Bundle>, ClientError> {
+        let total = header.encoded_bytes;
+        let mut rx = BundleReceiver::new(header.clone());
+        let mut interrupted = false;
+        let mut attempt = 0;
+        loop {
+            let token = match self.token().await {
+                Ok(t) => t,
+                Err(f) => return self.give_up_download(task.round, f),
+            };
+            let req = v1::DownloadRequest { model_version: task.model_version, offset: rx.received() };
+            let mut failure = None;
+            match self.transport.download(&token, req).await {
+                Err(s) => failure = Some(s),
+                Ok(mut stream) => {
+                    while let Some(item) = stream.next().await {
+                        let chunk = match item {
+                            Ok(c) => c,
+                            Err(s) => {
+                                failure = Some(s);
+                                break;
+                            }
+                        };
+                        if chunk.offset != rx.received() {
+                            return Err(ClientError::Protocol(format!(
+                                "chunk at offset {} while {} bytes are received",
+                                chunk.offset,
+                                rx.received()
+                            )));
+                        }
+                        rx.push(&chunk.data)?;
+                        self.summary.bytes_down += chunk.data.len() as u64;
+                        if plan.drop_during_download.is_some_and(|n| rx.received() >= n) {
+                            self.drop_out(task.round, "during download");
+                            return Ok(None);
+                        }
+                        if !interrupted && plan.interrupt_download.is_some_and(|n| rx.received() >= n) && rx.received() < total {
+                            interrupted = true;
+                            failure = Some(tonic::Status::unavailable("fault injection: connection lost"));
+                            break;
+                        }
+                    }
+                }
+            }
+            if failure.is_none() && rx.received() == total {
+                match rx.finish(None) {
+                    Ok(encoded) => return Ok(Some(encoded.decode()?)),
+                    Err(e) => {
+                        // Corrupted in transit: start over.
+                        failure = Some(tonic::Status::data_loss(e.to_string()));
+                        rx = BundleReceiver::new(header.clone());
+                    }
+                }
+            }
+            let status = failure.unwrap_or_else(|| tonic::Status::unavailable("download stream ended early"));
+            debug!(client = %self.opts.client_id, offset = rx.received(), status = %status.message(), "download interrupted; resuming");
+            if let Err(f) = self.recover(&mut attempt, status).await {
+                return self.give_up_download(task.round, f);
+            }
+        }
+    }
+
+    fn give_up_download(&mut self, round: u64, f: Failure) -> Result<Option<Bundle>, ClientError> {
+        match f {
+            // The round moved on (new model version): nothing to do for this task.
+            Failure::Refused(s) if s.code() == tonic::Code::FailedPrecondition => Ok(None),
+            Failure::Refused(status) => Err(ClientError::Refused { what: "download", status }),
+            Failure::Exhausted(attempts, last) => {
+                debug!(round, attempts, "download abandoned");
+                Err(ClientError::RetriesExhausted { what: "download", attempts, last })
+            }
+        }
+    }
+
+    /// Uploads an update, retrying transient failures from the start (a broken upload is
+    /// never counted by the server, so a retry cannot double count).
+    pub(super) async fn upload(
+        &mut self,
+        task: &v1::Task,
+        update: Bundle,
+        num_examples: u64,
+        plan: &FaultPlan,
+    ) -> Result<(), ClientError> {
+        let encoded = EncodedBundle::encode(&update, self.opts.compression)?;
+        let header = v1::UploadHeader {
+            task_id: task.task_id.clone(),
+            round: task.round,
+            model_version: task.model_version,
+            num_examples,
+            update: Some(encoded.header.to_wire()),
+        };
+        let mut attempt = 0;
+        loop {
+            let token = match self.token().await {
+                Ok(t) => t,
+                Err(Failure::Refused(s)) => return Err(ClientError::Refused { what: "upload", status: s }),
+                Err(Failure::Exhausted(attempts, last)) => return Err(ClientError::RetriesExhausted { what: "upload", attempts, last }),
+            };
+            let (messages, dropped) = self.upload_messages(&header, &encoded, plan.drop_during_upload);
+            let call = self.transport.upload(&token, messages);
+            let result = match dropped {
+                None => call.await,
+                Some(signal) => tokio::select! {
+                    r = call => r,
+                    _ = signal => {
+                        // Abandon the call mid-stream, as a device losing its connection would.
+                        self.drop_out(task.round, "during upload");
+                        return Ok(());
+                    }
+                },
+            };
+            match result {
+                Ok(resp) => {
+                    self.summary.accepted += 1;
+                    self.summary.bytes_up += encoded.payload.len() as u64;
+                    debug!(client = %self.opts.client_id, round = resp.round, received = resp.received, "update accepted");
+                    return Ok(());
+                }
+                Err(s) => match self.recover(&mut attempt, s).await {
+                    Ok(()) => {}
+                    Err(Failure::Refused(status)) => {
+                        self.refused(task.round, &status);
+                        return Ok(());
+                    }
+                    Err(Failure::Exhausted(attempts, last)) => {
+                        return Err(ClientError::RetriesExhausted { what: "upload", attempts, last });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The upload stream: header, chunks, digest. With `drop_after`, the stream stops after
+    /// that many chunks and never ends; the returned receiver fires at that point.
+    fn upload_messages(
+        &self,
+        header: &v1::UploadHeader,
+        encoded: &EncodedBundle,
+        drop_after: Option<usize>,
+    ) -> (crate::BoxStream<v1::UploadMessage>, Option<oneshot::Receiver<()>>) {
+        use v1::upload_message::Kind;
+        let msg = |kind| v1::UploadMessage { kind: Some(kind) };
+        let chunks: Vec<_> = encoded.chunks(0, self.opts.chunk_bytes).map(|(_, data)| msg(Kind::Chunk(data))).collect();
+        let first = std::iter::once(msg(Kind::Header(header.clone())));
+        match drop_after {
+            None => {
+                let digest = msg(Kind::Digest(bytes::Bytes::copy_from_slice(&encoded.header.digest.0)));
+                let all: Vec<_> = first.chain(chunks).chain(std::iter::once(digest)).collect();
+                (futures::stream::iter(all).boxed(), None)
+            }
+            Some(k) => {
+                let (tx, rx) = oneshot::channel();
+                let sent: Vec<_> = first.chain(chunks.into_iter().take(k)).collect();
+                let stall = futures::stream::once(async move {
+                    let _ = tx.send(());
+                    futures::future::pending::<v1::UploadMessage>().await
+                });
+                (futures::stream::iter(sent).chain(stall).boxed(), Some(rx))
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Local training behind one trait, so the runtime does not care what model it trains.
+
+mod linreg;
+
+pub use linreg::{LinRegData, LinRegTrainer, linreg_model};
+
+use fedtune_proto::{Bundle, v1::TrainingConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the model does not fit this trainer: {0}")]
+    Model(String),
+    #[error("training diverged at step {step}: loss is {loss}")]
+    Diverged { step: usize, loss: f64 },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the server asked for in this round.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    pub round: u64,
+    pub model_version: u64,
+    pub config: TrainingConfig,
+}
+
+/// The result of local training: the new local model, how many examples it saw (the weight
+/// FedAvg gives it), and metrics to report.
+#[derive(Clone, Debug)]
+pub struct LocalUpdate {
+    pub model: Bundle,
+    pub num_examples: u64,
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// Trains a model on data that stays on the device. Runs on a CPU thread, never on the async
+/// runtime; must be deterministic given the global model and the task, so a federation is
+/// reproducible from its seed.
+pub trait Trainer: Send + 'static {
+    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError>;
+}

@@ -1,0 +1,73 @@
+//! Server settings for a federation.
+
+use std::time::Duration;
+
+use fedtune_proto::v1::TrainingConfig;
+
+/// How rounds are run. Defaults suit a small deployment; the simulation engine sets its own.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Rounds to commit before the federation finishes.
+    pub rounds: u64,
+    /// Updates a round needs to commit early (the target K).
+    pub clients_per_round: usize,
+    /// Cohort size as a multiple of K (over-selection absorbs dropouts, ~1.3 in practice).
+    pub over_selection: f64,
+    /// Fewest updates a round may commit with at its deadline; fewer abandons the attempt.
+    pub min_commit: usize,
+    /// Registered clients needed before the first round opens.
+    pub min_clients: usize,
+    /// Time a round attempt may take from opening to commit.
+    pub round_timeout: Duration,
+    /// A session token expires after this long unused.
+    pub token_ttl: Duration,
+    /// How long a check-in with nothing to do is held open waiting for a round to change.
+    pub long_poll: Duration,
+    /// Base of the "come back later" hint; each answer is jittered ±50%.
+    pub retry_after: Duration,
+    /// Seed for cohort sampling and pace-steering jitter.
+    pub seed: u64,
+    /// Uploads staged in memory at once; others wait (bounds memory to O(model)).
+    pub max_concurrent_uploads: usize,
+    /// Largest update accepted, in bytes (raw or encoded).
+    pub max_update_bytes: u64,
+    /// Chunk size for downloads.
+    pub chunk_bytes: usize,
+    /// Local training settings sent with every task.
+    pub training: TrainingConfig,
+    /// fsync checkpoints and the database on commit (off only for throwaway benchmarks).
+    pub durable: bool,
+    /// How long the server keeps answering "finished" before it stops.
+    pub linger: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            rounds: 10,
+            clients_per_round: 10,
+            over_selection: 1.3,
+            min_commit: 8,
+            min_clients: 10,
+            round_timeout: Duration::from_secs(600),
+            token_ttl: Duration::from_secs(3600),
+            long_poll: Duration::from_secs(5),
+            retry_after: Duration::from_secs(2),
+            seed: 0,
+            max_concurrent_uploads: 4,
+            max_update_bytes: 4 << 30,
+            chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
+            training: TrainingConfig { local_steps: 10, batch_size: 16, learning_rate: 0.01, extra: Default::default() },
+            durable: true,
+            linger: Duration::from_secs(3),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Cohort size for a round given how many clients are registered.
+    pub fn cohort_size(&self, registered: usize) -> usize {
+        let want = (self.clients_per_round as f64 * self.over_selection.max(1.0)).ceil() as usize;
+        want.max(self.clients_per_round).min(registered)
+    }
+}

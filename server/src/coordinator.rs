@@ -1,0 +1,382 @@
+//! The transport-neutral core of the server: sessions, check-ins, downloads, uploads and the
+//! round lifecycle. The gRPC service and the simulation's in-process transport both call it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use fedtune_proto::{Bundle, Compression, EncodedBundle, v1};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{info, warn};
+
+use crate::registry::Registry;
+use crate::round::{CommitReason, OpenRound, Phase, sample_cohort};
+use crate::store::{RoundCommit, Store, read_checkpoint};
+use crate::strategy::Strategy;
+use crate::{ServerConfig, ServerError};
+
+/// A committed global model, kept encoded so downloads are zero-copy slices.
+#[derive(Debug)]
+pub(crate) struct Global {
+    pub version: u64,
+    pub bundle: Bundle,
+    pub encoded: EncodedBundle,
+}
+
+impl Global {
+    fn new(version: u64, bundle: Bundle) -> Result<Self, ServerError> {
+        let encoded = EncodedBundle::encode(&bundle, Compression::None)?;
+        Ok(Global { version, bundle, encoded })
+    }
+}
+
+pub(crate) struct State {
+    pub phase: Phase,
+    pub registry: Registry,
+    pub global: Arc<Global>,
+    /// Attempts made at the round being trained (a failed attempt re-samples its cohort).
+    attempt: u32,
+    /// Pace-steering jitter.
+    rng: ChaCha8Rng,
+}
+
+/// The federation server's core. Cheap to share: wrap in an `Arc`.
+pub struct Coordinator {
+    pub(crate) config: ServerConfig,
+    pub(crate) state: Mutex<State>,
+    store: Arc<Mutex<Store>>,
+    strategy: Arc<Mutex<Box<dyn Strategy>>>,
+    /// Woken on every phase change, so held check-ins answer at once.
+    changed: Notify,
+    pub(crate) upload_slots: Semaphore,
+    /// Random per process: tasks issued before a restart are recognisably stale.
+    pub(crate) boot_id: u32,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Coordinator {
+    /// Opens the state in `dir` and resumes from its last committed round, or starts from
+    /// `initial` when the state is new. Must run inside a tokio runtime.
+    pub fn open(
+        config: ServerConfig,
+        dir: &Path,
+        initial: Bundle,
+        mut strategy: Box<dyn Strategy>,
+    ) -> Result<Arc<Self>, ServerError> {
+        let mut store = Store::open(dir, config.durable)?;
+        store.pin_setting("seed", &config.seed.to_string())?;
+        store.pin_setting("strategy", strategy.name())?;
+        let global = match store.last_committed()? {
+            Some(last) => {
+                let (bundle, state) = read_checkpoint(&last.checkpoint, Some(last.digest))?;
+                if let Some(state) = state {
+                    strategy.restore(state)?;
+                }
+                info!(round = last.round, version = last.model_version, "resuming from committed checkpoint");
+                Global::new(last.model_version, bundle)?
+            }
+            None => {
+                initial.check_finite()?;
+                let commit = RoundCommit {
+                    round: 0,
+                    attempt: 0,
+                    model: &initial,
+                    strategy_state: None,
+                    contributions: &[],
+                    total_weight: 0.0,
+                };
+                store.commit_round(&commit)?;
+                info!(params = initial.numel(), "new federation: initial model stored as version 0");
+                Global::new(0, initial)?
+            }
+        };
+        let registry = Registry::with_clients(store.clients()?);
+        let state = State {
+            phase: Phase::Waiting,
+            registry,
+            global: Arc::new(global),
+            attempt: 0,
+            rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED),
+        };
+        let coord = Arc::new(Coordinator {
+            upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
+            config,
+            state: Mutex::new(state),
+            store: Arc::new(Mutex::new(store)),
+            strategy: Arc::new(Mutex::new(strategy)),
+            changed: Notify::new(),
+            boot_id: rand::rng().random(),
+        });
+        coord.advance(&mut lock(&coord.state));
+        Ok(coord)
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Registers a device and opens a session.
+    pub fn join(self: &Arc<Self>, req: v1::JoinRequest) -> Result<v1::JoinResponse, ServerError> {
+        let id = req.client_id.trim();
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(ServerError::InvalidRequest("client_id must be 1-128 printable characters".into()));
+        }
+        let caps = req.capabilities.unwrap_or_default();
+        let mut st = lock(&self.state);
+        let (token, new) = st.registry.join(id, self.config.token_ttl);
+        if new {
+            let caps = format!(
+                "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{}}}",
+                caps.memory_mb, caps.compute_tier, caps.threads
+            );
+            lock(&self.store).upsert_client(id, &caps)?;
+            self.advance(&mut st);
+        }
+        Ok(v1::JoinResponse { session_token: token, expires_in_ms: self.config.token_ttl.as_millis() as u64 })
+    }
+
+    /// The client behind a session token.
+    pub fn authenticate(&self, token: &str) -> Result<String, ServerError> {
+        lock(&self.state).registry.authenticate(token, self.config.token_ttl)
+    }
+
+    /// Answers a check-in: a task, "finished", or, after holding the call up to the long-poll
+    /// time without a change that concerns this client, "come back after N ms".
+    pub async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, ServerError> {
+        let client = self.authenticate(token)?;
+        let until = Instant::now() + self.config.long_poll;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let retry_ms = {
+                let mut st = lock(&self.state);
+                if let Some(outcome) = self.outcome_for(&mut st, &client) {
+                    return Ok(v1::CheckInResponse { outcome: Some(outcome) });
+                }
+                let base = self.config.retry_after.as_millis() as f64;
+                (base * st.rng.random_range(0.5..1.5)) as u64
+            };
+            let now = Instant::now();
+            if now >= until {
+                return Ok(v1::CheckInResponse { outcome: Some(v1::check_in_response::Outcome::RetryAfterMs(retry_ms)) });
+            }
+            let _ = tokio::time::timeout(until - now, notified).await;
+        }
+    }
+
+    fn outcome_for(&self, st: &mut State, client: &str) -> Option<v1::check_in_response::Outcome> {
+        use v1::check_in_response::Outcome;
+        let global = st.global.clone();
+        match &mut st.phase {
+            Phase::Finished => Some(Outcome::Finished(v1::Finished { final_model_version: global.version })),
+            Phase::Training(r) if r.wants(client) => Some(Outcome::Task(v1::Task {
+                task_id: r.task_for(client, self.boot_id),
+                round: r.round,
+                model_version: r.model_version,
+                config: Some(self.config.training.clone()),
+                model: Some(global.encoded.header.to_wire()),
+                deadline_in_ms: r.deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+            })),
+            _ => None,
+        }
+    }
+
+    /// Chunks of the global model from `offset`, if `model_version` is still the one served.
+    pub fn download(&self, token: &str, req: &v1::DownloadRequest) -> Result<Vec<v1::DownloadChunk>, ServerError> {
+        self.authenticate(token)?;
+        let global = lock(&self.state).global.clone();
+        if req.model_version != global.version {
+            return Err(ServerError::VersionGone { requested: req.model_version, current: global.version });
+        }
+        if req.offset > global.encoded.header.encoded_bytes {
+            return Err(ServerError::InvalidRequest(format!(
+                "offset {} is past the end of the {}-byte bundle",
+                req.offset, global.encoded.header.encoded_bytes
+            )));
+        }
+        Ok(global
+            .encoded
+            .chunks(req.offset, self.config.chunk_bytes)
+            .map(|(offset, data)| v1::DownloadChunk { offset, data })
+            .collect())
+    }
+
+    /// Stores client-reported metrics for a round.
+    pub fn report_metrics(&self, token: &str, req: &v1::MetricsReport) -> Result<(), ServerError> {
+        let client = self.authenticate(token)?;
+        let metrics: Vec<(String, f64)> = req.metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+        if let Some(bad) = metrics.iter().find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite()) {
+            return Err(ServerError::InvalidRequest(format!("metric `{}` = {} is not a valid metric", bad.0, bad.1)));
+        }
+        lock(&self.store).insert_metrics(req.round, &client, &metrics)?;
+        Ok(())
+    }
+
+    pub fn status(&self) -> v1::StatusResponse {
+        let st = lock(&self.state);
+        let (round, phase, selected, received) = match &st.phase {
+            Phase::Waiting => (st.global.version + 1, v1::Phase::Waiting, 0, 0),
+            Phase::Training(r) => (r.round, v1::Phase::Training, r.cohort.len(), r.contributions.len()),
+            Phase::Aggregating { round } => (*round, v1::Phase::Aggregating, 0, 0),
+            Phase::Finished => (st.global.version, v1::Phase::Finished, 0, 0),
+        };
+        v1::StatusResponse {
+            round,
+            phase: phase as i32,
+            model_version: st.global.version,
+            selected: selected as u64,
+            received: received as u64,
+            registered_clients: st.registry.len() as u64,
+            committed_rounds: st.global.version,
+        }
+    }
+
+    /// The current global model and its version.
+    pub fn global(&self) -> (u64, Bundle) {
+        let st = lock(&self.state);
+        (st.global.version, st.global.bundle.clone())
+    }
+
+    /// Runs `f` on the store (for reports and tests).
+    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&lock(&self.store))
+    }
+
+    /// Resolves once every configured round is committed.
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if matches!(lock(&self.state).phase, Phase::Finished) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Opens the next round (or finishes) when the phase allows it.
+    fn advance(self: &Arc<Self>, st: &mut State) {
+        if !matches!(st.phase, Phase::Waiting) {
+            return;
+        }
+        let round = st.global.version + 1;
+        if round > self.config.rounds {
+            info!(version = st.global.version, "all rounds committed: federation finished");
+            st.phase = Phase::Finished;
+            self.changed.notify_waiters();
+            return;
+        }
+        if st.registry.len() < self.config.min_clients.max(1) {
+            return;
+        }
+        let size = self.config.cohort_size(st.registry.len());
+        let cohort = sample_cohort(st.registry.clients(), size, self.config.seed, round, st.attempt);
+        let deadline = Instant::now() + self.config.round_timeout;
+        let aggregator = lock(&self.strategy).aggregator(&st.global.bundle);
+        info!(round, attempt = st.attempt, cohort = cohort.len(), target = self.config.clients_per_round, "round open: waiting -> training");
+        st.phase = Phase::Training(Box::new(OpenRound::new(round, st.attempt, st.global.version, cohort, deadline, aggregator)));
+        self.changed.notify_waiters();
+        let me = Arc::clone(self);
+        let attempt = st.attempt;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            me.on_deadline(round, attempt);
+        });
+    }
+
+    fn on_deadline(self: &Arc<Self>, round: u64, attempt: u32) {
+        let mut st = lock(&self.state);
+        let Phase::Training(r) = &st.phase else { return };
+        if r.round != round || r.attempt != attempt {
+            return;
+        }
+        if r.commit_reason(self.config.clients_per_round, self.config.min_commit, Instant::now()).is_some() {
+            self.maybe_commit(&mut st);
+        } else {
+            warn!(round, attempt, received = r.contributions.len(), min = self.config.min_commit, "deadline passed below the minimum: new attempt");
+            st.attempt += 1;
+            st.phase = Phase::Waiting;
+            self.advance(&mut st);
+        }
+    }
+
+    /// Commits the open round if it is ready: aggregate, apply, persist (off the async
+    /// threads), then open the next round.
+    pub(crate) fn maybe_commit(self: &Arc<Self>, st: &mut State) {
+        let Phase::Training(r) = &st.phase else { return };
+        let Some(reason) = r.commit_reason(self.config.clients_per_round, self.config.min_commit, Instant::now()) else {
+            return;
+        };
+        let round = r.round;
+        let Phase::Training(r) = std::mem::replace(&mut st.phase, Phase::Aggregating { round }) else {
+            return;
+        };
+        info!(round = r.round, updates = r.contributions.len(), ?reason, "training -> aggregating");
+        self.changed.notify_waiters();
+        let me = Arc::clone(self);
+        let global = st.global.clone();
+        tokio::spawn(async move {
+            let job = {
+                let me = Arc::clone(&me);
+                tokio::task::spawn_blocking(move || me.commit(*r, &global, reason))
+            };
+            let outcome = job.await.unwrap_or_else(|e| Err(ServerError::InvalidRequest(format!("commit task failed: {e}"))));
+            let mut st = lock(&me.state);
+            match outcome {
+                Ok(next) => {
+                    st.global = Arc::new(next);
+                    st.attempt = 0;
+                }
+                Err(e) => {
+                    warn!(error = %e, "commit failed; the round is retried");
+                    st.attempt += 1;
+                }
+            }
+            st.phase = Phase::Waiting;
+            me.advance(&mut st);
+        });
+    }
+
+    fn commit(&self, r: OpenRound, global: &Global, reason: CommitReason) -> Result<Global, ServerError> {
+        let aggregate = r.aggregator.finish()?;
+        let total_weight = aggregate.total_weight;
+        let mut strategy = lock(&self.strategy);
+        let next = strategy.apply(&global.bundle, aggregate)?;
+        let state = strategy.state();
+        let commit = RoundCommit {
+            round: r.round,
+            attempt: r.attempt,
+            model: &next,
+            strategy_state: state.as_ref(),
+            contributions: &r.contributions,
+            total_weight,
+        };
+        let saved = lock(&self.store).commit_round(&commit)?;
+        info!(round = r.round, updates = r.contributions.len(), ?reason, digest = %saved.digest.to_hex(), "aggregating -> committed");
+        Global::new(r.round, next)
+    }
+
+    pub(crate) fn strategy_weight(&self, num_examples: u64) -> f64 {
+        lock(&self.strategy).weight(num_examples)
+    }
+
+    /// Raw download payload (tests).
+    pub fn encoded_global(&self) -> (fedtune_proto::BundleHeader, Bytes) {
+        let st = lock(&self.state);
+        (st.global.encoded.header.clone(), st.global.encoded.payload.clone())
+    }
+}

@@ -1,0 +1,65 @@
+//! Every way the server refuses a request, and the gRPC status each maps to.
+
+use fedtune_proto::CodecError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown task `{0}`")]
+    UnknownTask(String),
+    #[error("stale upload: {0}")]
+    Stale(String),
+    #[error("late upload: round {round} is no longer accepting updates")]
+    Late { round: u64 },
+    #[error("duplicate upload: client `{client}` already contributed to round {round}")]
+    Duplicate { client: String, round: u64 },
+    #[error("an upload for task `{0}` is already in progress")]
+    UploadInProgress(String),
+    #[error("update refused: {0}")]
+    InvalidUpdate(String),
+    #[error("update refused: {0}")]
+    Corrupt(CodecError),
+    #[error("upload stream ended before the digest ({0})")]
+    Incomplete(String),
+    #[error("model version {requested} is not served; current version is {current}")]
+    VersionGone { requested: u64, current: u64 },
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("strategy: {0}")]
+    Strategy(#[from] crate::strategy::StrategyError),
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+impl From<CodecError> for ServerError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::DigestMismatch { .. } | CodecError::Truncated { .. } | CodecError::Overrun { .. } => {
+                ServerError::Corrupt(e)
+            }
+            other => ServerError::InvalidUpdate(other.to_string()),
+        }
+    }
+}
+
+impl From<ServerError> for tonic::Status {
+    fn from(e: ServerError) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            ServerError::Unauthenticated(_) => Code::Unauthenticated,
+            ServerError::InvalidRequest(_) | ServerError::InvalidUpdate(_) => Code::InvalidArgument,
+            ServerError::UnknownTask(_) | ServerError::Stale(_) | ServerError::Late { .. } => Code::FailedPrecondition,
+            ServerError::VersionGone { .. } => Code::FailedPrecondition,
+            ServerError::Duplicate { .. } => Code::AlreadyExists,
+            ServerError::UploadInProgress(_) => Code::Aborted,
+            ServerError::Corrupt(_) => Code::DataLoss,
+            ServerError::Incomplete(_) => Code::Cancelled,
+            ServerError::Store(_) | ServerError::Strategy(_) => Code::Internal,
+            ServerError::ShuttingDown => Code::Unavailable,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}

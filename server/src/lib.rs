@@ -1,0 +1,26 @@
+//! fedtune's aggregation server.
+//!
+//! The server only merges named tensors: it knows nothing of model architectures. A round is
+//! an explicit state machine ([`round`]); updates are validated against the global model and
+//! folded into a streaming weighted sum ([`strategy`]), so memory is O(model); every committed
+//! round lands atomically in SQLite with a safetensors checkpoint ([`store`]).
+//!
+//! [`Coordinator`] is the transport-neutral core; [`FederationService`] exposes it over gRPC,
+//! and the simulation engine calls it directly for its in-process transport.
+
+mod config;
+mod coordinator;
+mod error;
+mod registry;
+pub mod round;
+mod service;
+pub mod store;
+pub mod strategy;
+mod upload;
+mod validate;
+
+pub use config::ServerConfig;
+pub use coordinator::Coordinator;
+pub use error::ServerError;
+pub use service::{FederationService, bearer_token, serve};
+pub use store::Store;

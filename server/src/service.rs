@@ -1,0 +1,93 @@
+//! The `fedtune.v1.Federation` gRPC service: a thin adapter from tonic to [`Coordinator`].
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use fedtune_proto::v1::{self, federation_server::Federation};
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
+
+use crate::Coordinator;
+
+/// The session token from an `authorization: Bearer <token>` metadata entry.
+pub fn bearer_token(meta: &MetadataMap) -> Result<String, Status> {
+    let value = meta.get("authorization").ok_or_else(|| Status::unauthenticated("missing authorization metadata; call Join first"))?;
+    let text = value.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
+    text.strip_prefix("Bearer ")
+        .map(str::to_string)
+        .ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <token>`"))
+}
+
+/// gRPC front of a [`Coordinator`].
+#[derive(Debug, Clone)]
+pub struct FederationService {
+    coord: Arc<Coordinator>,
+}
+
+impl FederationService {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        FederationService { coord }
+    }
+
+    /// The tonic server wrapper, with message limits sized for 1 MiB chunks.
+    pub fn into_server(self) -> v1::federation_server::FederationServer<Self> {
+        v1::federation_server::FederationServer::new(self)
+            .max_decoding_message_size(fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024)
+            .max_encoding_message_size(fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024)
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::DownloadChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Federation for FederationService {
+    async fn join(&self, req: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {
+        Ok(Response::new(self.coord.join(req.into_inner())?))
+    }
+
+    async fn check_in(&self, req: Request<v1::CheckInRequest>) -> Result<Response<v1::CheckInResponse>, Status> {
+        let token = bearer_token(req.metadata())?;
+        Ok(Response::new(self.coord.check_in(&token).await?))
+    }
+
+    type DownloadStream = ChunkStream;
+
+    async fn download(&self, req: Request<v1::DownloadRequest>) -> Result<Response<ChunkStream>, Status> {
+        let token = bearer_token(req.metadata())?;
+        let chunks = self.coord.download(&token, req.get_ref())?;
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)))))
+    }
+
+    async fn upload(&self, req: Request<Streaming<v1::UploadMessage>>) -> Result<Response<v1::UploadResponse>, Status> {
+        let token = bearer_token(req.metadata())?;
+        Ok(Response::new(self.coord.upload(&token, req.into_inner()).await?))
+    }
+
+    async fn report_metrics(&self, req: Request<v1::MetricsReport>) -> Result<Response<v1::MetricsAck>, Status> {
+        let token = bearer_token(req.metadata())?;
+        self.coord.report_metrics(&token, req.get_ref())?;
+        Ok(Response::new(v1::MetricsAck {}))
+    }
+
+    async fn get_status(&self, _req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+        Ok(Response::new(self.coord.status()))
+    }
+}
+
+/// Serves `coord` on an already-bound listener until `shutdown` resolves.
+pub async fn serve(
+    coord: Arc<Coordinator>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "serving fedtune.v1.Federation");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(FederationService::new(coord).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,204 @@
+//! Durable server state: an embedded SQLite database (clients, rounds, contributions, metrics)
+//! beside a folder of safetensors checkpoints, one per committed model version.
+//!
+//! A round commits by writing its checkpoint (temp file, fsync, rename) and then, in one SQLite
+//! transaction, the round row and its contributors. A crash before the transaction leaves an
+//! orphan file that the next commit of that round overwrites; a crash after it loses nothing.
+//! Contributions are written only with their round, so no update is ever counted twice.
+
+mod checkpoint;
+
+use std::path::{Path, PathBuf};
+
+use fedtune_proto::{Bundle, Digest};
+use rusqlite::{Connection, OptionalExtension, params};
+
+pub use checkpoint::{read_checkpoint, write_checkpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("state in {dir} was created with {what} {stored}, this server was started with {given}")]
+    Mismatch { dir: PathBuf, what: &'static str, stored: String, given: String },
+}
+
+/// A committed model version as recorded in the database.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommittedRound {
+    pub round: u64,
+    pub model_version: u64,
+    pub checkpoint: PathBuf,
+    pub digest: Digest,
+}
+
+/// One accepted update, recorded when its round commits.
+#[derive(Clone, Debug)]
+pub struct Contribution {
+    pub client_id: String,
+    pub task_id: String,
+    pub num_examples: u64,
+    pub weight: f64,
+}
+
+/// What a round commit writes.
+#[derive(Debug)]
+pub struct RoundCommit<'a> {
+    pub round: u64,
+    pub attempt: u32,
+    pub model: &'a Bundle,
+    pub strategy_state: Option<&'a Bundle>,
+    pub contributions: &'a [Contribution],
+    pub total_weight: f64,
+}
+
+/// The server's state directory: `state.sqlite` plus `checkpoints/`.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    db: Connection,
+    durable: bool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the state in `dir`.
+    pub fn open(dir: &Path, durable: bool) -> Result<Self, StoreError> {
+        let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir.join("checkpoints")).map_err(io)?;
+        let db = Connection::open(dir.join("state.sqlite"))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Store { dir: dir.to_path_buf(), db, durable })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records a setting the state was created with, or checks it matches the stored one.
+    pub fn pin_setting(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
+        let stored: Option<String> =
+            self.db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        match stored {
+            Some(s) if s != value => {
+                Err(StoreError::Mismatch { dir: self.dir.clone(), what: key, stored: s, given: value.to_string() })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.db.execute("INSERT INTO meta(key, value) VALUES (?1, ?2)", [key, value])?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn upsert_client(&self, client_id: &str, capabilities: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO clients(client_id, capabilities, joined_at) VALUES (?1, ?2, strftime('%s','now'))
+             ON CONFLICT(client_id) DO UPDATE SET capabilities = excluded.capabilities",
+            params![client_id, capabilities],
+        )?;
+        Ok(())
+    }
+
+    pub fn clients(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.db.prepare("SELECT client_id FROM clients ORDER BY client_id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest committed model version, if any.
+    pub fn last_committed(&self) -> Result<Option<CommittedRound>, StoreError> {
+        let row = self
+            .db
+            .query_row(
+                "SELECT round, model_version, checkpoint, digest FROM rounds ORDER BY round DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)),
+            )
+            .optional()?;
+        row.map(|(round, version, file, digest)| {
+            let checkpoint = self.dir.join("checkpoints").join(&file);
+            let digest = Digest::from_hex(&digest)
+                .ok_or_else(|| StoreError::Checkpoint { path: checkpoint.clone(), reason: "bad digest in database".into() })?;
+            Ok(CommittedRound { round: round as u64, model_version: version as u64, checkpoint, digest })
+        })
+        .transpose()
+    }
+
+    /// Commits a round: checkpoint file first, then the round row and contributions atomically.
+    pub fn commit_round(&mut self, c: &RoundCommit<'_>) -> Result<CommittedRound, StoreError> {
+        let file = format!("round-{:06}.safetensors", c.round);
+        let path = self.dir.join("checkpoints").join(&file);
+        let digest = write_checkpoint(&path, c.model, c.strategy_state, c.round, self.durable)?;
+        let tx = self.db.transaction()?;
+        tx.execute(
+            "INSERT INTO rounds(round, model_version, attempt, num_clients, total_weight, checkpoint, digest, committed_at)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, strftime('%s','now'))",
+            params![c.round as i64, c.attempt, c.contributions.len() as i64, c.total_weight, file, digest.to_hex()],
+        )?;
+        {
+            let mut ins = tx.prepare(
+                "INSERT INTO contributions(round, client_id, task_id, num_examples, weight) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for k in c.contributions {
+                ins.execute(params![c.round as i64, k.client_id, k.task_id, k.num_examples as i64, k.weight])?;
+            }
+        }
+        tx.commit()?;
+        Ok(CommittedRound { round: c.round, model_version: c.round, checkpoint: path, digest })
+    }
+
+    /// Clients whose updates went into `round`, sorted.
+    pub fn contributors(&self, round: u64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.db.prepare("SELECT client_id FROM contributions WHERE round = ?1 ORDER BY client_id")?;
+        let rows = stmt.query_map([round as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Committed rounds, oldest first (round 0 is the initial model).
+    pub fn rounds(&self) -> Result<Vec<(u64, usize)>, StoreError> {
+        let mut stmt = self.db.prepare("SELECT round, num_clients FROM rounds ORDER BY round")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn insert_metrics(&self, round: u64, client_id: &str, metrics: &[(String, f64)]) -> Result<(), StoreError> {
+        let mut ins = self.db.prepare_cached(
+            "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))",
+        )?;
+        for (name, value) in metrics {
+            ins.execute(params![round as i64, client_id, name, value])?;
+        }
+        Ok(())
+    }
+
+    /// Mean of a client-reported metric over a round's reports.
+    pub fn mean_metric(&self, round: u64, name: &str) -> Result<Option<f64>, StoreError> {
+        Ok(self.db.query_row(
+            "SELECT AVG(value) FROM metrics WHERE round = ?1 AND name = ?2",
+            params![round as i64, name],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clients (
+    client_id TEXT PRIMARY KEY, capabilities TEXT NOT NULL, joined_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, model_version INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    num_clients INTEGER NOT NULL, total_weight REAL NOT NULL,
+    checkpoint TEXT NOT NULL, digest TEXT NOT NULL, committed_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS contributions (
+    round INTEGER NOT NULL REFERENCES rounds(round), client_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    num_examples INTEGER NOT NULL, weight REAL NOT NULL, PRIMARY KEY (round, client_id));
+CREATE TABLE IF NOT EXISTS metrics (
+    round INTEGER NOT NULL, client_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+    reported_at INTEGER NOT NULL);
+";

@@ -1,0 +1,61 @@
+//! FedAvg (McMahan et al., 2017): the next model is the example-weighted mean of the clients'.
+
+use fedtune_proto::{Bundle, Tensor};
+
+use super::{Aggregate, Strategy, StrategyError};
+
+/// Federated averaging: global + Σ nᵢ·Δᵢ / Σ nᵢ, computed in f64 and rounded once to each
+/// tensor's dtype.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FedAvg;
+
+impl Strategy for FedAvg {
+    fn name(&self) -> &'static str {
+        "fedavg"
+    }
+
+    fn apply(&mut self, global: &Bundle, aggregate: Aggregate) -> Result<Bundle, StrategyError> {
+        let tensors = global
+            .tensors()
+            .iter()
+            .zip(&aggregate.mean)
+            .map(|(g, delta)| {
+                let next: Vec<f32> =
+                    g.to_f32().iter().zip(delta).map(|(&x, &d)| (f64::from(x) + d) as f32).collect();
+                if next.iter().any(|v| !v.is_finite()) {
+                    return Err(StrategyError::NonFinite(g.name().to_string()));
+                }
+                Ok(Tensor::from_f32_as(g.name(), g.shape().to_vec(), &next, g.dtype())?)
+            })
+            .collect::<Result<Vec<_>, StrategyError>>()?;
+        Ok(Bundle::new(tensors)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::Aggregator;
+
+    #[test]
+    fn weighted_mean_of_updates() {
+        let global = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 2.0]).unwrap()]).unwrap();
+        let mut agg = FedAvg.aggregator(&global);
+        let d1 = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 0.0]).unwrap()]).unwrap();
+        let d2 = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[-1.0, 3.0]).unwrap()]).unwrap();
+        agg.fold(&d1, 3.0).unwrap();
+        agg.fold(&d2, 1.0).unwrap();
+        let next = FedAvg.apply(&global, agg.finish().unwrap()).unwrap();
+        // w0 = 1 + (3·1 + 1·(−1))/4 = 1.5 ; w1 = 2 + (0 + 3)/4 = 2.75
+        assert_eq!(next.tensors()[0].to_f32().as_ref(), &[1.5, 2.75]);
+    }
+
+    #[test]
+    fn refuses_mismatched_update_and_empty_round() {
+        let global = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 2.0]).unwrap()]).unwrap();
+        let mut agg = FedAvg.aggregator(&global);
+        let bad = Bundle::new(vec![Tensor::from_f32("w", vec![3], &[1.0, 0.0, 0.0]).unwrap()]).unwrap();
+        assert!(agg.fold(&bad, 1.0).is_err());
+        assert!(matches!(agg.finish(), Err(StrategyError::Empty)));
+    }
+}

@@ -1,0 +1,114 @@
+//! Receiving one client update: admission, chunked transfer, validation, folding.
+//!
+//! Nothing touches the aggregate until the whole update has arrived, matched its digest,
+//! decoded to the global model's exact manifest and proved finite; a stream that breaks or
+//! ends early simply vanishes. Only a bounded number of uploads are staged at once, so server
+//! memory stays O(model) however many clients upload together.
+
+use std::sync::Arc;
+
+use fedtune_proto::{BundleHeader, BundleReceiver, Digest, v1};
+use futures::{Stream, StreamExt};
+use tracing::debug;
+
+use crate::coordinator::Coordinator;
+use crate::round::Phase;
+use crate::store::Contribution;
+use crate::validate::check_manifest;
+use crate::ServerError;
+
+/// Marks a client as uploading in its round; unmarks it however the upload ends.
+struct Admission<'a> {
+    coord: &'a Coordinator,
+    client: String,
+    round: u64,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let mut st = self.coord.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Phase::Training(r) = &mut st.phase {
+            if r.round == self.round {
+                r.release(&self.client);
+            }
+        }
+    }
+}
+
+impl Coordinator {
+    /// Receives one update stream: a header, chunks of at most 1 MiB, then the digest.
+    pub async fn upload<S>(self: &Arc<Self>, token: &str, mut stream: S) -> Result<v1::UploadResponse, ServerError>
+    where
+        S: Stream<Item = Result<v1::UploadMessage, tonic::Status>> + Unpin,
+    {
+        use v1::upload_message::Kind;
+        let client = self.authenticate(token)?;
+        let header = match stream.next().await {
+            Some(Ok(v1::UploadMessage { kind: Some(Kind::Header(h)) })) => h,
+            Some(Ok(_)) => return Err(ServerError::InvalidRequest("the first upload message must be the header".into())),
+            Some(Err(status)) => return Err(ServerError::Incomplete(status.message().to_string())),
+            None => return Err(ServerError::Incomplete("empty upload stream".into())),
+        };
+        let info = header.update.as_ref().ok_or_else(|| ServerError::InvalidRequest("upload header lacks the update description".into()))?;
+        let bundle_header = BundleHeader::from_wire(info, self.config.max_update_bytes)?;
+        if header.num_examples == 0 {
+            return Err(ServerError::InvalidRequest("num_examples must be at least 1".into()));
+        }
+        let admission = self.admit(&client, &header, &bundle_header)?;
+        let _slot = self.upload_slots.acquire().await.map_err(|_| ServerError::ShuttingDown)?;
+
+        let mut rx = BundleReceiver::new(bundle_header);
+        let trailer = loop {
+            match stream.next().await {
+                Some(Ok(v1::UploadMessage { kind: Some(Kind::Chunk(c)) })) => rx.push(&c)?,
+                Some(Ok(v1::UploadMessage { kind: Some(Kind::Digest(d)) })) => break Digest::try_from(d.as_ref())?,
+                Some(Ok(_)) => return Err(ServerError::InvalidRequest("unexpected message after the header".into())),
+                Some(Err(status)) => return Err(ServerError::Incomplete(status.message().to_string())),
+                None => {
+                    return Err(ServerError::Incomplete(format!(
+                        "{} of {} bytes received",
+                        rx.received(),
+                        rx.header().encoded_bytes
+                    )));
+                }
+            }
+        };
+        let update = rx.finish(Some(trailer))?.decode()?;
+        update.check_finite()?;
+        self.accept(admission, &header, update)
+    }
+
+    fn admit(&self, client: &str, h: &v1::UploadHeader, bundle: &BundleHeader) -> Result<Admission<'_>, ServerError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        check_manifest(&st.global.encoded.header.manifest, &bundle.manifest)?;
+        match &mut st.phase {
+            Phase::Training(r) => r.admit(client, &h.task_id, h.round, h.model_version)?,
+            Phase::Aggregating { round } if *round == h.round => return Err(ServerError::Late { round: h.round }),
+            Phase::Finished => return Err(ServerError::Stale("the federation has finished".into())),
+            _ => return Err(ServerError::Stale(format!("round {} is not open", h.round))),
+        }
+        Ok(Admission { coord: self, client: client.to_string(), round: h.round })
+    }
+
+    fn accept(self: &Arc<Self>, admission: Admission<'_>, h: &v1::UploadHeader, update: fedtune_proto::Bundle) -> Result<v1::UploadResponse, ServerError> {
+        let weight = self.strategy_weight(h.num_examples);
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Phase::Training(r) = &mut st.phase else { return Err(ServerError::Late { round: h.round }) };
+        if r.round != h.round {
+            return Err(ServerError::Late { round: h.round });
+        }
+        r.aggregator.fold(&update, weight)?;
+        r.contributions.push(Contribution {
+            client_id: admission.client.clone(),
+            task_id: h.task_id.clone(),
+            num_examples: h.num_examples,
+            weight,
+        });
+        let received = r.contributions.len() as u64;
+        debug!(client = %admission.client, round = h.round, received, "update accepted");
+        self.maybe_commit(&mut st);
+        drop(st);
+        drop(admission);
+        Ok(v1::UploadResponse { accepted: true, round: h.round, received })
+    }
+}

@@ -1,0 +1,71 @@
+//! `fedtune client`.
+
+use std::sync::Arc;
+
+use clap::Args;
+use fedtune_client::trainer::{LinRegData, LinRegTrainer};
+use fedtune_client::{Client, ClientOptions, GrpcTransport};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server URL, e.g. http://127.0.0.1:50051.
+    #[arg(long)]
+    server: String,
+    /// This device's id (stable across restarts).
+    #[arg(long)]
+    id: String,
+    /// Which synthetic data shard this device holds (the linear-regression demo learner).
+    #[arg(long, default_value_t = 0)]
+    index: u64,
+    /// Seed of the federation's synthetic data (and of this device's training).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Local examples.
+    #[arg(long, default_value_t = 64)]
+    examples: usize,
+    /// Features (must match the server's linreg:DIM model).
+    #[arg(long, default_value_t = 16)]
+    dim: usize,
+    /// Extra time this device takes per round before uploading (emulates a slow device).
+    #[arg(long, value_parser = super::parse_duration)]
+    delay: Option<std::time::Duration>,
+    /// CPU threads for training.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+pub fn run(a: ClientArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.examples > 0 && a.dim > 0, "--examples and --dim must be at least 1");
+    let data = LinRegData::synthetic(a.seed, a.index, a.examples, a.dim);
+    let trainer = LinRegTrainer::new(data, fedtune::sim::trainer_seed(a.seed, a.index as usize));
+    let mut opts = ClientOptions::new(a.id);
+    opts.seed = a.seed;
+    opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
+    if let Some(delay) = a.delay {
+        opts.faults = Some(Arc::new(Slow(delay)));
+    }
+    super::runtime(a.threads.max(1))?.block_on(async move {
+        let transport = GrpcTransport::connect_lazy(&a.server)?;
+        let summary = Client::new(transport, opts).run(trainer).await?;
+        println!(
+            "client={} rounds_trained={} accepted={} refused={} final_version={}",
+            summary.client_id,
+            summary.rounds_trained,
+            summary.accepted,
+            summary.refused.len(),
+            summary.final_version
+        );
+        Ok(())
+    })
+}
+
+/// A device that is slow every round.
+#[derive(Debug)]
+struct Slow(std::time::Duration);
+
+impl fedtune_client::Faults for Slow {
+    fn plan(&self, _client: &str, _round: u64) -> fedtune_client::FaultPlan {
+        fedtune_client::FaultPlan { delay: Some(self.0), ..Default::default() }
+    }
+}

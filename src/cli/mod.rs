@@ -1,0 +1,101 @@
+//! Command-line parsing and dispatch.
+
+mod bench;
+mod client;
+mod server;
+mod simulate;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// fedtune: federated fine-tuning — a gRPC aggregation server, the device runtime, and a
+/// simulator that runs thousands of virtual devices through the same code.
+#[derive(Debug, Parser)]
+#[command(name = "fedtune", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the aggregation server (gRPC) until its rounds are done or Ctrl-C.
+    Server(server::ServerArgs),
+    /// Run one device: join a server, train on local data each round, upload updates.
+    Client(client::ClientArgs),
+    /// Simulate a federation of virtual devices on this machine.
+    Simulate(simulate::SimulateArgs),
+    /// Measure the framework (figures only; nothing is asserted).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Server(a) => server::run(a),
+        Command::Client(a) => client::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Bench(b) => bench::run(b),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A tokio runtime with `threads` workers.
+pub(crate) fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(1)).enable_all().build()?)
+}
+
+/// Parses `250ms`, `30s`, `10m`, `1h` (a bare number is seconds).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 30s, 10m or 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Default CPU threads: what the machine offers.
+pub(crate) fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,124 @@
+//! `fedtune server`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use fedtune_proto::v1::TrainingConfig;
+use fedtune_server::{Coordinator, ServerConfig, strategy};
+
+use fedtune::models::ModelSpec;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed as
+    /// `listening on ADDR`).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// State directory: SQLite database and checkpoints. A restarted server resumes from it.
+    #[arg(long, default_value = "fedtune-state")]
+    state: PathBuf,
+    /// Initial global model when the state is new: linreg:DIM, sin:PARAMS or FILE.safetensors.
+    #[arg(long, default_value = "linreg:16")]
+    model: ModelSpec,
+    /// Aggregation strategy.
+    #[arg(long, default_value = "fedavg", value_parser = ["fedavg"])]
+    strategy: String,
+    #[command(flatten)]
+    rounds: RoundArgs,
+    /// How long to keep answering "finished" after the last round before exiting.
+    #[arg(long, default_value = "3s", value_parser = super::parse_duration)]
+    linger: Duration,
+    /// Skip fsync on commit (benchmarks only: a power cut could lose the last round).
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+/// Round settings shared by `server` and `simulate`.
+#[derive(Debug, Args, Clone)]
+pub struct RoundArgs {
+    /// Rounds to run.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u64,
+    /// Updates each round waits for (K).
+    #[arg(long, default_value_t = 10)]
+    pub clients_per_round: usize,
+    /// Cohort size as a multiple of K (extra devices absorb dropouts).
+    #[arg(long, default_value_t = 1.3)]
+    pub over_selection: f64,
+    /// Fewest updates a round commits with at its deadline [default: 80% of K].
+    #[arg(long)]
+    pub min_commit: Option<usize>,
+    /// Registered devices needed before the first round opens [default: K].
+    #[arg(long)]
+    pub min_clients: Option<usize>,
+    /// Deadline of a round.
+    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
+    pub round_timeout: Duration,
+    /// Seed for cohort sampling (and, in simulations, for everything else).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Local SGD steps per round.
+    #[arg(long, default_value_t = 10)]
+    pub local_steps: u32,
+    /// Local batch size.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: u32,
+    /// Local learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+}
+
+impl RoundArgs {
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        anyhow::ensure!(self.clients_per_round > 0, "--clients-per-round must be at least 1");
+        anyhow::ensure!(self.over_selection >= 1.0, "--over-selection must be at least 1.0");
+        anyhow::ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
+        let k = self.clients_per_round;
+        Ok(ServerConfig {
+            rounds: self.rounds,
+            clients_per_round: k,
+            over_selection: self.over_selection,
+            min_commit: self.min_commit.unwrap_or((k * 4).div_ceil(5)).max(1),
+            min_clients: self.min_clients.unwrap_or(k),
+            round_timeout: self.round_timeout,
+            seed: self.seed,
+            training: TrainingConfig {
+                local_steps: self.local_steps,
+                batch_size: self.batch_size,
+                learning_rate: self.lr,
+                extra: Default::default(),
+            },
+            ..ServerConfig::default()
+        })
+    }
+}
+
+pub fn run(a: ServerArgs) -> anyhow::Result<()> {
+    let mut config = a.rounds.config()?;
+    config.linger = a.linger;
+    config.durable = !a.no_fsync;
+    let strategy = strategy::by_name(&a.strategy).context("unknown strategy")?;
+    let initial = a.model.build().with_context(|| format!("building the initial model {:?}", a.model))?;
+    super::runtime(super::default_threads())?.block_on(async move {
+        let coord = Coordinator::open(config, &a.state, initial, strategy)
+            .with_context(|| format!("opening server state in {}", a.state.display()))?;
+        let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("binding {}", a.listen))?;
+        println!("listening on {}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        let c = coord.clone();
+        let linger = a.linger;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+                _ = async { c.finished().await; tokio::time::sleep(linger).await } => {}
+            }
+        };
+        fedtune_server::serve(coord.clone(), listener, shutdown).await?;
+        let status = coord.status();
+        println!("model_version={} registered_clients={}", status.model_version, status.registered_clients);
+        Ok(())
+    })
+}

@@ -1,0 +1,7 @@
+//! fedtune: federated fine-tuning. This crate holds the simulation engine (virtual clients
+//! running the real client runtime against the real server, in-process or over loopback gRPC),
+//! the built-in workloads, the benchmarks, and the `fedtune` command-line program.
+
+pub mod bench;
+pub mod models;
+pub mod sim;

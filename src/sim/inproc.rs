@@ -1,0 +1,52 @@
+//! The in-process transport: the client runtime calls the server's [`Coordinator`] directly,
+//! with the same messages and statuses as over gRPC, minus sockets and HTTP/2.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use fedtune_client::{BoxStream, Transport};
+use fedtune_proto::v1;
+use fedtune_server::Coordinator;
+use futures::StreamExt;
+use tonic::Status;
+
+/// A client's in-process connection to a coordinator.
+#[derive(Clone, Debug)]
+pub struct InprocTransport {
+    coord: Arc<Coordinator>,
+}
+
+impl InprocTransport {
+    pub fn new(coord: Arc<Coordinator>) -> Self {
+        InprocTransport { coord }
+    }
+}
+
+impl Transport for InprocTransport {
+    async fn join(&self, req: v1::JoinRequest) -> Result<v1::JoinResponse, Status> {
+        Ok(self.coord.join(req)?)
+    }
+
+    async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, Status> {
+        Ok(self.coord.check_in(token).await?)
+    }
+
+    async fn download(&self, token: &str, req: v1::DownloadRequest) -> Result<BoxStream<Result<v1::DownloadChunk, Status>>, Status> {
+        let chunks = self.coord.download(token, &req)?;
+        Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed())
+    }
+
+    fn upload(&self, token: &str, messages: BoxStream<v1::UploadMessage>) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send {
+        let coord = Arc::clone(&self.coord);
+        let token = token.to_string();
+        async move { Ok(coord.upload(&token, messages.map(Ok)).await?) }
+    }
+
+    async fn report_metrics(&self, token: &str, req: v1::MetricsReport) -> Result<(), Status> {
+        Ok(self.coord.report_metrics(token, &req)?)
+    }
+
+    async fn status(&self) -> Result<v1::StatusResponse, Status> {
+        Ok(self.coord.status())
+    }
+}

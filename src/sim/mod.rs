@@ -1,0 +1,148 @@
+//! The simulation engine: N virtual devices running the real client runtime against the real
+//! server core, either in-process or over real loopback gRPC.
+//!
+//! Devices are tokio tasks (cheap while they wait); their CPU work runs on a pool of
+//! `threads` slots, and at most `concurrency` devices hold a model in memory at once, so a
+//! thousand clients fit in the memory of a few. Every random choice is seeded.
+
+mod faults;
+mod inproc;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedtune_client::{Backoff, Client, ClientOptions, ClientSummary, GrpcTransport, Trainer};
+use fedtune_proto::{Bundle, Compression};
+use fedtune_server::{Coordinator, ServerConfig, strategy::Strategy};
+use tokio::sync::Semaphore;
+
+pub use faults::{FaultRates, SeededFaults};
+pub use inproc::InprocTransport;
+
+/// How virtual clients reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// Direct calls into the server core, no sockets.
+    Inproc,
+    /// A real tonic server on 127.0.0.1:0 and one real gRPC channel per client.
+    Grpc,
+}
+
+/// A simulated federation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub server: ServerConfig,
+    /// Virtual clients (client ids `client-00000`, ...).
+    pub clients: usize,
+    pub transport: TransportKind,
+    /// CPU slots for training.
+    pub threads: usize,
+    /// Devices holding a model at once (download → train → upload).
+    pub concurrency: usize,
+    pub faults: FaultRates,
+    /// Server state directory (SQLite + checkpoints).
+    pub state_dir: PathBuf,
+    pub compression: Compression,
+}
+
+/// What a simulation produced.
+#[derive(Debug)]
+pub struct SimReport {
+    pub model: Bundle,
+    pub version: u64,
+    pub wall: Duration,
+    pub clients: Vec<ClientSummary>,
+    pub coordinator: Arc<Coordinator>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("server: {0}")]
+    Server(#[from] fedtune_server::ServerError),
+    #[error("client {client}: {source}")]
+    Client { client: String, source: fedtune_client::ClientError },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("a virtual client panicked: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The id of virtual client `i`.
+pub fn client_id(i: usize) -> String {
+    format!("client-{i:05}")
+}
+
+/// Runs a federation to its last round; `trainer(i)` gives client `i` its trainer (and data).
+pub async fn run<Tr, F>(cfg: &SimConfig, initial: Bundle, strategy: Box<dyn Strategy>, trainer: F) -> Result<SimReport, SimError>
+where
+    Tr: Trainer,
+    F: Fn(usize) -> Tr,
+{
+    let start = Instant::now();
+    let coord = Coordinator::open(cfg.server.clone(), &cfg.state_dir, initial, strategy)?;
+    let cpu = Arc::new(Semaphore::new(cfg.threads.max(1)));
+    let mut server = None;
+    let url = match cfg.transport {
+        TransportKind::Inproc => None,
+        TransportKind::Grpc => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let c = Arc::clone(&coord);
+            let task = tokio::spawn(async move {
+                fedtune_server::serve(c, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            });
+            server = Some((stop, task));
+            Some(url)
+        }
+    };
+    let faults: Option<Arc<dyn fedtune_client::Faults>> =
+        (!cfg.faults.is_none()).then(|| Arc::new(SeededFaults { rates: cfg.faults.clone(), seed: cfg.server.seed }) as _);
+    let active = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(cfg.clients);
+    for i in 0..cfg.clients {
+        let mut opts = ClientOptions::new(client_id(i));
+        opts.seed = cfg.server.seed;
+        opts.cpu = Arc::clone(&cpu);
+        opts.active = Some(Arc::clone(&active));
+        opts.faults = faults.clone();
+        opts.compression = cfg.compression;
+        opts.max_retry_wait = Duration::from_millis(500);
+        opts.backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(500), ..Backoff::default() };
+        let trainer = trainer(i);
+        let id = opts.client_id.clone();
+        let task = match &url {
+            None => {
+                let client = Client::new(InprocTransport::new(Arc::clone(&coord)), opts);
+                tokio::spawn(async move { client.run(trainer).await })
+            }
+            Some(url) => {
+                let transport = GrpcTransport::connect_lazy(url).map_err(|source| SimError::Client { client: id.clone(), source })?;
+                let client = Client::new(transport, opts);
+                tokio::spawn(async move { client.run(trainer).await })
+            }
+        };
+        tasks.push((id, task));
+    }
+    let mut clients = Vec::with_capacity(tasks.len());
+    for (id, task) in tasks {
+        clients.push(task.await?.map_err(|source| SimError::Client { client: id, source })?);
+    }
+    coord.finished().await;
+    let (version, model) = coord.global();
+    let wall = start.elapsed();
+    if let Some((stop, task)) = server {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    Ok(SimReport { model, version, wall, clients, coordinator: coord })
+}
+
+/// The seed of virtual client `i`'s local training (its minibatch order).
+pub fn trainer_seed(seed: u64, i: usize) -> u64 {
+    seed ^ (i as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}

@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests: a real tonic server on 127.0.0.1:0, and a raw
+//! protocol client for crafting (bad) requests by hand.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fedtune_proto::v1::{self, federation_client::FederationClient};
+use fedtune_proto::{Bundle, Compression, EncodedBundle};
+use fedtune_server::{Coordinator, ServerConfig, strategy::FedAvg};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// A running server: its URL, core, and a handle that stops it when dropped.
+pub struct TestServer {
+    pub url: String,
+    pub coord: Arc<Coordinator>,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Starts a gRPC server for `initial` on a free loopback port.
+pub async fn start(config: ServerConfig, initial: Bundle) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = Coordinator::open(config, dir.path(), initial, Box::new(FedAvg)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let c = coord.clone();
+    tokio::spawn(async move {
+        fedtune_server::serve(c, listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestServer { url, coord, dir, stop: Some(stop) }
+}
+
+/// Settings for small, quick test federations.
+pub fn quick_config(rounds: u64, k: usize, min_clients: usize) -> ServerConfig {
+    ServerConfig {
+        rounds,
+        clients_per_round: k,
+        over_selection: 1.0,
+        min_commit: k,
+        min_clients,
+        round_timeout: Duration::from_secs(60),
+        long_poll: Duration::from_millis(200),
+        retry_after: Duration::from_millis(50),
+        durable: false,
+        linger: Duration::ZERO,
+        ..ServerConfig::default()
+    }
+}
+
+/// A hand-driven protocol client.
+pub struct RawClient {
+    pub rpc: FederationClient<Channel>,
+    pub token: String,
+}
+
+impl RawClient {
+    pub async fn join(url: &str, id: &str) -> Self {
+        let channel = Channel::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+        let limit = 2 << 20;
+        let mut rpc = FederationClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit);
+        let token = rpc
+            .join(v1::JoinRequest { client_id: id.into(), capabilities: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .session_token;
+        RawClient { rpc, token }
+    }
+
+    pub fn authed<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        r
+    }
+
+    /// Checks in until a task comes.
+    pub async fn task(&mut self) -> v1::Task {
+        for _ in 0..100 {
+            let resp = self.rpc.check_in(self.authed(v1::CheckInRequest {})).await.unwrap().into_inner();
+            match resp.outcome {
+                Some(v1::check_in_response::Outcome::Task(t)) => return t,
+                Some(v1::check_in_response::Outcome::RetryAfterMs(_)) => continue,
+                other => panic!("expected a task, got {other:?}"),
+            }
+        }
+        panic!("no task offered");
+    }
+
+    /// Sends a hand-made upload stream.
+    pub async fn send(&mut self, messages: Vec<v1::UploadMessage>) -> Result<v1::UploadResponse, Status> {
+        let req = self.authed(futures::stream::iter(messages));
+        self.rpc.upload(req).await.map(|r| r.into_inner())
+    }
+}
+
+/// The messages of a well-formed upload of `update` for `task`.
+pub fn upload_messages(task: &v1::Task, update: &Bundle, num_examples: u64) -> Vec<v1::UploadMessage> {
+    let enc = EncodedBundle::encode(update, Compression::None).unwrap();
+    upload_of(task, &enc, num_examples)
+}
+
+pub fn upload_of(task: &v1::Task, enc: &EncodedBundle, num_examples: u64) -> Vec<v1::UploadMessage> {
+    use v1::upload_message::Kind;
+    let msg = |k| v1::UploadMessage { kind: Some(k) };
+    let mut out = vec![msg(Kind::Header(v1::UploadHeader {
+        task_id: task.task_id.clone(),
+        round: task.round,
+        model_version: task.model_version,
+        num_examples,
+        update: Some(enc.header.to_wire()),
+    }))];
+    out.extend(enc.chunks(0, fedtune_proto::MAX_CHUNK_BYTES).map(|(_, d)| msg(Kind::Chunk(d))));
+    out.push(msg(Kind::Digest(Bytes::copy_from_slice(&enc.header.digest.0))));
+    out
+}
