@@ -46,6 +46,9 @@ impl GrpcTransport {
             .map_err(|e| ClientError::Connect { url: url.into(), reason: e.to_string() })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(8 << 20))
             .http2_keep_alive_interval(Duration::from_secs(30));
         Ok(Self::from_channel(endpoint.connect_lazy()))
     }

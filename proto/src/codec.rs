@@ -82,18 +82,23 @@ impl EncodedBundle {
 }
 
 /// Reassembles a bundle from chunks, checking sizes as they come and the digest at the end.
-#[derive(Debug)]
 pub struct BundleReceiver {
     header: BundleHeader,
     buf: BytesMut,
-    hasher: blake3::Hasher,
+    hasher: twox_hash::XxHash3_128,
+}
+
+impl std::fmt::Debug for BundleReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleReceiver").field("header", &self.header).field("received", &self.buf.len()).finish()
+    }
 }
 
 impl BundleReceiver {
     /// Starts receiving a bundle described by an already validated header.
     pub fn new(header: BundleHeader) -> Self {
         let cap = usize::try_from(header.encoded_bytes).unwrap_or(0);
-        BundleReceiver { header, buf: BytesMut::with_capacity(cap), hasher: blake3::Hasher::new() }
+        BundleReceiver { header, buf: BytesMut::with_capacity(cap), hasher: Digest::hasher() }
     }
 
     /// Resumes a transfer from bytes already received and verified to be a prefix.
@@ -130,7 +135,7 @@ impl BundleReceiver {
         if got > self.header.encoded_bytes {
             return Err(CodecError::Overrun { expected: self.header.encoded_bytes, got });
         }
-        self.hasher.update(chunk);
+        self.hasher.write(chunk);
         self.buf.extend_from_slice(chunk);
         Ok(())
     }
@@ -142,7 +147,7 @@ impl BundleReceiver {
         if got < self.header.encoded_bytes {
             return Err(CodecError::Truncated { expected: self.header.encoded_bytes, got });
         }
-        let actual = Digest(*self.hasher.finalize().as_bytes());
+        let actual = Digest::finish(&self.hasher);
         for expected in std::iter::once(self.header.digest).chain(trailer) {
             if expected != actual {
                 return Err(CodecError::DigestMismatch { expected: expected.to_hex(), actual: actual.to_hex() });

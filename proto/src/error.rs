@@ -26,7 +26,7 @@ pub enum CodecError {
     Truncated { expected: u64, got: u64 },
     #[error("digest mismatch: header says {expected}, data hashes to {actual}")]
     DigestMismatch { expected: String, actual: String },
-    #[error("digest must be 32 bytes, got {0}")]
+    #[error("digest must be 16 bytes, got {0}")]
     DigestLength(usize),
     #[error("payload is {got} bytes, manifest needs {expected}")]
     PayloadSize { expected: u64, got: u64 },

@@ -33,13 +33,23 @@ pub enum Compression {
     Zstd,
 }
 
-/// A BLAKE3 digest.
+/// An XXH3-128 digest (big-endian bytes, as `xxhsum -H2` prints it). It guards transfers and
+/// checkpoints against truncation and corruption; authenticity is the transport's job (TLS).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Digest(pub [u8; 32]);
+pub struct Digest(pub [u8; 16]);
 
 impl Digest {
     pub fn of(bytes: &[u8]) -> Self {
-        Digest(*blake3::hash(bytes).as_bytes())
+        Digest(twox_hash::XxHash3_128::oneshot(bytes).to_be_bytes())
+    }
+
+    /// An incremental digest.
+    pub(crate) fn hasher() -> twox_hash::XxHash3_128 {
+        twox_hash::XxHash3_128::new()
+    }
+
+    pub(crate) fn finish(h: &twox_hash::XxHash3_128) -> Self {
+        Digest(h.finish_128().to_be_bytes())
     }
 
     pub fn to_hex(&self) -> String {
@@ -47,10 +57,10 @@ impl Digest {
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 {
+        if s.len() != 32 {
             return None;
         }
-        let mut out = [0u8; 32];
+        let mut out = [0u8; 16];
         for (i, byte) in out.iter_mut().enumerate() {
             *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
@@ -67,7 +77,7 @@ impl std::fmt::Debug for Digest {
 impl TryFrom<&[u8]> for Digest {
     type Error = CodecError;
     fn try_from(b: &[u8]) -> Result<Self, CodecError> {
-        let arr: [u8; 32] = b.try_into().map_err(|_| CodecError::DigestLength(b.len()))?;
+        let arr: [u8; 16] = b.try_into().map_err(|_| CodecError::DigestLength(b.len()))?;
         Ok(Digest(arr))
     }
 }

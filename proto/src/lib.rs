@@ -4,7 +4,7 @@
 //!   knows protobuf; other crates convert at the boundary through the `TryFrom` impls here.
 //! * [`Tensor`], [`Bundle`]: named tensors (f32, f16, bf16) as the federation moves them.
 //! * [`EncodedBundle`], [`BundleReceiver`]: the bundle codec (payload layout, optional zstd,
-//!   chunking, BLAKE3 digest), so a model of any size travels in chunks of at most 1 MiB.
+//!   chunking, XXH3-128 digest), so a model of any size travels in chunks of at most 1 MiB.
 
 mod codec;
 mod dtype;

@@ -102,11 +102,22 @@ impl Tensor {
     /// Index of the first NaN or infinite element, if any.
     pub fn first_non_finite(&self) -> Option<usize> {
         match self.spec.dtype {
-            DType::F32 => self.to_f32().iter().position(|v| !v.is_finite()),
+            DType::F32 => first_non_finite_f32(&self.to_f32()),
             DType::F16 => self.data.chunks_exact(2).position(|c| !f16::from_le_bytes([c[0], c[1]]).is_finite()),
             DType::BF16 => self.data.chunks_exact(2).position(|c| !bf16::from_le_bytes([c[0], c[1]]).is_finite()),
         }
     }
+}
+
+/// Index of the first NaN/infinity. Scans blocks with a branch-free test the compiler
+/// vectorises, and looks for the index only in a block that has one.
+fn first_non_finite_f32(values: &[f32]) -> Option<usize> {
+    const EXP: u32 = 0x7f80_0000;
+    const BLOCK: usize = 256;
+    values.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        let bad = block.iter().fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
+        bad.then(|| b * BLOCK + block.iter().position(|v| !v.is_finite()).unwrap_or(0))
+    })
 }
 
 /// Lends a `Vec<f32>`'s memory to `Bytes` as little-endian bytes (all supported targets are LE).

@@ -77,6 +77,11 @@ impl Federation for FederationService {
     }
 }
 
+/// HTTP/2 flow-control windows and frame size shared by server and clients.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+pub const MAX_FRAME: u32 = (1 << 20) - 1;
+
 /// Serves `coord` on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
     coord: Arc<Coordinator>,
@@ -87,6 +92,10 @@ pub async fn serve(
     tracing::info!(?addr, "serving fedtune.v1.Federation");
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Large HTTP/2 windows and frames: 1 MiB chunks flow without waiting on window updates.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_frame_size(Some(MAX_FRAME))
         .add_service(FederationService::new(coord).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -21,7 +21,7 @@ fn st_dtype(d: DType) -> StDtype {
 }
 
 /// Writes `model` (and optional strategy state) to `path` via a temp file and rename; returns
-/// the file's BLAKE3 digest.
+/// the file's XXH3-128 digest.
 pub fn write_checkpoint(
     path: &Path,
     model: &Bundle,
