@@ -20,12 +20,19 @@ pub enum ModelSpec {
 impl std::str::FromStr for ModelSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let count = |v: &str| v.parse::<usize>().ok().filter(|&n| n > 0).ok_or(format!("`{v}` is not a positive count"));
+        let count = |v: &str| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(format!("`{v}` is not a positive count"))
+        };
         match s.split_once(':') {
             Some(("linreg", d)) => Ok(ModelSpec::LinReg(count(d)?)),
             Some(("sin", p)) => Ok(ModelSpec::Sin(count(p)?)),
             _ if s.ends_with(".safetensors") => Ok(ModelSpec::File(PathBuf::from(s))),
-            _ => Err(format!("unknown model `{s}`: use linreg:DIM, sin:PARAMS or a .safetensors file")),
+            _ => Err(format!(
+                "unknown model `{s}`: use linreg:DIM, sin:PARAMS or a .safetensors file"
+            )),
         }
     }
 }
@@ -43,7 +50,10 @@ impl ModelSpec {
 /// One tensor `x` of `params` f32 values x_i = sin(i), computed in f64: bytes that don't compress.
 pub fn sin_model(params: usize) -> Bundle {
     let values: Vec<f32> = (0..params).map(|i| (i as f64).sin() as f32).collect();
-    Bundle::new(vec![Tensor::from_f32_vec("x", vec![params], values).expect("shape matches")]).expect("one tensor")
+    Bundle::new(vec![
+        Tensor::from_f32_vec("x", vec![params], values).expect("shape matches"),
+    ])
+    .expect("one tensor")
 }
 
 /// The overhead benchmark's "training": return the global model plus a constant.
@@ -65,16 +75,22 @@ impl Trainer for ShiftTrainer {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TrainError::Model(e.to_string()))?;
         let model = Bundle::new(tensors).map_err(|e| TrainError::Model(e.to_string()))?;
-        Ok(LocalUpdate { model, num_examples: self.examples, metrics: Vec::new() })
+        Ok(LocalUpdate {
+            model,
+            num_examples: self.examples,
+            metrics: Vec::new(),
+        })
     }
 }
 
 /// Mean of all values of a bundle, accumulated in f64.
 pub fn mean(bundle: &Bundle) -> f64 {
-    let (sum, n) = bundle
-        .tensors()
-        .iter()
-        .fold((0.0f64, 0usize), |(s, n), t| (s + t.to_f32().iter().map(|&v| f64::from(v)).sum::<f64>(), n + t.numel()));
+    let (sum, n) = bundle.tensors().iter().fold((0.0f64, 0usize), |(s, n), t| {
+        (
+            s + t.to_f32().iter().map(|&v| f64::from(v)).sum::<f64>(),
+            n + t.numel(),
+        )
+    });
     sum / n.max(1) as f64
 }
 
@@ -89,6 +105,9 @@ mod tests {
         assert!("sin:0".parse::<ModelSpec>().is_err());
         assert!("foo".parse::<ModelSpec>().is_err());
         let m = sin_model(3);
-        assert_eq!(m.tensors()[0].to_f32().as_ref(), &[0.0, 1f64.sin() as f32, 2f64.sin() as f32]);
+        assert_eq!(
+            m.tensors()[0].to_f32().as_ref(),
+            &[0.0, 1f64.sin() as f32, 2f64.sin() as f32]
+        );
     }
 }

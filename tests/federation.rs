@@ -1,5 +1,7 @@
 //! Whole federations over real loopback gRPC: convergence, dropouts, large updates.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -21,6 +23,7 @@ fn sim_config(clients: usize, rounds: u64, k: usize, dir: &std::path::Path) -> S
         threads: 2,
         concurrency: 8,
         faults: FaultRates::default(),
+        connections: 0,
         state_dir: dir.to_path_buf(),
         compression: Compression::None,
     }
@@ -31,19 +34,35 @@ async fn twenty_clients_converge_over_grpc() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = sim_config(20, 8, 20, dir.path());
     let data = |i: usize| LinRegData::synthetic(5, i as u64, 48, 8);
-    let report = sim::run(&cfg, linreg_model(8), Box::new(FedAvg), |i| LinRegTrainer::new(data(i), sim::trainer_seed(5, i)))
-        .await
-        .unwrap();
+    let report = sim::run(&cfg, linreg_model(8), Box::new(FedAvg), |i| {
+        LinRegTrainer::new(data(i), sim::trainer_seed(5, i))
+    })
+    .await
+    .unwrap();
     assert_eq!(report.version, 8);
     let pooled: Vec<_> = (0..20).map(data).collect();
     let loss = |m: &Bundle| pooled.iter().map(|d| d.mse(m).unwrap()).sum::<f64>() / 20.0;
     let (before, after) = (loss(&linreg_model(8)), loss(&report.model));
-    assert!(after < 0.2 * before, "loss should fall: {before} -> {after}");
+    assert!(
+        after < 0.2 * before,
+        "loss should fall: {before} -> {after}"
+    );
     // Every round counted all 20 clients exactly once, and the round-by-round loss fell.
     let rounds = report.coordinator.with_store(|s| s.rounds()).unwrap();
-    assert_eq!(rounds.iter().filter(|(r, n)| *r > 0 && *n == 20).count(), 8, "{rounds:?}");
-    let curve: Vec<f64> =
-        (1..=8).map(|r| report.coordinator.with_store(|s| s.mean_metric(r, "train_loss_before")).unwrap().unwrap()).collect();
+    assert_eq!(
+        rounds.iter().filter(|(r, n)| *r > 0 && *n == 20).count(),
+        8,
+        "{rounds:?}"
+    );
+    let curve: Vec<f64> = (1..=8)
+        .map(|r| {
+            report
+                .coordinator
+                .with_store(|s| s.mean_metric(r, "train_loss_before"))
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
     assert!(curve[7] < 0.3 * curve[0], "round losses {curve:?}");
 }
 
@@ -62,19 +81,31 @@ async fn dropouts_and_stragglers_do_not_stop_rounds() {
         straggler_delay: Duration::from_secs(3),
     };
     let data = |i: usize| LinRegData::synthetic(2, i as u64, 32, 4);
-    let report = sim::run(&cfg, linreg_model(4), Box::new(FedAvg), |i| LinRegTrainer::new(data(i), i as u64)).await.unwrap();
+    let report = sim::run(&cfg, linreg_model(4), Box::new(FedAvg), |i| {
+        LinRegTrainer::new(data(i), i as u64)
+    })
+    .await
+    .unwrap();
     assert_eq!(report.version, 5);
     let dropped: u64 = report.clients.iter().map(|c| c.dropped).sum();
     assert!(dropped > 0, "the fault plan should have dropped someone");
     // Nobody who dropped in a round is among that round's contributors.
     for round in 1..=5u64 {
-        let contributors = report.coordinator.with_store(|s| s.contributors(round)).unwrap();
+        let contributors = report
+            .coordinator
+            .with_store(|s| s.contributors(round))
+            .unwrap();
         assert!(contributors.len() >= 5);
-        let plan = sim::SeededFaults { rates: cfg.faults.clone(), seed: cfg.server.seed };
+        let plan = sim::SeededFaults {
+            rates: cfg.faults.clone(),
+            seed: cfg.server.seed,
+        };
         for c in &contributors {
             let p = fedtune_client::Faults::plan(&plan, c, round);
             assert!(
-                !p.drop_before_download && p.drop_during_download.is_none() && p.drop_during_upload.is_none(),
+                !p.drop_before_download
+                    && p.drop_during_download.is_none()
+                    && p.drop_during_upload.is_none(),
                 "{c} dropped in round {round} yet was counted"
             );
         }
@@ -85,7 +116,8 @@ async fn dropouts_and_stragglers_do_not_stop_rounds() {
 async fn partial_upload_of_a_dropped_client_is_never_counted() {
     // 300k params = 1.2 MB: two chunks, so the client can vanish between them.
     let n = 300_000;
-    let initial = Bundle::new(vec![Tensor::from_f32("w", vec![n], &vec![1.0; n]).unwrap()]).unwrap();
+    let initial =
+        Bundle::new(vec![Tensor::from_f32("w", vec![n], &vec![1.0; n]).unwrap()]).unwrap();
     let mut config = common::quick_config(1, 2, 3);
     config.over_selection = 1.5;
     let server = common::start(config, initial).await;
@@ -97,31 +129,51 @@ async fn partial_upload_of_a_dropped_client_is_never_counted() {
     for c in &mut clients {
         tasks.push(c.task().await);
     }
-    let delta = |v: f32| Bundle::new(vec![Tensor::from_f32("w", vec![n], &vec![v; n]).unwrap()]).unwrap();
+    let delta =
+        |v: f32| Bundle::new(vec![Tensor::from_f32("w", vec![n], &vec![v; n]).unwrap()]).unwrap();
 
     // Client a sends its header and first chunk, then its connection goes away.
     let msgs = common::upload_messages(&tasks[0], &delta(100.0), 1000);
     let partial: Vec<_> = msgs.into_iter().take(2).collect();
-    let stream = futures::StreamExt::chain(futures::stream::iter(partial), futures::stream::pending());
+    let stream =
+        futures::StreamExt::chain(futures::stream::iter(partial), futures::stream::pending());
     let req = clients[0].authed(stream);
     let mut rpc = clients[0].rpc.clone();
     let dropped = tokio::time::timeout(Duration::from_millis(300), rpc.upload(req)).await;
-    assert!(dropped.is_err(), "the upload should still be pending when the client vanishes");
+    assert!(
+        dropped.is_err(),
+        "the upload should still be pending when the client vanishes"
+    );
     drop(rpc);
     drop(clients.remove(0));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(server.coord.status().received, 0, "a partial upload is not counted");
+    assert_eq!(
+        server.coord.status().received,
+        0,
+        "a partial upload is not counted"
+    );
 
     // The others complete the round without waiting for a.
     let (tb, tc) = (tasks[1].clone(), tasks[2].clone());
-    clients[0].send(common::upload_messages(&tb, &delta(1.0), 1)).await.unwrap();
-    clients[1].send(common::upload_messages(&tc, &delta(3.0), 3)).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server.coord.finished()).await.unwrap();
+    clients[0]
+        .send(common::upload_messages(&tb, &delta(1.0), 1))
+        .await
+        .unwrap();
+    clients[1]
+        .send(common::upload_messages(&tc, &delta(3.0), 3))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.coord.finished())
+        .await
+        .unwrap();
     let (version, model) = server.coord.global();
     assert_eq!(version, 1);
     // 1 + (1·1 + 3·3)/4 = 3.5 everywhere: a's 100.0 left no trace.
     assert!(model.tensors()[0].to_f32().iter().all(|&v| v == 3.5));
-    assert_eq!(server.coord.with_store(|s| s.contributors(1)).unwrap(), vec!["b", "c"]);
+    assert_eq!(
+        server.coord.with_store(|s| s.contributors(1)).unwrap(),
+        vec!["b", "c"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +184,12 @@ async fn a_64_mib_update_travels_in_chunks() {
     cfg.concurrency = 1;
     let initial = sin_model(params);
     let before = mean(&initial);
-    let report = sim::run(&cfg, initial, Box::new(FedAvg), |_| ShiftTrainer { shift: 0.25, examples: 10 }).await.unwrap();
+    let report = sim::run(&cfg, initial, Box::new(FedAvg), |_| ShiftTrainer {
+        shift: 0.25,
+        examples: 10,
+    })
+    .await
+    .unwrap();
     let c = &report.clients[0];
     assert_eq!(c.accepted, 1);
     assert_eq!(c.bytes_up, 64 << 20);

@@ -1,6 +1,8 @@
 //! Bad uploads and bad callers are refused with a clear status, nothing of them is counted,
 //! and the server keeps serving.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use bytes::Bytes;
@@ -18,7 +20,11 @@ fn bundle(values: &[f32]) -> Bundle {
 fn expect(result: Result<v1::UploadResponse, tonic::Status>, code: Code, needle: &str) {
     let status = result.expect_err("upload should be refused");
     assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(needle), "`{}` should mention `{needle}`", status.message());
+    assert!(
+        status.message().contains(needle),
+        "`{}` should mention `{needle}`",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,58 +46,141 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
     expect(a.send(msgs).await, Code::DataLoss, "digest mismatch");
 
     // NaN and infinity are refused, naming the tensor.
-    expect(a.send(common::upload_messages(&ta, &bundle(&[0.0, f32::NAN, 0.0, 0.0]), 10)).await, Code::InvalidArgument, "`w` holds a non-finite value at element 1");
-    expect(a.send(common::upload_messages(&ta, &bundle(&[f32::INFINITY, 0.0, 0.0, 0.0]), 10)).await, Code::InvalidArgument, "non-finite");
+    expect(
+        a.send(common::upload_messages(
+            &ta,
+            &bundle(&[0.0, f32::NAN, 0.0, 0.0]),
+            10,
+        ))
+        .await,
+        Code::InvalidArgument,
+        "`w` holds a non-finite value at element 1",
+    );
+    expect(
+        a.send(common::upload_messages(
+            &ta,
+            &bundle(&[f32::INFINITY, 0.0, 0.0, 0.0]),
+            10,
+        ))
+        .await,
+        Code::InvalidArgument,
+        "non-finite",
+    );
 
     // Wrong shape, wrong dtype, unknown tensor.
-    expect(a.send(common::upload_messages(&ta, &bundle(&[0.0; 5]), 10)).await, Code::InvalidArgument, "shape [5]");
+    expect(
+        a.send(common::upload_messages(&ta, &bundle(&[0.0; 5]), 10))
+            .await,
+        Code::InvalidArgument,
+        "shape [5]",
+    );
     let f16 = Bundle::new(vec![
         Tensor::from_f32_as("w", vec![4], &[0.0; 4], DType::F16).unwrap(),
         Tensor::from_f32("b", vec![1], &[0.0]).unwrap(),
     ])
     .unwrap();
-    expect(a.send(common::upload_messages(&ta, &f16, 10)).await, Code::InvalidArgument, "dtype F16");
-    let alien = Bundle::new(vec![Tensor::from_f32("w", vec![4], &[0.0; 4]).unwrap(), Tensor::from_f32("z", vec![1], &[0.0]).unwrap()]).unwrap();
-    expect(a.send(common::upload_messages(&ta, &alien, 10)).await, Code::InvalidArgument, "unknown tensor `z`");
+    expect(
+        a.send(common::upload_messages(&ta, &f16, 10)).await,
+        Code::InvalidArgument,
+        "dtype F16",
+    );
+    let alien = Bundle::new(vec![
+        Tensor::from_f32("w", vec![4], &[0.0; 4]).unwrap(),
+        Tensor::from_f32("z", vec![1], &[0.0]).unwrap(),
+    ])
+    .unwrap();
+    expect(
+        a.send(common::upload_messages(&ta, &alien, 10)).await,
+        Code::InvalidArgument,
+        "unknown tensor `z`",
+    );
 
     // Protocol errors: data before the header, zero examples, a stream that just stops.
     let msgs = common::upload_messages(&ta, &good, 10);
-    expect(a.send(msgs[1..].to_vec()).await, Code::InvalidArgument, "first upload message must be the header");
-    expect(a.send(common::upload_messages(&ta, &good, 0)).await, Code::InvalidArgument, "num_examples");
+    expect(
+        a.send(msgs[1..].to_vec()).await,
+        Code::InvalidArgument,
+        "first upload message must be the header",
+    );
+    expect(
+        a.send(common::upload_messages(&ta, &good, 0)).await,
+        Code::InvalidArgument,
+        "num_examples",
+    );
     let msgs = common::upload_messages(&ta, &good, 10);
-    expect(a.send(msgs[..msgs.len() - 1].to_vec()).await, Code::Cancelled, "ended before the digest");
+    expect(
+        a.send(msgs[..msgs.len() - 1].to_vec()).await,
+        Code::Cancelled,
+        "ended before the digest",
+    );
 
     // Stale: a round or model version that is not open, a task that was never issued.
     let mut stale = ta.clone();
     stale.round += 5;
-    expect(a.send(common::upload_messages(&stale, &good, 10)).await, Code::FailedPrecondition, "round 6 is not open");
+    expect(
+        a.send(common::upload_messages(&stale, &good, 10)).await,
+        Code::FailedPrecondition,
+        "round 6 is not open",
+    );
     let mut stale = ta.clone();
     stale.model_version += 1;
-    expect(a.send(common::upload_messages(&stale, &good, 10)).await, Code::FailedPrecondition, "model version 1");
+    expect(
+        a.send(common::upload_messages(&stale, &good, 10)).await,
+        Code::FailedPrecondition,
+        "model version 1",
+    );
     let mut forged = ta.clone();
     forged.task_id = "made-up".into();
-    expect(a.send(common::upload_messages(&forged, &good, 10)).await, Code::FailedPrecondition, "unknown task");
+    expect(
+        a.send(common::upload_messages(&forged, &good, 10)).await,
+        Code::FailedPrecondition,
+        "unknown task",
+    );
 
     // Unknown clients: no token, a made-up token.
     let mut rpc = a.rpc.clone();
     let err = rpc.check_in(v1::CheckInRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    let mut intruder = common::RawClient { rpc: a.rpc.clone(), token: "0123456789abcdef".into() };
-    expect(intruder.send(common::upload_messages(&ta, &good, 10)).await, Code::Unauthenticated, "unknown session token");
-    let err = intruder.rpc.check_in(intruder.authed(v1::CheckInRequest {})).await.unwrap_err();
+    let mut intruder = common::RawClient {
+        rpc: a.rpc.clone(),
+        token: "0123456789abcdef".into(),
+    };
+    expect(
+        intruder.send(common::upload_messages(&ta, &good, 10)).await,
+        Code::Unauthenticated,
+        "unknown session token",
+    );
+    let err = intruder
+        .rpc
+        .check_in(intruder.authed(v1::CheckInRequest {}))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
 
     // Nothing so far was counted; the server still serves: a good upload is accepted...
     assert_eq!(server.coord.status().received, 0);
-    let ok = a.send(common::upload_messages(&ta, &good, 10)).await.unwrap();
+    let ok = a
+        .send(common::upload_messages(&ta, &good, 10))
+        .await
+        .unwrap();
     assert!(ok.accepted);
     assert_eq!(ok.received, 1);
     // ...once.
-    expect(a.send(common::upload_messages(&ta, &good, 10)).await, Code::AlreadyExists, "already contributed to round 1");
+    expect(
+        a.send(common::upload_messages(&ta, &good, 10)).await,
+        Code::AlreadyExists,
+        "already contributed to round 1",
+    );
 
     // b completes round 1; a's round-1 update is now stale.
     let tb = b.task().await;
-    b.send(common::upload_messages(&tb, &bundle(&[1.5, 1.5, 1.5, 1.5]), 30)).await.unwrap();
+    b.send(common::upload_messages(
+        &tb,
+        &bundle(&[1.5, 1.5, 1.5, 1.5]),
+        30,
+    ))
+    .await
+    .unwrap();
     let t2 = loop {
         let t = a.task().await;
         if t.round == 2 {
@@ -99,13 +188,23 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         }
     };
     assert_eq!(t2.model_version, 1);
-    expect(a.send(common::upload_messages(&ta, &good, 10)).await, Code::FailedPrecondition, "round 1 is not open");
+    expect(
+        a.send(common::upload_messages(&ta, &good, 10)).await,
+        Code::FailedPrecondition,
+        "round 1 is not open",
+    );
 
     // Version 1 = initial + (10·0.5 + 30·1.5)/40 = initial + 1.25, from exactly a and b.
     let (version, model) = server.coord.global();
     assert_eq!(version, 1);
-    assert_eq!(model.get("w").unwrap().to_f32().as_ref(), &[2.25, 3.25, 4.25, 5.25]);
-    assert_eq!(server.coord.with_store(|s| s.contributors(1)).unwrap(), vec!["a", "b"]);
+    assert_eq!(
+        model.get("w").unwrap().to_f32().as_ref(),
+        &[2.25, 3.25, 4.25, 5.25]
+    );
+    assert_eq!(
+        server.coord.with_store(|s| s.contributors(1)).unwrap(),
+        vec!["a", "b"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,20 +215,43 @@ async fn compressed_updates_and_resumed_downloads_work() {
     let t = a.task().await;
     // Resume a download from an offset: the tail matches the payload's tail.
     let (_, payload) = server.coord.encoded_global();
-    let req = a.authed(v1::DownloadRequest { model_version: 0, offset: 7 });
+    let req = a.authed(v1::DownloadRequest {
+        model_version: 0,
+        offset: 7,
+    });
     let mut stream = a.rpc.download(req).await.unwrap().into_inner();
     let mut tail = Vec::new();
     while let Some(chunk) = stream.message().await.unwrap() {
         tail.extend_from_slice(&chunk.data);
     }
     assert_eq!(tail, payload[7..]);
-    let past = a.authed(v1::DownloadRequest { model_version: 0, offset: 999 });
-    assert_eq!(a.rpc.download(past).await.unwrap_err().code(), Code::InvalidArgument);
-    let gone = a.authed(v1::DownloadRequest { model_version: 3, offset: 0 });
-    assert_eq!(a.rpc.download(gone).await.unwrap_err().code(), Code::FailedPrecondition);
+    let past = a.authed(v1::DownloadRequest {
+        model_version: 0,
+        offset: 999,
+    });
+    assert_eq!(
+        a.rpc.download(past).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let gone = a.authed(v1::DownloadRequest {
+        model_version: 3,
+        offset: 0,
+    });
+    assert_eq!(
+        a.rpc.download(gone).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
 
     let enc = EncodedBundle::encode(&bundle(&[2.0; 4]), Compression::Zstd).unwrap();
-    assert!(a.send(common::upload_of(&t, &enc, 1)).await.unwrap().accepted);
+    assert!(
+        a.send(common::upload_of(&t, &enc, 1))
+            .await
+            .unwrap()
+            .accepted
+    );
     server.coord.finished().await;
-    assert_eq!(server.coord.global().1.get("w").unwrap().to_f32().as_ref(), &[3.0; 4]);
+    assert_eq!(
+        server.coord.global().1.get("w").unwrap().to_f32().as_ref(),
+        &[3.0; 4]
+    );
 }

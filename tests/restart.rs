@@ -2,6 +2,8 @@
 //! restarted on the same state directory, ends with the same model, bit for bit, as a run
 //! that was never interrupted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,14 +15,42 @@ const CLIENTS: usize = 4;
 const ROUNDS: u64 = 6;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn server(port: u16, state: &Path) -> Child {
     Command::new(BIN)
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--model", "linreg:8", "--seed", "7"])
-        .args(["--rounds", &ROUNDS.to_string(), "--clients-per-round", &CLIENTS.to_string(), "--over-selection", "1"])
-        .args(["--min-clients", &CLIENTS.to_string(), "--min-commit", &CLIENTS.to_string(), "--linger", "5s", "--log", "warn"])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--model",
+            "linreg:8",
+            "--seed",
+            "7",
+        ])
+        .args([
+            "--rounds",
+            &ROUNDS.to_string(),
+            "--clients-per-round",
+            &CLIENTS.to_string(),
+            "--over-selection",
+            "1",
+        ])
+        .args([
+            "--min-clients",
+            &CLIENTS.to_string(),
+            "--min-commit",
+            &CLIENTS.to_string(),
+            "--linger",
+            "5s",
+            "--log",
+            "warn",
+        ])
         .arg("--state")
         .arg(state)
         .stdout(Stdio::null())
@@ -32,8 +62,23 @@ fn clients(port: u16) -> Vec<Child> {
     (0..CLIENTS)
         .map(|i| {
             Command::new(BIN)
-                .args(["client", "--server", &format!("http://127.0.0.1:{port}"), "--id", &format!("dev-{i}")])
-                .args(["--index", &i.to_string(), "--seed", "7", "--dim", "8", "--log", "warn"])
+                .args([
+                    "client",
+                    "--server",
+                    &format!("http://127.0.0.1:{port}"),
+                    "--id",
+                    &format!("dev-{i}"),
+                ])
+                .args([
+                    "--index",
+                    &i.to_string(),
+                    "--seed",
+                    "7",
+                    "--dim",
+                    "8",
+                    "--log",
+                    "warn",
+                ])
                 // Staggered slow devices, so a round is long enough to be caught half done.
                 .args(["--delay", &format!("{}ms", 60 * (i + 1))])
                 .stdout(Stdio::null())
@@ -44,18 +89,25 @@ fn clients(port: u16) -> Vec<Child> {
 }
 
 async fn status(port: u16) -> Option<v1::StatusResponse> {
-    let mut rpc = FederationClient::connect(format!("http://127.0.0.1:{port}")).await.ok()?;
-    Some(rpc.get_status(v1::StatusRequest {}).await.ok()?.into_inner())
+    let mut rpc = FederationClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .ok()?;
+    Some(
+        rpc.get_status(v1::StatusRequest {})
+            .await
+            .ok()?
+            .into_inner(),
+    )
 }
 
 /// Polls the server until `pred` holds.
 async fn wait_for(port: u16, what: &str, pred: impl Fn(&v1::StatusResponse) -> bool) {
     let until = Instant::now() + Duration::from_secs(60);
     while Instant::now() < until {
-        if let Some(s) = status(port).await {
-            if pred(&s) {
-                return;
-            }
+        if let Some(s) = status(port).await
+            && pred(&s)
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -74,9 +126,17 @@ fn final_model(state: &Path) -> Vec<u8> {
     let last = store.last_committed().unwrap().unwrap();
     assert_eq!(last.round, ROUNDS);
     let rounds = store.rounds().unwrap();
-    assert!(rounds.iter().all(|&(r, n)| r == 0 || n == CLIENTS), "every round counts each client once: {rounds:?}");
-    let (model, _) = fedtune_server::store::read_checkpoint(&last.checkpoint, Some(last.digest)).unwrap();
-    model.tensors().iter().flat_map(|t| t.data().to_vec()).collect()
+    assert!(
+        rounds.iter().all(|&(r, n)| r == 0 || n == CLIENTS),
+        "every round counts each client once: {rounds:?}"
+    );
+    let (model, _) =
+        fedtune_server::store::read_checkpoint(&last.checkpoint, Some(last.digest)).unwrap();
+    model
+        .tensors()
+        .iter()
+        .flat_map(|t| t.data().to_vec())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,12 +154,18 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     let mut srv = server(port, crashed.path());
     let devices = clients(port);
     let training = v1::Phase::Training as i32;
-    wait_for(port, "round 2 half done", |s| s.round == 2 && s.phase == training && s.received >= 1 && s.received < CLIENTS as u64).await;
+    wait_for(port, "round 2 half done", |s| {
+        s.round == 2 && s.phase == training && s.received >= 1 && s.received < CLIENTS as u64
+    })
+    .await;
     srv.kill().unwrap();
     srv.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut srv = server(port, crashed.path());
-    wait_for(port, "round 5 open with nothing received", |s| s.round == 5 && s.phase == training && s.received == 0 && s.committed_rounds == 4).await;
+    wait_for(port, "round 5 open with nothing received", |s| {
+        s.round == 5 && s.phase == training && s.received == 0 && s.committed_rounds == 4
+    })
+    .await;
     srv.kill().unwrap();
     srv.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -107,5 +173,9 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     wait_all(devices);
     assert!(srv.wait().unwrap().success());
 
-    assert_eq!(final_model(crashed.path()), final_model(reference.path()), "resumed run must match bit for bit");
+    assert_eq!(
+        final_model(crashed.path()),
+        final_model(reference.path()),
+        "resumed run must match bit for bit"
+    );
 }

@@ -5,9 +5,16 @@ pub enum ClientError {
     #[error("cannot reach the server at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("gave up after {attempts} attempts at {what}: {last}")]
-    RetriesExhausted { what: &'static str, attempts: u32, last: tonic::Status },
+    RetriesExhausted {
+        what: &'static str,
+        attempts: u32,
+        last: tonic::Status,
+    },
     #[error("server refused {what}: {status}")]
-    Refused { what: &'static str, status: tonic::Status },
+    Refused {
+        what: &'static str,
+        status: tonic::Status,
+    },
     #[error("training failed: {0}")]
     Train(#[from] crate::TrainError),
     #[error("bundle: {0}")]

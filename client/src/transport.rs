@@ -16,8 +16,14 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = T> + Send + 'static>>;
 
 /// The calls of the `Federation` service, authenticated by a session token.
 pub trait Transport: Send + Sync + 'static {
-    fn join(&self, req: v1::JoinRequest) -> impl Future<Output = Result<v1::JoinResponse, Status>> + Send;
-    fn check_in(&self, token: &str) -> impl Future<Output = Result<v1::CheckInResponse, Status>> + Send;
+    fn join(
+        &self,
+        req: v1::JoinRequest,
+    ) -> impl Future<Output = Result<v1::JoinResponse, Status>> + Send;
+    fn check_in(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<v1::CheckInResponse, Status>> + Send;
     fn download(
         &self,
         token: &str,
@@ -28,7 +34,11 @@ pub trait Transport: Send + Sync + 'static {
         token: &str,
         messages: BoxStream<v1::UploadMessage>,
     ) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send;
-    fn report_metrics(&self, token: &str, req: v1::MetricsReport) -> impl Future<Output = Result<(), Status>> + Send;
+    fn report_metrics(
+        &self,
+        token: &str,
+        req: v1::MetricsReport,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
     fn status(&self) -> impl Future<Output = Result<v1::StatusResponse, Status>> + Send;
 }
 
@@ -43,12 +53,15 @@ impl GrpcTransport {
     /// connects, and a lost connection is re-established by the next call.
     pub fn connect_lazy(url: &str) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ClientError::Connect { url: url.into(), reason: e.to_string() })?
+            .map_err(|e| ClientError::Connect {
+                url: url.into(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
             .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
             .http2_keep_alive_interval(Duration::from_secs(30));
         Ok(Self::from_channel(endpoint.connect_lazy()))
     }
@@ -56,7 +69,9 @@ impl GrpcTransport {
     pub fn from_channel(channel: Channel) -> Self {
         let limit = fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024;
         GrpcTransport {
-            client: FederationClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit),
+            client: FederationClient::new(channel)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         }
     }
 }
@@ -66,15 +81,23 @@ struct SyncStream(std::sync::Mutex<BoxStream<v1::UploadMessage>>);
 
 impl Stream for SyncStream {
     type Item = v1::UploadMessage;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
-        let mut inner = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut inner = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner.as_mut().poll_next(cx)
     }
 }
 
 fn authed<T>(token: &str, msg: T) -> Result<Request<T>, Status> {
     let mut req = Request::new(msg);
-    let value = format!("Bearer {token}").parse().map_err(|_| Status::invalid_argument("token is not ASCII"))?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Status::invalid_argument("token is not ASCII"))?;
     req.metadata_mut().insert("authorization", value);
     Ok(req)
 }
@@ -85,7 +108,12 @@ impl Transport for GrpcTransport {
     }
 
     async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, Status> {
-        Ok(self.client.clone().check_in(authed(token, v1::CheckInRequest {})?).await?.into_inner())
+        Ok(self
+            .client
+            .clone()
+            .check_in(authed(token, v1::CheckInRequest {})?)
+            .await?
+            .into_inner())
     }
 
     async fn download(
@@ -93,7 +121,12 @@ impl Transport for GrpcTransport {
         token: &str,
         req: v1::DownloadRequest,
     ) -> Result<BoxStream<Result<v1::DownloadChunk, Status>>, Status> {
-        let stream = self.client.clone().download(authed(token, req)?).await?.into_inner();
+        let stream = self
+            .client
+            .clone()
+            .download(authed(token, req)?)
+            .await?
+            .into_inner();
         Ok(stream.boxed())
     }
 
@@ -108,11 +141,19 @@ impl Transport for GrpcTransport {
     }
 
     async fn report_metrics(&self, token: &str, req: v1::MetricsReport) -> Result<(), Status> {
-        self.client.clone().report_metrics(authed(token, req)?).await?;
+        self.client
+            .clone()
+            .report_metrics(authed(token, req)?)
+            .await?;
         Ok(())
     }
 
     async fn status(&self) -> Result<v1::StatusResponse, Status> {
-        Ok(self.client.clone().get_status(v1::StatusRequest {}).await?.into_inner())
+        Ok(self
+            .client
+            .clone()
+            .get_status(v1::StatusRequest {})
+            .await?
+            .into_inner())
     }
 }

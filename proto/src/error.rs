@@ -16,8 +16,16 @@ pub enum CodecError {
     ShapeOverflow { name: String, shape: Vec<u64> },
     #[error("bundle of {bytes} bytes exceeds the limit of {limit} bytes")]
     TooLarge { bytes: u64, limit: u64 },
-    #[error("tensor `{name}`: {got} bytes of data, expected {expected} for shape {shape:?} of {dtype}")]
-    DataSize { name: String, dtype: DType, shape: Vec<usize>, expected: usize, got: usize },
+    #[error(
+        "tensor `{name}`: {got} bytes of data, expected {expected} for shape {shape:?} of {dtype}"
+    )]
+    DataSize {
+        name: String,
+        dtype: DType,
+        shape: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
     #[error("chunk of {0} bytes exceeds the 1 MiB chunk limit")]
     ChunkTooLarge(usize),
     #[error("received {got} bytes, more than the {expected} the header announced")]

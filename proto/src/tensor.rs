@@ -35,14 +35,30 @@ impl Tensor {
     }
 
     /// An f32 tensor; fails if `values` does not have `shape`'s element count.
-    pub fn from_f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32]) -> Result<Self, CodecError> {
-        let spec = TensorSpec { name: name.into(), dtype: DType::F32, shape };
+    pub fn from_f32(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        values: &[f32],
+    ) -> Result<Self, CodecError> {
+        let spec = TensorSpec {
+            name: name.into(),
+            dtype: DType::F32,
+            shape,
+        };
         Self::from_bytes(spec, Bytes::copy_from_slice(bytemuck::cast_slice(values)))
     }
 
     /// An f32 tensor that takes ownership of `values` without copying them.
-    pub fn from_f32_vec(name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> Result<Self, CodecError> {
-        let spec = TensorSpec { name: name.into(), dtype: DType::F32, shape };
+    pub fn from_f32_vec(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        values: Vec<f32>,
+    ) -> Result<Self, CodecError> {
+        let spec = TensorSpec {
+            name: name.into(),
+            dtype: DType::F32,
+            shape,
+        };
         Self::from_bytes(spec, Bytes::from_owner(F32Bytes(values)))
     }
 
@@ -55,10 +71,23 @@ impl Tensor {
     ) -> Result<Self, CodecError> {
         let raw: Vec<u8> = match dtype {
             DType::F32 => bytemuck::cast_slice(values).to_vec(),
-            DType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-            DType::BF16 => values.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+            DType::F16 => values
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect(),
+            DType::BF16 => values
+                .iter()
+                .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+                .collect(),
         };
-        Self::from_bytes(TensorSpec { name: name.into(), dtype, shape }, Bytes::from(raw))
+        Self::from_bytes(
+            TensorSpec {
+                name: name.into(),
+                dtype,
+                shape,
+            },
+            Bytes::from(raw),
+        )
     }
 
     pub fn spec(&self) -> &TensorSpec {
@@ -87,15 +116,24 @@ impl Tensor {
             DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(&self.data) {
                 Ok(v) => Cow::Borrowed(v),
                 Err(_) => Cow::Owned(
-                    self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    self.data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
                 ),
             },
-            DType::F16 => {
-                Cow::Owned(self.data.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
-            }
-            DType::BF16 => {
-                Cow::Owned(self.data.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
-            }
+            DType::F16 => Cow::Owned(
+                self.data
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+            DType::BF16 => Cow::Owned(
+                self.data
+                    .chunks_exact(2)
+                    .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
         }
     }
 
@@ -103,8 +141,14 @@ impl Tensor {
     pub fn first_non_finite(&self) -> Option<usize> {
         match self.spec.dtype {
             DType::F32 => first_non_finite_f32(&self.to_f32()),
-            DType::F16 => self.data.chunks_exact(2).position(|c| !f16::from_le_bytes([c[0], c[1]]).is_finite()),
-            DType::BF16 => self.data.chunks_exact(2).position(|c| !bf16::from_le_bytes([c[0], c[1]]).is_finite()),
+            DType::F16 => self
+                .data
+                .chunks_exact(2)
+                .position(|c| !f16::from_le_bytes([c[0], c[1]]).is_finite()),
+            DType::BF16 => self
+                .data
+                .chunks_exact(2)
+                .position(|c| !bf16::from_le_bytes([c[0], c[1]]).is_finite()),
         }
     }
 }
@@ -115,7 +159,9 @@ fn first_non_finite_f32(values: &[f32]) -> Option<usize> {
     const EXP: u32 = 0x7f80_0000;
     const BLOCK: usize = 256;
     values.chunks(BLOCK).enumerate().find_map(|(b, block)| {
-        let bad = block.iter().fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
+        let bad = block
+            .iter()
+            .fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
         bad.then(|| b * BLOCK + block.iter().position(|v| !v.is_finite()).unwrap_or(0))
     })
 }
@@ -172,9 +218,293 @@ impl Bundle {
     pub fn check_finite(&self) -> Result<(), CodecError> {
         for t in &self.tensors {
             if let Some(index) = t.first_non_finite() {
-                return Err(CodecError::NonFinite { name: t.name().to_string(), index });
+                return Err(CodecError::NonFinite {
+                    name: t.name().to_string(),
+                    index,
+                });
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const LEN: usize = 600;
+    const POSITIONS: [usize; 4] = [0, 255, 256, LEN - 1];
+
+    /// Finite data with the awkward cases: zeros of both signs, subnormals, the extremes.
+    fn finite_f32() -> Vec<f32> {
+        let special = [
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE / 2.0,
+            -f32::from_bits(1),
+            f32::MAX,
+            f32::MIN,
+            1.5,
+            -3.25,
+        ];
+        (0..LEN)
+            .map(|i| special[i % special.len()] * if i % 3 == 0 { 1.0 } else { -1.0 })
+            .collect()
+    }
+
+    fn finite_f16() -> Vec<f16> {
+        let special = [
+            f16::ZERO,
+            f16::NEG_ZERO,
+            f16::from_bits(1),
+            f16::MIN_POSITIVE_SUBNORMAL,
+            f16::MAX,
+            f16::MIN,
+        ];
+        (0..LEN).map(|i| special[i % special.len()]).collect()
+    }
+
+    fn finite_bf16() -> Vec<bf16> {
+        let special = [
+            bf16::ZERO,
+            bf16::NEG_ZERO,
+            bf16::from_bits(1),
+            bf16::MIN_POSITIVE_SUBNORMAL,
+            bf16::MAX,
+            bf16::MIN,
+        ];
+        (0..LEN).map(|i| special[i % special.len()]).collect()
+    }
+
+    fn f32_tensor(v: &[f32]) -> Tensor {
+        Tensor::from_f32("t", vec![v.len()], v).unwrap()
+    }
+
+    fn f16_tensor(v: &[f16]) -> Tensor {
+        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Tensor::from_bytes(
+            TensorSpec {
+                name: "t".into(),
+                dtype: DType::F16,
+                shape: vec![v.len()],
+            },
+            raw.into(),
+        )
+        .unwrap()
+    }
+
+    fn bf16_tensor(v: &[bf16]) -> Tensor {
+        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Tensor::from_bytes(
+            TensorSpec {
+                name: "t".into(),
+                dtype: DType::BF16,
+                shape: vec![v.len()],
+            },
+            raw.into(),
+        )
+        .unwrap()
+    }
+
+    /// The same f32 values, but starting at an odd address so `to_f32` has to copy.
+    fn misaligned_f32_tensor(v: &[f32]) -> Tensor {
+        let mut raw = vec![0u8];
+        raw.extend_from_slice(bytemuck::cast_slice(v));
+        let data = Bytes::from(raw).slice(1..);
+        assert_ne!(data.as_ptr() as usize % 4, 0);
+        let t = Tensor::from_bytes(
+            TensorSpec {
+                name: "t".into(),
+                dtype: DType::F32,
+                shape: vec![v.len()],
+            },
+            data,
+        )
+        .unwrap();
+        assert!(matches!(t.to_f32(), Cow::Owned(_)));
+        t
+    }
+
+    #[test]
+    fn finite_data_has_no_non_finite() {
+        let f = finite_f32();
+        assert!(f.iter().any(|v| v.is_subnormal()) && f.contains(&f32::MAX));
+        assert_eq!(f32_tensor(&f).first_non_finite(), None);
+        assert_eq!(misaligned_f32_tensor(&f).first_non_finite(), None);
+        assert_eq!(f16_tensor(&finite_f16()).first_non_finite(), None);
+        assert_eq!(bf16_tensor(&finite_bf16()).first_non_finite(), None);
+        assert_eq!(f32_tensor(&[]).first_non_finite(), None);
+        assert_eq!(f16_tensor(&[]).first_non_finite(), None);
+    }
+
+    #[test]
+    fn non_finite_f32_is_found() {
+        let bad = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::from_bits(0xffc0_0001),
+            f32::from_bits(0x7f80_0001),
+        ];
+        for b in bad {
+            for pos in POSITIONS {
+                let mut v = finite_f32();
+                v[pos] = b;
+                assert_eq!(f32_tensor(&v).first_non_finite(), Some(pos), "{b} at {pos}");
+                assert_eq!(
+                    misaligned_f32_tensor(&v).first_non_finite(),
+                    Some(pos),
+                    "{b} at {pos} (misaligned)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_f16_is_found() {
+        for b in [
+            f16::NAN,
+            f16::INFINITY,
+            f16::NEG_INFINITY,
+            f16::from_bits(0xfe01),
+        ] {
+            for pos in POSITIONS {
+                let mut v = finite_f16();
+                v[pos] = b;
+                assert_eq!(f16_tensor(&v).first_non_finite(), Some(pos), "{b} at {pos}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_bf16_is_found() {
+        for b in [
+            bf16::NAN,
+            bf16::INFINITY,
+            bf16::NEG_INFINITY,
+            bf16::from_bits(0xff81),
+        ] {
+            for pos in POSITIONS {
+                let mut v = finite_bf16();
+                v[pos] = b;
+                assert_eq!(
+                    bf16_tensor(&v).first_non_finite(),
+                    Some(pos),
+                    "{b} at {pos}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_of_several_non_finite_is_reported() {
+        let mut v = finite_f32();
+        v[LEN - 1] = f32::NAN;
+        v[300] = f32::INFINITY;
+        v[257] = f32::NEG_INFINITY;
+        assert_eq!(f32_tensor(&v).first_non_finite(), Some(257));
+        let mut h = finite_f16();
+        h[400] = f16::NAN;
+        h[3] = f16::INFINITY;
+        assert_eq!(f16_tensor(&h).first_non_finite(), Some(3));
+    }
+
+    #[test]
+    fn conversion_rounds_to_the_target_type() {
+        let values = [1.0f32, -2.5, 65504.0, 1e-7, 3.3, 1e6];
+        let h = Tensor::from_f32_as("h", vec![2, 3], &values, DType::F16).unwrap();
+        let b = Tensor::from_f32_as("b", vec![6], &values, DType::BF16).unwrap();
+        let f = Tensor::from_f32_as("f", vec![3, 2], &values, DType::F32).unwrap();
+        assert_eq!(h.data().len(), 12);
+        assert_eq!(b.data().len(), 12);
+        assert_eq!(f.data().len(), 24);
+        let want_h: Vec<f32> = values.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+        let want_b: Vec<f32> = values.iter().map(|&v| bf16::from_f32(v).to_f32()).collect();
+        assert_eq!(&*h.to_f32(), &want_h[..]);
+        assert_eq!(&*b.to_f32(), &want_b[..]);
+        assert_eq!(&*f.to_f32(), &values[..]);
+        // 1e6 does not fit f16: it becomes infinite and is reported
+        assert_eq!(h.first_non_finite(), Some(5));
+        assert_eq!(b.first_non_finite(), None);
+    }
+
+    #[test]
+    fn from_f32_vec_is_zero_copy() {
+        let v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        let ptr = v.as_ptr() as *const u8;
+        let t = Tensor::from_f32_vec("v", vec![10, 100], v).unwrap();
+        assert_eq!(t.data().as_ptr(), ptr);
+        assert!(matches!(t.to_f32(), Cow::Borrowed(_)));
+        assert_eq!(t.to_f32()[999], 999.0);
+    }
+
+    #[test]
+    fn size_mismatch_and_empty_name_are_refused() {
+        let e = Tensor::from_f32("w", vec![2, 3], &[1.0; 5]).unwrap_err();
+        assert!(
+            matches!(&e, CodecError::DataSize { name, dtype: DType::F32, shape, expected: 24, got: 20 }
+                if name == "w" && shape == &vec![2, 3]),
+            "{e:?}"
+        );
+        let spec = TensorSpec {
+            name: "h".into(),
+            dtype: DType::F16,
+            shape: vec![3],
+        };
+        assert!(matches!(
+            Tensor::from_bytes(spec, Bytes::from_static(&[0; 5])),
+            Err(CodecError::DataSize {
+                expected: 6,
+                got: 5,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Tensor::from_f32("", vec![1], &[1.0]),
+            Err(CodecError::EmptyName)
+        ));
+    }
+
+    /// A shape whose byte size overflows is refused (its size saturates, so no buffer fits).
+    #[test]
+    fn overflowing_shape_is_refused() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![1 << 62, 4],
+        };
+        let got = std::panic::catch_unwind(|| Tensor::from_bytes(spec, Bytes::new()));
+        assert!(
+            matches!(got, Ok(Err(_))),
+            "must be an error, not a panic or a tensor"
+        );
+    }
+
+    #[test]
+    fn bundle_refuses_duplicates_and_checks_finiteness() {
+        let a = Tensor::from_f32("a", vec![2], &[1.0, 2.0]).unwrap();
+        let b = Tensor::from_f32_as("b", vec![3], &[1.0, f32::NAN, 3.0], DType::BF16).unwrap();
+        let c = Tensor::from_f32_as("c", vec![1], &[f32::INFINITY], DType::F16).unwrap();
+        assert!(
+            matches!(Bundle::new(vec![a.clone(), a.clone()]), Err(CodecError::DuplicateName(n)) if n == "a")
+        );
+        let ok = Bundle::new(vec![a.clone()]).unwrap();
+        assert!(ok.check_finite().is_ok());
+        let bad = Bundle::new(vec![a, b, c]).unwrap();
+        assert_eq!(bad.numel(), 6);
+        assert_eq!(bad.byte_len(), 8 + 6 + 2);
+        assert_eq!(
+            bad.manifest()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(bad.get("c").unwrap().dtype(), DType::F16);
+        assert!(bad.get("d").is_none());
+        assert!(
+            matches!(bad.check_finite(), Err(CodecError::NonFinite { name, index: 1 }) if name == "b")
+        );
     }
 }

@@ -54,10 +54,15 @@ impl Default for ServerConfig {
             long_poll: Duration::from_secs(5),
             retry_after: Duration::from_secs(2),
             seed: 0,
-            max_concurrent_uploads: 4,
+            max_concurrent_uploads: 2,
             max_update_bytes: 4 << 30,
             chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
-            training: TrainingConfig { local_steps: 10, batch_size: 16, learning_rate: 0.01, extra: Default::default() },
+            training: TrainingConfig {
+                local_steps: 10,
+                batch_size: 16,
+                learning_rate: 0.01,
+                extra: Default::default(),
+            },
             durable: true,
             linger: Duration::from_secs(3),
         }

@@ -29,7 +29,11 @@ pub(crate) struct Global {
 impl Global {
     fn new(version: u64, bundle: Bundle) -> Result<Self, ServerError> {
         let encoded = EncodedBundle::encode(&bundle, Compression::None)?;
-        Ok(Global { version, bundle, encoded })
+        Ok(Global {
+            version,
+            bundle,
+            encoded,
+        })
     }
 }
 
@@ -52,13 +56,19 @@ pub struct Coordinator {
     /// Woken on every phase change, so held check-ins answer at once.
     changed: Notify,
     pub(crate) upload_slots: Semaphore,
+    /// Uploads waiting for a staging slot.
+    pub(crate) upload_waiting: std::sync::atomic::AtomicUsize,
+    /// Buffers for uploads being received (one per upload slot at most).
+    pub(crate) staging: crate::upload::StagingPool,
     /// Random per process: tasks issued before a restart are recognisably stale.
     pub(crate) boot_id: u32,
 }
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Coordinator")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +94,11 @@ impl Coordinator {
                 if let Some(state) = state {
                     strategy.restore(state)?;
                 }
-                info!(round = last.round, version = last.model_version, "resuming from committed checkpoint");
+                info!(
+                    round = last.round,
+                    version = last.model_version,
+                    "resuming from committed checkpoint"
+                );
                 Global::new(last.model_version, bundle)?
             }
             None => {
@@ -98,7 +112,10 @@ impl Coordinator {
                     total_weight: 0.0,
                 };
                 store.commit_round(&commit)?;
-                info!(params = initial.numel(), "new federation: initial model stored as version 0");
+                info!(
+                    params = initial.numel(),
+                    "new federation: initial model stored as version 0"
+                );
                 Global::new(0, initial)?
             }
         };
@@ -112,6 +129,8 @@ impl Coordinator {
         };
         let coord = Arc::new(Coordinator {
             upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
+            staging: Default::default(),
+            upload_waiting: Default::default(),
             config,
             state: Mutex::new(state),
             store: Arc::new(Mutex::new(store)),
@@ -131,7 +150,9 @@ impl Coordinator {
     pub fn join(self: &Arc<Self>, req: v1::JoinRequest) -> Result<v1::JoinResponse, ServerError> {
         let id = req.client_id.trim();
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
-            return Err(ServerError::InvalidRequest("client_id must be 1-128 printable characters".into()));
+            return Err(ServerError::InvalidRequest(
+                "client_id must be 1-128 printable characters".into(),
+            ));
         }
         let caps = req.capabilities.unwrap_or_default();
         let mut st = lock(&self.state);
@@ -144,12 +165,17 @@ impl Coordinator {
             lock(&self.store).upsert_client(id, &caps)?;
             self.advance(&mut st);
         }
-        Ok(v1::JoinResponse { session_token: token, expires_in_ms: self.config.token_ttl.as_millis() as u64 })
+        Ok(v1::JoinResponse {
+            session_token: token,
+            expires_in_ms: self.config.token_ttl.as_millis() as u64,
+        })
     }
 
     /// The client behind a session token.
     pub fn authenticate(&self, token: &str) -> Result<String, ServerError> {
-        lock(&self.state).registry.authenticate(token, self.config.token_ttl)
+        lock(&self.state)
+            .registry
+            .authenticate(token, self.config.token_ttl)
     }
 
     /// Answers a check-in: a task, "finished", or, after holding the call up to the long-poll
@@ -164,14 +190,18 @@ impl Coordinator {
             let retry_ms = {
                 let mut st = lock(&self.state);
                 if let Some(outcome) = self.outcome_for(&mut st, &client) {
-                    return Ok(v1::CheckInResponse { outcome: Some(outcome) });
+                    return Ok(v1::CheckInResponse {
+                        outcome: Some(outcome),
+                    });
                 }
                 let base = self.config.retry_after.as_millis() as f64;
                 (base * st.rng.random_range(0.5..1.5)) as u64
             };
             let now = Instant::now();
             if now >= until {
-                return Ok(v1::CheckInResponse { outcome: Some(v1::check_in_response::Outcome::RetryAfterMs(retry_ms)) });
+                return Ok(v1::CheckInResponse {
+                    outcome: Some(v1::check_in_response::Outcome::RetryAfterMs(retry_ms)),
+                });
             }
             let _ = tokio::time::timeout(until - now, notified).await;
         }
@@ -181,25 +211,37 @@ impl Coordinator {
         use v1::check_in_response::Outcome;
         let global = st.global.clone();
         match &mut st.phase {
-            Phase::Finished => Some(Outcome::Finished(v1::Finished { final_model_version: global.version })),
+            Phase::Finished => Some(Outcome::Finished(v1::Finished {
+                final_model_version: global.version,
+            })),
             Phase::Training(r) if r.wants(client) => Some(Outcome::Task(v1::Task {
                 task_id: r.task_for(client, self.boot_id),
                 round: r.round,
                 model_version: r.model_version,
                 config: Some(self.config.training.clone()),
                 model: Some(global.encoded.header.to_wire()),
-                deadline_in_ms: r.deadline.saturating_duration_since(Instant::now()).as_millis() as u64,
+                deadline_in_ms: r
+                    .deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64,
             })),
             _ => None,
         }
     }
 
     /// Chunks of the global model from `offset`, if `model_version` is still the one served.
-    pub fn download(&self, token: &str, req: &v1::DownloadRequest) -> Result<Vec<v1::DownloadChunk>, ServerError> {
+    pub fn download(
+        &self,
+        token: &str,
+        req: &v1::DownloadRequest,
+    ) -> Result<Vec<v1::DownloadChunk>, ServerError> {
         self.authenticate(token)?;
         let global = lock(&self.state).global.clone();
         if req.model_version != global.version {
-            return Err(ServerError::VersionGone { requested: req.model_version, current: global.version });
+            return Err(ServerError::VersionGone {
+                requested: req.model_version,
+                current: global.version,
+            });
         }
         if req.offset > global.encoded.header.encoded_bytes {
             return Err(ServerError::InvalidRequest(format!(
@@ -217,9 +259,19 @@ impl Coordinator {
     /// Stores client-reported metrics for a round.
     pub fn report_metrics(&self, token: &str, req: &v1::MetricsReport) -> Result<(), ServerError> {
         let client = self.authenticate(token)?;
-        let metrics: Vec<(String, f64)> = req.metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
-        if let Some(bad) = metrics.iter().find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite()) {
-            return Err(ServerError::InvalidRequest(format!("metric `{}` = {} is not a valid metric", bad.0, bad.1)));
+        let metrics: Vec<(String, f64)> = req
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.value))
+            .collect();
+        if let Some(bad) = metrics
+            .iter()
+            .find(|(n, v)| n.is_empty() || n.len() > 64 || !v.is_finite())
+        {
+            return Err(ServerError::InvalidRequest(format!(
+                "metric `{}` = {} is not a valid metric",
+                bad.0, bad.1
+            )));
         }
         lock(&self.store).insert_metrics(req.round, &client, &metrics)?;
         Ok(())
@@ -229,7 +281,12 @@ impl Coordinator {
         let st = lock(&self.state);
         let (round, phase, selected, received) = match &st.phase {
             Phase::Waiting => (st.global.version + 1, v1::Phase::Waiting, 0, 0),
-            Phase::Training(r) => (r.round, v1::Phase::Training, r.cohort.len(), r.contributions.len()),
+            Phase::Training(r) => (
+                r.round,
+                v1::Phase::Training,
+                r.cohort.len(),
+                r.contributions.len(),
+            ),
             Phase::Aggregating { round } => (*round, v1::Phase::Aggregating, 0, 0),
             Phase::Finished => (st.global.version, v1::Phase::Finished, 0, 0),
         };
@@ -275,7 +332,10 @@ impl Coordinator {
         }
         let round = st.global.version + 1;
         if round > self.config.rounds {
-            info!(version = st.global.version, "all rounds committed: federation finished");
+            info!(
+                version = st.global.version,
+                "all rounds committed: federation finished"
+            );
             st.phase = Phase::Finished;
             self.changed.notify_waiters();
             return;
@@ -284,11 +344,30 @@ impl Coordinator {
             return;
         }
         let size = self.config.cohort_size(st.registry.len());
-        let cohort = sample_cohort(st.registry.clients(), size, self.config.seed, round, st.attempt);
+        let cohort = sample_cohort(
+            st.registry.clients(),
+            size,
+            self.config.seed,
+            round,
+            st.attempt,
+        );
         let deadline = Instant::now() + self.config.round_timeout;
         let aggregator = lock(&self.strategy).aggregator(&st.global.bundle);
-        info!(round, attempt = st.attempt, cohort = cohort.len(), target = self.config.clients_per_round, "round open: waiting -> training");
-        st.phase = Phase::Training(Box::new(OpenRound::new(round, st.attempt, st.global.version, cohort, deadline, aggregator)));
+        info!(
+            round,
+            attempt = st.attempt,
+            cohort = cohort.len(),
+            target = self.config.clients_per_round,
+            "round open: waiting -> training"
+        );
+        st.phase = Phase::Training(Box::new(OpenRound::new(
+            round,
+            st.attempt,
+            st.global.version,
+            cohort,
+            deadline,
+            aggregator,
+        )));
         self.changed.notify_waiters();
         let me = Arc::clone(self);
         let attempt = st.attempt;
@@ -300,14 +379,28 @@ impl Coordinator {
 
     fn on_deadline(self: &Arc<Self>, round: u64, attempt: u32) {
         let mut st = lock(&self.state);
-        let Phase::Training(r) = &st.phase else { return };
+        let Phase::Training(r) = &st.phase else {
+            return;
+        };
         if r.round != round || r.attempt != attempt {
             return;
         }
-        if r.commit_reason(self.config.clients_per_round, self.config.min_commit, Instant::now()).is_some() {
+        if r.commit_reason(
+            self.config.clients_per_round,
+            self.config.min_commit,
+            Instant::now(),
+        )
+        .is_some()
+        {
             self.maybe_commit(&mut st);
         } else {
-            warn!(round, attempt, received = r.contributions.len(), min = self.config.min_commit, "deadline passed below the minimum: new attempt");
+            warn!(
+                round,
+                attempt,
+                received = r.contributions.len(),
+                min = self.config.min_commit,
+                "deadline passed below the minimum: new attempt"
+            );
             st.attempt += 1;
             st.phase = Phase::Waiting;
             self.advance(&mut st);
@@ -317,15 +410,27 @@ impl Coordinator {
     /// Commits the open round if it is ready: aggregate, apply, persist (off the async
     /// threads), then open the next round.
     pub(crate) fn maybe_commit(self: &Arc<Self>, st: &mut State) {
-        let Phase::Training(r) = &st.phase else { return };
-        let Some(reason) = r.commit_reason(self.config.clients_per_round, self.config.min_commit, Instant::now()) else {
+        let Phase::Training(r) = &st.phase else {
+            return;
+        };
+        let Some(reason) = r.commit_reason(
+            self.config.clients_per_round,
+            self.config.min_commit,
+            Instant::now(),
+        ) else {
             return;
         };
         let round = r.round;
-        let Phase::Training(r) = std::mem::replace(&mut st.phase, Phase::Aggregating { round }) else {
+        let Phase::Training(r) = std::mem::replace(&mut st.phase, Phase::Aggregating { round })
+        else {
             return;
         };
-        info!(round = r.round, updates = r.contributions.len(), ?reason, "training -> aggregating");
+        info!(
+            round = r.round,
+            updates = r.contributions.len(),
+            ?reason,
+            "training -> aggregating"
+        );
         self.changed.notify_waiters();
         let me = Arc::clone(self);
         let global = st.global.clone();
@@ -334,7 +439,11 @@ impl Coordinator {
                 let me = Arc::clone(&me);
                 tokio::task::spawn_blocking(move || me.commit(*r, &global, reason))
             };
-            let outcome = job.await.unwrap_or_else(|e| Err(ServerError::InvalidRequest(format!("commit task failed: {e}"))));
+            let outcome = job.await.unwrap_or_else(|e| {
+                Err(ServerError::InvalidRequest(format!(
+                    "commit task failed: {e}"
+                )))
+            });
             let mut st = lock(&me.state);
             match outcome {
                 Ok(next) => {
@@ -351,7 +460,12 @@ impl Coordinator {
         });
     }
 
-    fn commit(&self, r: OpenRound, global: &Global, reason: CommitReason) -> Result<Global, ServerError> {
+    fn commit(
+        &self,
+        r: OpenRound,
+        global: &Global,
+        reason: CommitReason,
+    ) -> Result<Global, ServerError> {
         let aggregate = r.aggregator.finish()?;
         let total_weight = aggregate.total_weight;
         let mut strategy = lock(&self.strategy);
@@ -377,6 +491,9 @@ impl Coordinator {
     /// Raw download payload (tests).
     pub fn encoded_global(&self) -> (fedtune_proto::BundleHeader, Bytes) {
         let st = lock(&self.state);
-        (st.global.encoded.header.clone(), st.global.encoded.payload.clone())
+        (
+            st.global.encoded.header.clone(),
+            st.global.encoded.payload.clone(),
+        )
     }
 }

@@ -32,14 +32,16 @@ pub enum ServerError {
     Strategy(#[from] crate::strategy::StrategyError),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("too many uploads in progress; retry after a backoff")]
+    Busy,
 }
 
 impl From<CodecError> for ServerError {
     fn from(e: CodecError) -> Self {
         match e {
-            CodecError::DigestMismatch { .. } | CodecError::Truncated { .. } | CodecError::Overrun { .. } => {
-                ServerError::Corrupt(e)
-            }
+            CodecError::DigestMismatch { .. }
+            | CodecError::Truncated { .. }
+            | CodecError::Overrun { .. } => ServerError::Corrupt(e),
             other => ServerError::InvalidUpdate(other.to_string()),
         }
     }
@@ -51,7 +53,9 @@ impl From<ServerError> for tonic::Status {
         let code = match &e {
             ServerError::Unauthenticated(_) => Code::Unauthenticated,
             ServerError::InvalidRequest(_) | ServerError::InvalidUpdate(_) => Code::InvalidArgument,
-            ServerError::UnknownTask(_) | ServerError::Stale(_) | ServerError::Late { .. } => Code::FailedPrecondition,
+            ServerError::UnknownTask(_) | ServerError::Stale(_) | ServerError::Late { .. } => {
+                Code::FailedPrecondition
+            }
             ServerError::VersionGone { .. } => Code::FailedPrecondition,
             ServerError::Duplicate { .. } => Code::AlreadyExists,
             ServerError::UploadInProgress(_) => Code::Aborted,
@@ -59,6 +63,7 @@ impl From<ServerError> for tonic::Status {
             ServerError::Incomplete(_) => Code::Cancelled,
             ServerError::Store(_) | ServerError::Strategy(_) => Code::Internal,
             ServerError::ShuttingDown => Code::Unavailable,
+            ServerError::Busy => Code::ResourceExhausted,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -24,7 +24,10 @@ pub(crate) struct Registry {
 impl Registry {
     /// Registry of clients known from an earlier run (their tokens are gone: they re-join).
     pub fn with_clients(clients: impl IntoIterator<Item = String>) -> Self {
-        Registry { clients: clients.into_iter().collect(), sessions: HashMap::new() }
+        Registry {
+            clients: clients.into_iter().collect(),
+            sessions: HashMap::new(),
+        }
     }
 
     /// Registers a client (if new) and opens a session. Returns the token and whether the
@@ -36,17 +39,28 @@ impl Registry {
         let mut raw = [0u8; 16];
         rand::rng().fill_bytes(&mut raw);
         let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        self.sessions.insert(token.clone(), Session { client_id: client_id.to_string(), last_used: Instant::now() });
+        self.sessions.insert(
+            token.clone(),
+            Session {
+                client_id: client_id.to_string(),
+                last_used: Instant::now(),
+            },
+        );
         (token, self.clients.insert(client_id.to_string()))
     }
 
     /// The client holding `token`, refreshing its expiry; unknown or expired tokens are refused.
     pub fn authenticate(&mut self, token: &str, ttl: Duration) -> Result<String, ServerError> {
         let now = Instant::now();
-        let session = self.sessions.get_mut(token).ok_or(ServerError::Unauthenticated("unknown session token"))?;
+        let session = self
+            .sessions
+            .get_mut(token)
+            .ok_or(ServerError::Unauthenticated("unknown session token"))?;
         if now.duration_since(session.last_used) > ttl {
             self.sessions.remove(token);
-            return Err(ServerError::Unauthenticated("session token expired; join again"));
+            return Err(ServerError::Unauthenticated(
+                "session token expired; join again",
+            ));
         }
         session.last_used = now;
         Ok(session.client_id.clone())
@@ -64,6 +78,7 @@ impl Registry {
     /// Drops sessions unused for longer than `ttl`.
     fn expire(&mut self, ttl: Duration) {
         let now = Instant::now();
-        self.sessions.retain(|_, s| now.duration_since(s.last_used) <= ttl);
+        self.sessions
+            .retain(|_, s| now.duration_since(s.last_used) <= ttl);
     }
 }

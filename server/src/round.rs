@@ -110,16 +110,30 @@ impl OpenRound {
         if let Some(t) = self.task_of.get(client) {
             return t.clone();
         }
-        let id = format!("{boot_id:08x}-r{}-a{}-{}", self.round, self.attempt, self.tasks.len());
+        let id = format!(
+            "{boot_id:08x}-r{}-a{}-{}",
+            self.round,
+            self.attempt,
+            self.tasks.len()
+        );
         self.tasks.insert(id.clone(), client.to_string());
         self.task_of.insert(client.to_string(), id.clone());
         id
     }
 
     /// Admission rules for an upload header; on success the client is marked as uploading.
-    pub fn admit(&mut self, client: &str, task_id: &str, round: u64, version: u64) -> Result<(), ServerError> {
+    pub fn admit(
+        &mut self,
+        client: &str,
+        task_id: &str,
+        round: u64,
+        version: u64,
+    ) -> Result<(), ServerError> {
         if round != self.round {
-            return Err(ServerError::Stale(format!("round {round} is not open; the open round is {}", self.round)));
+            return Err(ServerError::Stale(format!(
+                "round {round} is not open; the open round is {}",
+                self.round
+            )));
         }
         if version != self.model_version {
             return Err(ServerError::Stale(format!(
@@ -130,12 +144,17 @@ impl OpenRound {
         match self.tasks.get(task_id) {
             None => return Err(ServerError::UnknownTask(task_id.to_string())),
             Some(owner) if owner != client => {
-                return Err(ServerError::InvalidRequest(format!("task `{task_id}` was issued to another client")));
+                return Err(ServerError::InvalidRequest(format!(
+                    "task `{task_id}` was issued to another client"
+                )));
             }
             Some(_) => {}
         }
         if self.has_contributed(client) {
-            return Err(ServerError::Duplicate { client: client.to_string(), round });
+            return Err(ServerError::Duplicate {
+                client: client.to_string(),
+                round,
+            });
         }
         if !self.uploading.insert(client.to_string()) {
             return Err(ServerError::UploadInProgress(task_id.to_string()));
@@ -149,7 +168,12 @@ impl OpenRound {
     }
 
     /// Whether the round should commit now, given the target K and the minimum.
-    pub fn commit_reason(&self, target: usize, min_commit: usize, now: Instant) -> Option<CommitReason> {
+    pub fn commit_reason(
+        &self,
+        target: usize,
+        min_commit: usize,
+        now: Instant,
+    ) -> Option<CommitReason> {
         let n = self.contributions.len();
         if n >= target.min(self.cohort.len()).max(1) {
             Some(CommitReason::Target)
@@ -169,9 +193,15 @@ pub fn sample_cohort<'a>(
     round: u64,
     attempt: u32,
 ) -> BTreeSet<String> {
-    let mix = seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(attempt).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    let mix = seed
+        ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(attempt).wrapping_mul(0xD6E8_FEB8_6659_FD93);
     let mut rng = ChaCha8Rng::seed_from_u64(mix);
-    registered.choose_multiple(&mut rng, size).into_iter().cloned().collect()
+    registered
+        .choose_multiple(&mut rng, size)
+        .into_iter()
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -184,7 +214,14 @@ mod tests {
     fn open(cohort: &[&str]) -> OpenRound {
         let g = Bundle::new(vec![Tensor::from_f32("w", vec![1], &[0.0]).unwrap()]).unwrap();
         let cohort = cohort.iter().map(|s| s.to_string()).collect();
-        OpenRound::new(4, 0, 3, cohort, Instant::now() + Duration::from_secs(60), FedAvg.aggregator(&g))
+        OpenRound::new(
+            4,
+            0,
+            3,
+            cohort,
+            Instant::now() + Duration::from_secs(60),
+            FedAvg.aggregator(&g),
+        )
     }
 
     #[test]
@@ -203,15 +240,38 @@ mod tests {
         let ta = r.task_for("a", 1);
         assert_eq!(ta, r.task_for("a", 1), "a retry gets the same task");
         let tb = r.task_for("b", 1);
-        assert!(matches!(r.admit("a", &ta, 3, 3), Err(ServerError::Stale(_))));
-        assert!(matches!(r.admit("a", &ta, 4, 2), Err(ServerError::Stale(_))));
-        assert!(matches!(r.admit("a", "nope", 4, 3), Err(ServerError::UnknownTask(_))));
-        assert!(matches!(r.admit("a", &tb, 4, 3), Err(ServerError::InvalidRequest(_))));
+        assert!(matches!(
+            r.admit("a", &ta, 3, 3),
+            Err(ServerError::Stale(_))
+        ));
+        assert!(matches!(
+            r.admit("a", &ta, 4, 2),
+            Err(ServerError::Stale(_))
+        ));
+        assert!(matches!(
+            r.admit("a", "nope", 4, 3),
+            Err(ServerError::UnknownTask(_))
+        ));
+        assert!(matches!(
+            r.admit("a", &tb, 4, 3),
+            Err(ServerError::InvalidRequest(_))
+        ));
         r.admit("a", &ta, 4, 3).unwrap();
-        assert!(matches!(r.admit("a", &ta, 4, 3), Err(ServerError::UploadInProgress(_))));
+        assert!(matches!(
+            r.admit("a", &ta, 4, 3),
+            Err(ServerError::UploadInProgress(_))
+        ));
         r.release("a");
-        r.contributions.push(Contribution { client_id: "a".into(), task_id: ta.clone(), num_examples: 1, weight: 1.0 });
-        assert!(matches!(r.admit("a", &ta, 4, 3), Err(ServerError::Duplicate { .. })));
+        r.contributions.push(Contribution {
+            client_id: "a".into(),
+            task_id: ta.clone(),
+            num_examples: 1,
+            weight: 1.0,
+        });
+        assert!(matches!(
+            r.admit("a", &ta, 4, 3),
+            Err(ServerError::Duplicate { .. })
+        ));
     }
 
     #[test]
@@ -219,11 +279,19 @@ mod tests {
         let mut r = open(&["a", "b", "c"]);
         let now = Instant::now();
         let push = |r: &mut OpenRound, c: &str| {
-            r.contributions.push(Contribution { client_id: c.into(), task_id: String::new(), num_examples: 1, weight: 1.0 })
+            r.contributions.push(Contribution {
+                client_id: c.into(),
+                task_id: String::new(),
+                num_examples: 1,
+                weight: 1.0,
+            })
         };
         push(&mut r, "a");
         assert_eq!(r.commit_reason(2, 1, now), None);
-        assert_eq!(r.commit_reason(2, 1, r.deadline), Some(CommitReason::Deadline));
+        assert_eq!(
+            r.commit_reason(2, 1, r.deadline),
+            Some(CommitReason::Deadline)
+        );
         assert_eq!(r.commit_reason(2, 2, r.deadline), None);
         push(&mut r, "b");
         assert_eq!(r.commit_reason(2, 1, now), Some(CommitReason::Target));

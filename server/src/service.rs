@@ -14,8 +14,12 @@ use crate::Coordinator;
 
 /// The session token from an `authorization: Bearer <token>` metadata entry.
 pub fn bearer_token(meta: &MetadataMap) -> Result<String, Status> {
-    let value = meta.get("authorization").ok_or_else(|| Status::unauthenticated("missing authorization metadata; call Join first"))?;
-    let text = value.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
+    let value = meta.get("authorization").ok_or_else(|| {
+        Status::unauthenticated("missing authorization metadata; call Join first")
+    })?;
+    let text = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
     text.strip_prefix("Bearer ")
         .map(str::to_string)
         .ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <token>`"))
@@ -44,43 +48,68 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::DownloadChunk, Status>> 
 
 #[tonic::async_trait]
 impl Federation for FederationService {
-    async fn join(&self, req: Request<v1::JoinRequest>) -> Result<Response<v1::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        req: Request<v1::JoinRequest>,
+    ) -> Result<Response<v1::JoinResponse>, Status> {
         Ok(Response::new(self.coord.join(req.into_inner())?))
     }
 
-    async fn check_in(&self, req: Request<v1::CheckInRequest>) -> Result<Response<v1::CheckInResponse>, Status> {
+    async fn check_in(
+        &self,
+        req: Request<v1::CheckInRequest>,
+    ) -> Result<Response<v1::CheckInResponse>, Status> {
         let token = bearer_token(req.metadata())?;
         Ok(Response::new(self.coord.check_in(&token).await?))
     }
 
     type DownloadStream = ChunkStream;
 
-    async fn download(&self, req: Request<v1::DownloadRequest>) -> Result<Response<ChunkStream>, Status> {
+    async fn download(
+        &self,
+        req: Request<v1::DownloadRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
         let token = bearer_token(req.metadata())?;
         let chunks = self.coord.download(&token, req.get_ref())?;
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)))))
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 
-    async fn upload(&self, req: Request<Streaming<v1::UploadMessage>>) -> Result<Response<v1::UploadResponse>, Status> {
+    async fn upload(
+        &self,
+        req: Request<Streaming<v1::UploadMessage>>,
+    ) -> Result<Response<v1::UploadResponse>, Status> {
         let token = bearer_token(req.metadata())?;
-        Ok(Response::new(self.coord.upload(&token, req.into_inner()).await?))
+        Ok(Response::new(
+            self.coord.upload(&token, req.into_inner()).await?,
+        ))
     }
 
-    async fn report_metrics(&self, req: Request<v1::MetricsReport>) -> Result<Response<v1::MetricsAck>, Status> {
+    async fn report_metrics(
+        &self,
+        req: Request<v1::MetricsReport>,
+    ) -> Result<Response<v1::MetricsAck>, Status> {
         let token = bearer_token(req.metadata())?;
         self.coord.report_metrics(&token, req.get_ref())?;
         Ok(Response::new(v1::MetricsAck {}))
     }
 
-    async fn get_status(&self, _req: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn get_status(
+        &self,
+        _req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
         Ok(Response::new(self.coord.status()))
     }
 }
 
-/// HTTP/2 flow-control windows and frame size shared by server and clients.
-pub const STREAM_WINDOW: u32 = 4 << 20;
-pub const CONNECTION_WINDOW: u32 = 8 << 20;
-pub const MAX_FRAME: u32 = (1 << 20) - 1;
+/// HTTP/2 flow control: one 1 MiB chunk (plus framing) in flight per stream keeps transfers
+/// fast while bounding what an upload waiting for a staging slot parks in server memory.
+pub const STREAM_WINDOW: u32 = (1 << 20) + (256 << 10);
+/// Many devices may share one connection (behind a proxy, or in a simulation): the connection
+/// window must hold every parked upload's stream window, or a parked stream could starve the
+/// one holding the staging slot. Parked data stays bounded by the server's waiting limit.
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// Serves `coord` on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
@@ -92,10 +121,9 @@ pub async fn serve(
     tracing::info!(?addr, "serving fedtune.v1.Federation");
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        // Large HTTP/2 windows and frames: 1 MiB chunks flow without waiting on window updates.
+        // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
-        .max_frame_size(Some(MAX_FRAME))
         .add_service(FederationService::new(coord).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -11,11 +11,11 @@ use fedtune_proto::{BundleHeader, BundleReceiver, Digest, v1};
 use futures::{Stream, StreamExt};
 use tracing::debug;
 
+use crate::ServerError;
 use crate::coordinator::Coordinator;
 use crate::round::Phase;
 use crate::store::Contribution;
 use crate::validate::check_manifest;
-use crate::ServerError;
 
 /// Marks a client as uploading in its round; unmarks it however the upload ends.
 struct Admission<'a> {
@@ -26,44 +26,72 @@ struct Admission<'a> {
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
-        let mut st = self.coord.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Phase::Training(r) = &mut st.phase {
-            if r.round == self.round {
-                r.release(&self.client);
-            }
+        let mut st = self
+            .coord
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Phase::Training(r) = &mut st.phase
+            && r.round == self.round
+        {
+            r.release(&self.client);
         }
     }
 }
 
 impl Coordinator {
     /// Receives one update stream: a header, chunks of at most 1 MiB, then the digest.
-    pub async fn upload<S>(self: &Arc<Self>, token: &str, mut stream: S) -> Result<v1::UploadResponse, ServerError>
+    pub async fn upload<S>(
+        self: &Arc<Self>,
+        token: &str,
+        mut stream: S,
+    ) -> Result<v1::UploadResponse, ServerError>
     where
         S: Stream<Item = Result<v1::UploadMessage, tonic::Status>> + Unpin,
     {
         use v1::upload_message::Kind;
         let client = self.authenticate(token)?;
         let header = match stream.next().await {
-            Some(Ok(v1::UploadMessage { kind: Some(Kind::Header(h)) })) => h,
-            Some(Ok(_)) => return Err(ServerError::InvalidRequest("the first upload message must be the header".into())),
+            Some(Ok(v1::UploadMessage {
+                kind: Some(Kind::Header(h)),
+            })) => h,
+            Some(Ok(_)) => {
+                return Err(ServerError::InvalidRequest(
+                    "the first upload message must be the header".into(),
+                ));
+            }
             Some(Err(status)) => return Err(ServerError::Incomplete(status.message().to_string())),
             None => return Err(ServerError::Incomplete("empty upload stream".into())),
         };
-        let info = header.update.as_ref().ok_or_else(|| ServerError::InvalidRequest("upload header lacks the update description".into()))?;
+        let info = header.update.as_ref().ok_or_else(|| {
+            ServerError::InvalidRequest("upload header lacks the update description".into())
+        })?;
         let bundle_header = BundleHeader::from_wire(info, self.config.max_update_bytes)?;
         if header.num_examples == 0 {
-            return Err(ServerError::InvalidRequest("num_examples must be at least 1".into()));
+            return Err(ServerError::InvalidRequest(
+                "num_examples must be at least 1".into(),
+            ));
         }
         let admission = self.admit(&client, &header, &bundle_header)?;
-        let _slot = self.upload_slots.acquire().await.map_err(|_| ServerError::ShuttingDown)?;
+        let _slot = self.staging_slot().await?;
 
-        let mut rx = BundleReceiver::new(bundle_header);
+        let mut rx = BundleReceiver::with_buffer(bundle_header, self.staging.take());
         let trailer = loop {
             match stream.next().await {
-                Some(Ok(v1::UploadMessage { kind: Some(Kind::Chunk(c)) })) => rx.push(&c)?,
-                Some(Ok(v1::UploadMessage { kind: Some(Kind::Digest(d)) })) => break Digest::try_from(d.as_ref())?,
-                Some(Ok(_)) => return Err(ServerError::InvalidRequest("unexpected message after the header".into())),
-                Some(Err(status)) => return Err(ServerError::Incomplete(status.message().to_string())),
+                Some(Ok(v1::UploadMessage {
+                    kind: Some(Kind::Chunk(c)),
+                })) => rx.push(&c)?,
+                Some(Ok(v1::UploadMessage {
+                    kind: Some(Kind::Digest(d)),
+                })) => break Digest::try_from(d.as_ref())?,
+                Some(Ok(_)) => {
+                    return Err(ServerError::InvalidRequest(
+                        "unexpected message after the header".into(),
+                    ));
+                }
+                Some(Err(status)) => {
+                    return Err(ServerError::Incomplete(status.message().to_string()));
+                }
                 None => {
                     return Err(ServerError::Incomplete(format!(
                         "{} of {} bytes received",
@@ -73,31 +101,84 @@ impl Coordinator {
                 }
             }
         };
-        let update = rx.finish(Some(trailer))?.decode()?;
+        let encoded = rx.finish(Some(trailer))?;
+        let update = encoded.decode()?;
         update.check_finite()?;
-        self.accept(admission, &header, update)
+        let accepted = self.accept(admission, &header, &update);
+        drop(update);
+        self.staging.give(encoded.payload);
+        accepted
     }
 
-    fn admit(&self, client: &str, h: &v1::UploadHeader, bundle: &BundleHeader) -> Result<Admission<'_>, ServerError> {
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Waits for a staging slot; refuses (the client backs off) when too many uploads already
+    /// wait, so parked streams cannot pile up in memory.
+    async fn staging_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServerError> {
+        if let Ok(permit) = self.upload_slots.try_acquire() {
+            return Ok(permit);
+        }
+        let limit = 4 * self.config.max_concurrent_uploads.max(1);
+        let waiting = self
+            .upload_waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let permit = if waiting >= limit {
+            Err(ServerError::Busy)
+        } else {
+            self.upload_slots
+                .acquire()
+                .await
+                .map_err(|_| ServerError::ShuttingDown)
+        };
+        self.upload_waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        permit
+    }
+
+    fn admit(
+        &self,
+        client: &str,
+        h: &v1::UploadHeader,
+        bundle: &BundleHeader,
+    ) -> Result<Admission<'_>, ServerError> {
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_manifest(&st.global.encoded.header.manifest, &bundle.manifest)?;
         match &mut st.phase {
             Phase::Training(r) => r.admit(client, &h.task_id, h.round, h.model_version)?,
-            Phase::Aggregating { round } if *round == h.round => return Err(ServerError::Late { round: h.round }),
-            Phase::Finished => return Err(ServerError::Stale("the federation has finished".into())),
+            Phase::Aggregating { round } if *round == h.round => {
+                return Err(ServerError::Late { round: h.round });
+            }
+            Phase::Finished => {
+                return Err(ServerError::Stale("the federation has finished".into()));
+            }
             _ => return Err(ServerError::Stale(format!("round {} is not open", h.round))),
         }
-        Ok(Admission { coord: self, client: client.to_string(), round: h.round })
+        Ok(Admission {
+            coord: self,
+            client: client.to_string(),
+            round: h.round,
+        })
     }
 
-    fn accept(self: &Arc<Self>, admission: Admission<'_>, h: &v1::UploadHeader, update: fedtune_proto::Bundle) -> Result<v1::UploadResponse, ServerError> {
+    fn accept(
+        self: &Arc<Self>,
+        admission: Admission<'_>,
+        h: &v1::UploadHeader,
+        update: &fedtune_proto::Bundle,
+    ) -> Result<v1::UploadResponse, ServerError> {
         let weight = self.strategy_weight(h.num_examples);
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Phase::Training(r) = &mut st.phase else { return Err(ServerError::Late { round: h.round }) };
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Phase::Training(r) = &mut st.phase else {
+            return Err(ServerError::Late { round: h.round });
+        };
         if r.round != h.round {
             return Err(ServerError::Late { round: h.round });
         }
-        r.aggregator.fold(&update, weight)?;
+        r.aggregator.fold(update, weight)?;
         r.contributions.push(Contribution {
             client_id: admission.client.clone(),
             task_id: h.task_id.clone(),
@@ -109,6 +190,37 @@ impl Coordinator {
         self.maybe_commit(&mut st);
         drop(st);
         drop(admission);
-        Ok(v1::UploadResponse { accepted: true, round: h.round, received })
+        Ok(v1::UploadResponse {
+            accepted: true,
+            round: h.round,
+            received,
+        })
+    }
+}
+
+/// Staging buffers reused across uploads: with at most `max_concurrent_uploads` in use, the
+/// server holds a fixed few model-sized buffers instead of allocating one per update.
+#[derive(Debug, Default)]
+pub(crate) struct StagingPool {
+    free: std::sync::Mutex<Vec<bytes::BytesMut>>,
+}
+
+impl StagingPool {
+    pub fn take(&self) -> bytes::BytesMut {
+        self.free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Returns a payload's buffer once nothing else refers to it.
+    pub fn give(&self, payload: bytes::Bytes) {
+        if let Ok(buf) = payload.try_into_mut() {
+            self.free
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(buf);
+        }
     }
 }

@@ -21,6 +21,7 @@ pub struct Overhead {
     pub seed: u64,
     pub threads: usize,
     pub concurrency: usize,
+    pub connections: usize,
 }
 
 /// Result of one run.
@@ -54,9 +55,19 @@ pub async fn run(o: &Overhead) -> anyhow::Result<OverheadResult> {
         threads: o.threads,
         concurrency: o.concurrency,
         faults: FaultRates::default(),
+        connections: o.connections,
         state_dir: dir.path().to_path_buf(),
         compression: Compression::None,
     };
-    let report = sim::run(&cfg, sin_model(o.params), Box::new(FedAvg), |_| ShiftTrainer { shift: 0.001, examples: 10 }).await?;
-    Ok(OverheadResult { seconds: report.wall.as_secs_f64(), final_mean: mean(&report.model) })
+    let report = sim::run(&cfg, sin_model(o.params), Box::new(FedAvg), |_| {
+        ShiftTrainer {
+            shift: 0.001,
+            examples: 10,
+        }
+    })
+    .await?;
+    Ok(OverheadResult {
+        seconds: report.wall.as_secs_f64(),
+        final_mean: mean(&report.model),
+    })
 }

@@ -5,23 +5,55 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use fedtune_client::{Backoff, Client, ClientOptions, GrpcTransport};
+use fedtune_client::{Backoff, Client, ClientOptions};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Semaphore;
-use std::sync::Arc;
 
 use crate::models::ShiftTrainer;
 use crate::sim::client_id;
 
 /// Peak RSS of the server process, in MiB, for one federation of `clients` clients.
-pub async fn measure(clients: usize, params: usize, rounds: u64, threads: usize, concurrency: usize) -> anyhow::Result<f64> {
+pub async fn measure(
+    clients: usize,
+    params: usize,
+    rounds: u64,
+    concurrency: usize,
+    connections: usize,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
-        .args(["server", "--listen", "127.0.0.1:0", "--linger", "30s", "--over-selection", "1", "--round-timeout", "1h"])
-        .args(["--model", &format!("sin:{params}"), "--rounds", &rounds.to_string()])
-        .args(["--clients-per-round", &clients.to_string(), "--min-clients", &clients.to_string()])
-        .args(["--min-commit", &clients.to_string(), "--no-fsync", "--log", "warn"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--linger",
+            "30s",
+            "--over-selection",
+            "1",
+            "--round-timeout",
+            "1h",
+        ])
+        .args([
+            "--model",
+            &format!("sin:{params}"),
+            "--rounds",
+            &rounds.to_string(),
+        ])
+        .args([
+            "--clients-per-round",
+            &clients.to_string(),
+            "--min-clients",
+            &clients.to_string(),
+        ])
+        .args([
+            "--min-commit",
+            &clients.to_string(),
+            "--no-fsync",
+            "--log",
+            "warn",
+        ])
         .arg("--state")
         .arg(dir.path())
         .stdout(Stdio::piped())
@@ -31,12 +63,16 @@ pub async fn measure(clients: usize, params: usize, rounds: u64, threads: usize,
     let pid = child.id().context("server has no pid")?;
     let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
     let url = loop {
-        let line = lines.next_line().await?.context("server exited before listening")?;
+        let line = lines
+            .next_line()
+            .await?
+            .context("server exited before listening")?;
         if let Some(addr) = line.strip_prefix("listening on ") {
             break format!("http://{addr}");
         }
     };
-    let cpu = Arc::new(Semaphore::new(threads.max(1)));
+    let cpu = Arc::new(Semaphore::new(2));
+    let pool = crate::sim::connection_pool(&url, clients, connections)?;
     let active = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     for i in 0..clients {
@@ -44,14 +80,22 @@ pub async fn measure(clients: usize, params: usize, rounds: u64, threads: usize,
         opts.cpu = Arc::clone(&cpu);
         opts.active = Some(Arc::clone(&active));
         opts.max_retry_wait = Duration::from_millis(500);
-        opts.backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(500), ..Backoff::default() };
-        let client = Client::new(GrpcTransport::connect_lazy(&url)?, opts);
-        tasks.push(tokio::spawn(client.run(ShiftTrainer { shift: 0.001, examples: 10 })));
+        opts.backoff = Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(500),
+            ..Backoff::default()
+        };
+        let client = Client::new(pool[i % pool.len()].clone(), opts);
+        tasks.push(tokio::spawn(client.run(ShiftTrainer {
+            shift: 0.001,
+            examples: 10,
+        })));
     }
     for t in tasks {
         t.await??;
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the server's /proc status")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("reading the server's /proc status")?;
     let kb: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

@@ -32,6 +32,9 @@ pub struct OverheadArgs {
     /// Clients holding a model at once [default: 2 × threads].
     #[arg(long)]
     concurrency: Option<usize>,
+    /// HTTP/2 connections the gRPC clients share (0: one per 64 clients).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
 }
 
 #[derive(Debug, Args)]
@@ -46,12 +49,19 @@ pub struct MemoryArgs {
     /// Clients holding a model at once in this (client) process.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// HTTP/2 connections the clients share (0: one per 64 clients; use N = clients for one
+    /// connection per client).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
 }
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Overhead(a) => {
-            anyhow::ensure!(a.clients > 0 && a.rounds > 0 && a.params > 0, "--clients, --rounds and --params must be positive");
+            anyhow::ensure!(
+                a.clients > 0 && a.rounds > 0 && a.params > 0,
+                "--clients, --rounds and --params must be positive"
+            );
             let threads = a.threads.unwrap_or_else(super::default_threads);
             let o = overhead::Overhead {
                 clients: a.clients,
@@ -61,12 +71,14 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 seed: a.seed,
                 threads,
                 concurrency: a.concurrency.unwrap_or(2 * threads),
+                connections: a.connections,
             };
             println!(
                 "workload: clients={} rounds={} params={} transport={:?} threads={threads}",
                 o.clients, o.rounds, o.params, o.transport
             );
-            let expected = fedtune::models::mean(&fedtune::models::sin_model(o.params)) + 0.001 * o.rounds as f64;
+            let expected = fedtune::models::mean(&fedtune::models::sin_model(o.params))
+                + 0.001 * o.rounds as f64;
             println!("expected_mean={expected}");
             let r = super::runtime(threads)?.block_on(overhead::run(&o))?;
             println!("fedtune_s={:.6} final_mean={}", r.seconds, r.final_mean);
@@ -75,7 +87,13 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let rt = super::runtime(super::default_threads())?;
             let model_mib = a.params as f64 * 4.0 / (1024.0 * 1024.0);
             for &n in &a.clients {
-                let peak = rt.block_on(server_memory::measure(n, a.params, a.rounds, 2, a.concurrency))?;
+                let peak = rt.block_on(server_memory::measure(
+                    n,
+                    a.params,
+                    a.rounds,
+                    a.concurrency,
+                    a.connections,
+                ))?;
                 println!(
                     "clients={n} params={} server_peak_rss_mib={peak:.1} bound_mib={:.1}",
                     a.params,

@@ -36,7 +36,10 @@ pub struct ClientArgs {
 }
 
 pub fn run(a: ClientArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.examples > 0 && a.dim > 0, "--examples and --dim must be at least 1");
+    anyhow::ensure!(
+        a.examples > 0 && a.dim > 0,
+        "--examples and --dim must be at least 1"
+    );
     let data = LinRegData::synthetic(a.seed, a.index, a.examples, a.dim);
     let trainer = LinRegTrainer::new(data, fedtune::sim::trainer_seed(a.seed, a.index as usize));
     let mut opts = ClientOptions::new(a.id);
@@ -66,6 +69,9 @@ struct Slow(std::time::Duration);
 
 impl fedtune_client::Faults for Slow {
     fn plan(&self, _client: &str, _round: u64) -> fedtune_client::FaultPlan {
-        fedtune_client::FaultPlan { delay: Some(self.0), ..Default::default() }
+        fedtune_client::FaultPlan {
+            delay: Some(self.0),
+            ..Default::default()
+        }
     }
 }

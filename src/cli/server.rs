@@ -73,9 +73,18 @@ pub struct RoundArgs {
 
 impl RoundArgs {
     pub fn config(&self) -> anyhow::Result<ServerConfig> {
-        anyhow::ensure!(self.clients_per_round > 0, "--clients-per-round must be at least 1");
-        anyhow::ensure!(self.over_selection >= 1.0, "--over-selection must be at least 1.0");
-        anyhow::ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be a positive number");
+        anyhow::ensure!(
+            self.clients_per_round > 0,
+            "--clients-per-round must be at least 1"
+        );
+        anyhow::ensure!(
+            self.over_selection >= 1.0,
+            "--over-selection must be at least 1.0"
+        );
+        anyhow::ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "--lr must be a positive number"
+        );
         let k = self.clients_per_round;
         Ok(ServerConfig {
             rounds: self.rounds,
@@ -101,11 +110,16 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     config.linger = a.linger;
     config.durable = !a.no_fsync;
     let strategy = strategy::by_name(&a.strategy).context("unknown strategy")?;
-    let initial = a.model.build().with_context(|| format!("building the initial model {:?}", a.model))?;
+    let initial = a
+        .model
+        .build()
+        .with_context(|| format!("building the initial model {:?}", a.model))?;
     super::runtime(super::default_threads())?.block_on(async move {
         let coord = Coordinator::open(config, &a.state, initial, strategy)
             .with_context(|| format!("opening server state in {}", a.state.display()))?;
-        let listener = tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("binding {}", a.listen))?;
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
         println!("listening on {}", listener.local_addr()?);
         std::io::stdout().flush()?;
         let c = coord.clone();
@@ -118,7 +132,10 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
         };
         fedtune_server::serve(coord.clone(), listener, shutdown).await?;
         let status = coord.status();
-        println!("model_version={} registered_clients={}", status.model_version, status.registered_clients);
+        println!(
+            "model_version={} registered_clients={}",
+            status.model_version, status.registered_clients
+        );
         Ok(())
     })
 }

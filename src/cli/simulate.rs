@@ -27,6 +27,9 @@ pub struct SimulateArgs {
     /// Devices holding a model at once [default: 4 × threads].
     #[arg(long)]
     concurrency: Option<usize>,
+    /// HTTP/2 connections shared by the devices with --transport grpc (0: one per 64 devices).
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
     /// Features of the linear-regression demo learner.
     #[arg(long, default_value_t = 16)]
     dim: usize,
@@ -53,8 +56,14 @@ pub struct SimulateArgs {
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0, "--clients must be at least 1");
-    anyhow::ensure!((0.0..=1.0).contains(&a.drop_rate), "--drop-rate must be within 0..1");
-    anyhow::ensure!((0.0..=1.0).contains(&a.straggler_rate), "--straggler-rate must be within 0..1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.drop_rate),
+        "--drop-rate must be within 0..1"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&a.straggler_rate),
+        "--straggler-rate must be within 0..1"
+    );
     let mut server = a.rounds.config()?;
     server.min_clients = a.clients;
     server.linger = Duration::ZERO;
@@ -76,22 +85,38 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
             straggler: a.straggler_rate,
             straggler_delay: a.straggler_delay,
         },
+        connections: a.connections,
         state_dir,
-        compression: if a.zstd { Compression::Zstd } else { Compression::None },
+        compression: if a.zstd {
+            Compression::Zstd
+        } else {
+            Compression::None
+        },
     };
     let (dim, examples) = (a.dim, a.examples);
     let data = |i: usize| LinRegData::synthetic(seed, i as u64, examples, dim);
-    let report = super::runtime(threads)?.block_on(sim::run(&cfg, linreg_model(dim), Box::new(FedAvg), |i| {
-        LinRegTrainer::new(data(i), sim::trainer_seed(seed, i))
-    }))?;
+    let report = super::runtime(threads)?.block_on(sim::run(
+        &cfg,
+        linreg_model(dim),
+        Box::new(FedAvg),
+        |i| LinRegTrainer::new(data(i), sim::trainer_seed(seed, i)),
+    ))?;
     println!("{:>5} {:>8} {:>14}", "round", "updates", "loss_before");
     let rounds = report.coordinator.with_store(|s| s.rounds())?;
     for (round, n) in rounds.into_iter().filter(|(r, _)| *r > 0) {
-        let loss = report.coordinator.with_store(|s| s.mean_metric(round, "train_loss_before"))?;
+        let loss = report
+            .coordinator
+            .with_store(|s| s.mean_metric(round, "train_loss_before"))?;
         println!("{round:>5} {n:>8} {:>14.6}", loss.unwrap_or(f64::NAN));
     }
     let pooled: Vec<LinRegData> = (0..a.clients).map(data).collect();
-    let loss = |m| pooled.iter().map(|d| d.mse(m)).sum::<Result<f64, _>>().map(|s| s / pooled.len() as f64);
+    let loss = |m| {
+        pooled
+            .iter()
+            .map(|d| d.mse(m))
+            .sum::<Result<f64, _>>()
+            .map(|s| s / pooled.len() as f64)
+    };
     let dropped: u64 = report.clients.iter().map(|c| c.dropped).sum();
     let refused: usize = report.clients.iter().map(|c| c.refused.len()).sum();
     println!(

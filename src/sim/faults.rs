@@ -19,7 +19,10 @@ pub struct FaultRates {
 
 impl FaultRates {
     pub fn is_none(&self) -> bool {
-        self.drop_before_download == 0.0 && self.drop_during_download == 0.0 && self.drop_during_upload == 0.0 && self.straggler == 0.0
+        self.drop_before_download == 0.0
+            && self.drop_during_download == 0.0
+            && self.drop_during_upload == 0.0
+            && self.straggler == 0.0
     }
 }
 
@@ -32,8 +35,11 @@ pub struct SeededFaults {
 
 impl Faults for SeededFaults {
     fn plan(&self, client_id: &str, round: u64) -> FaultPlan {
-        let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ h ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ h ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let r = &self.rates;
         let mut plan = FaultPlan::default();
         let draw: f64 = rng.random();

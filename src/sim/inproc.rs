@@ -31,12 +31,20 @@ impl Transport for InprocTransport {
         Ok(self.coord.check_in(token).await?)
     }
 
-    async fn download(&self, token: &str, req: v1::DownloadRequest) -> Result<BoxStream<Result<v1::DownloadChunk, Status>>, Status> {
+    async fn download(
+        &self,
+        token: &str,
+        req: v1::DownloadRequest,
+    ) -> Result<BoxStream<Result<v1::DownloadChunk, Status>>, Status> {
         let chunks = self.coord.download(token, &req)?;
         Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed())
     }
 
-    fn upload(&self, token: &str, messages: BoxStream<v1::UploadMessage>) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send {
+    fn upload(
+        &self,
+        token: &str,
+        messages: BoxStream<v1::UploadMessage>,
+    ) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send {
         let coord = Arc::clone(&self.coord);
         let token = token.to_string();
         async move { Ok(coord.upload(&token, messages.map(Ok)).await?) }

@@ -41,6 +41,9 @@ pub struct SimConfig {
     /// Devices holding a model at once (download → train → upload).
     pub concurrency: usize,
     pub faults: FaultRates,
+    /// HTTP/2 connections the gRPC clients share (0: one per client). Each virtual device has
+    /// its own session; like devices behind a proxy, they multiplex over a few connections.
+    pub connections: usize,
     /// Server state directory (SQLite + checkpoints).
     pub state_dir: PathBuf,
     pub compression: Compression,
@@ -61,7 +64,10 @@ pub enum SimError {
     #[error("server: {0}")]
     Server(#[from] fedtune_server::ServerError),
     #[error("client {client}: {source}")]
-    Client { client: String, source: fedtune_client::ClientError },
+    Client {
+        client: String,
+        source: fedtune_client::ClientError,
+    },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("a virtual client panicked: {0}")]
@@ -74,7 +80,12 @@ pub fn client_id(i: usize) -> String {
 }
 
 /// Runs a federation to its last round; `trainer(i)` gives client `i` its trainer (and data).
-pub async fn run<Tr, F>(cfg: &SimConfig, initial: Bundle, strategy: Box<dyn Strategy>, trainer: F) -> Result<SimReport, SimError>
+pub async fn run<Tr, F>(
+    cfg: &SimConfig,
+    initial: Bundle,
+    strategy: Box<dyn Strategy>,
+    trainer: F,
+) -> Result<SimReport, SimError>
 where
     Tr: Trainer,
     F: Fn(usize) -> Tr,
@@ -100,9 +111,22 @@ where
             Some(url)
         }
     };
-    let faults: Option<Arc<dyn fedtune_client::Faults>> =
-        (!cfg.faults.is_none()).then(|| Arc::new(SeededFaults { rates: cfg.faults.clone(), seed: cfg.server.seed }) as _);
+    let faults: Option<Arc<dyn fedtune_client::Faults>> = (!cfg.faults.is_none()).then(|| {
+        Arc::new(SeededFaults {
+            rates: cfg.faults.clone(),
+            seed: cfg.server.seed,
+        }) as _
+    });
     let active = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
+    let channels = match &url {
+        Some(url) => connection_pool(url, cfg.clients, cfg.connections).map_err(|source| {
+            SimError::Client {
+                client: "pool".into(),
+                source,
+            }
+        })?,
+        None => Vec::new(),
+    };
     let mut tasks = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
         let mut opts = ClientOptions::new(client_id(i));
@@ -112,7 +136,11 @@ where
         opts.faults = faults.clone();
         opts.compression = cfg.compression;
         opts.max_retry_wait = Duration::from_millis(500);
-        opts.backoff = Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(500), ..Backoff::default() };
+        opts.backoff = Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(500),
+            ..Backoff::default()
+        };
         let trainer = trainer(i);
         let id = opts.client_id.clone();
         let task = match &url {
@@ -120,9 +148,8 @@ where
                 let client = Client::new(InprocTransport::new(Arc::clone(&coord)), opts);
                 tokio::spawn(async move { client.run(trainer).await })
             }
-            Some(url) => {
-                let transport = GrpcTransport::connect_lazy(url).map_err(|source| SimError::Client { client: id.clone(), source })?;
-                let client = Client::new(transport, opts);
+            Some(_) => {
+                let client = Client::new(channels[i % channels.len()].clone(), opts);
                 tokio::spawn(async move { client.run(trainer).await })
             }
         };
@@ -130,7 +157,10 @@ where
     }
     let mut clients = Vec::with_capacity(tasks.len());
     for (id, task) in tasks {
-        clients.push(task.await?.map_err(|source| SimError::Client { client: id, source })?);
+        clients.push(
+            task.await?
+                .map_err(|source| SimError::Client { client: id, source })?,
+        );
     }
     coord.finished().await;
     let (version, model) = coord.global();
@@ -139,7 +169,32 @@ where
         let _ = stop.send(());
         let _ = task.await;
     }
-    Ok(SimReport { model, version, wall, clients, coordinator: coord })
+    Ok(SimReport {
+        model,
+        version,
+        wall,
+        clients,
+        coordinator: coord,
+    })
+}
+
+/// Devices per HTTP/2 connection when the pool size is left to the engine.
+const DEVICES_PER_CONNECTION: usize = 64;
+
+/// Lazily connected gRPC transports for `clients` devices: `connections` of them, or one per
+/// 64 devices when 0 is given.
+pub fn connection_pool(
+    url: &str,
+    clients: usize,
+    connections: usize,
+) -> Result<Vec<GrpcTransport>, fedtune_client::ClientError> {
+    let n = match connections {
+        0 => clients.div_ceil(DEVICES_PER_CONNECTION),
+        n => n.min(clients),
+    };
+    (0..n.max(1))
+        .map(|_| GrpcTransport::connect_lazy(url))
+        .collect()
 }
 
 /// The seed of virtual client `i`'s local training (its minibatch order).

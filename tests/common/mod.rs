@@ -43,7 +43,12 @@ pub async fn start(config: ServerConfig, initial: Bundle) -> TestServer {
         .await
         .unwrap();
     });
-    TestServer { url, coord, dir, stop: Some(stop) }
+    TestServer {
+        url,
+        coord,
+        dir,
+        stop: Some(stop),
+    }
 }
 
 /// Settings for small, quick test federations.
@@ -71,11 +76,20 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn join(url: &str, id: &str) -> Self {
-        let channel = Channel::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+        let channel = Channel::from_shared(url.to_string())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let limit = 2 << 20;
-        let mut rpc = FederationClient::new(channel).max_decoding_message_size(limit).max_encoding_message_size(limit);
+        let mut rpc = FederationClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
         let token = rpc
-            .join(v1::JoinRequest { client_id: id.into(), capabilities: None })
+            .join(v1::JoinRequest {
+                client_id: id.into(),
+                capabilities: None,
+            })
             .await
             .unwrap()
             .into_inner()
@@ -85,14 +99,22 @@ impl RawClient {
 
     pub fn authed<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
-        r.metadata_mut().insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
         r
     }
 
     /// Checks in until a task comes.
     pub async fn task(&mut self) -> v1::Task {
         for _ in 0..100 {
-            let resp = self.rpc.check_in(self.authed(v1::CheckInRequest {})).await.unwrap().into_inner();
+            let resp = self
+                .rpc
+                .check_in(self.authed(v1::CheckInRequest {}))
+                .await
+                .unwrap()
+                .into_inner();
             match resp.outcome {
                 Some(v1::check_in_response::Outcome::Task(t)) => return t,
                 Some(v1::check_in_response::Outcome::RetryAfterMs(_)) => continue,
@@ -103,19 +125,30 @@ impl RawClient {
     }
 
     /// Sends a hand-made upload stream.
-    pub async fn send(&mut self, messages: Vec<v1::UploadMessage>) -> Result<v1::UploadResponse, Status> {
+    pub async fn send(
+        &mut self,
+        messages: Vec<v1::UploadMessage>,
+    ) -> Result<v1::UploadResponse, Status> {
         let req = self.authed(futures::stream::iter(messages));
         self.rpc.upload(req).await.map(|r| r.into_inner())
     }
 }
 
 /// The messages of a well-formed upload of `update` for `task`.
-pub fn upload_messages(task: &v1::Task, update: &Bundle, num_examples: u64) -> Vec<v1::UploadMessage> {
+pub fn upload_messages(
+    task: &v1::Task,
+    update: &Bundle,
+    num_examples: u64,
+) -> Vec<v1::UploadMessage> {
     let enc = EncodedBundle::encode(update, Compression::None).unwrap();
     upload_of(task, &enc, num_examples)
 }
 
-pub fn upload_of(task: &v1::Task, enc: &EncodedBundle, num_examples: u64) -> Vec<v1::UploadMessage> {
+pub fn upload_of(
+    task: &v1::Task,
+    enc: &EncodedBundle,
+    num_examples: u64,
+) -> Vec<v1::UploadMessage> {
     use v1::upload_message::Kind;
     let msg = |k| v1::UploadMessage { kind: Some(k) };
     let mut out = vec![msg(Kind::Header(v1::UploadHeader {
@@ -125,7 +158,12 @@ pub fn upload_of(task: &v1::Task, enc: &EncodedBundle, num_examples: u64) -> Vec
         num_examples,
         update: Some(enc.header.to_wire()),
     }))];
-    out.extend(enc.chunks(0, fedtune_proto::MAX_CHUNK_BYTES).map(|(_, d)| msg(Kind::Chunk(d))));
-    out.push(msg(Kind::Digest(Bytes::copy_from_slice(&enc.header.digest.0))));
+    out.extend(
+        enc.chunks(0, fedtune_proto::MAX_CHUNK_BYTES)
+            .map(|(_, d)| msg(Kind::Chunk(d))),
+    );
+    out.push(msg(Kind::Digest(Bytes::copy_from_slice(
+        &enc.header.digest.0,
+    ))));
     out
 }

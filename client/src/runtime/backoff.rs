@@ -17,7 +17,12 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { initial: Duration::from_millis(50), max: Duration::from_secs(5), multiplier: 2.0, max_attempts: 12 }
+        Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+            multiplier: 2.0,
+            max_attempts: 12,
+        }
     }
 }
 
@@ -32,7 +37,9 @@ impl Backoff {
 
 /// A per-client jitter source, seeded so simulations replay.
 pub(crate) fn jitter_rng(client_id: &str, seed: u64) -> ChaCha8Rng {
-    let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     ChaCha8Rng::seed_from_u64(h ^ seed)
 }
 
@@ -42,7 +49,12 @@ mod tests {
 
     #[test]
     fn grows_and_caps() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1), multiplier: 2.0, max_attempts: 5 };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+            max_attempts: 5,
+        };
         let mut rng = jitter_rng("c", 0);
         let d0 = b.delay(0, &mut rng);
         assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(150));

@@ -51,7 +51,11 @@ impl ClientOptions {
     pub fn new(client_id: impl Into<String>) -> Self {
         ClientOptions {
             client_id: client_id.into(),
-            capabilities: v1::Capabilities { memory_mb: 2048, compute_tier: 1, threads: 1 },
+            capabilities: v1::Capabilities {
+                memory_mb: 2048,
+                compute_tier: 1,
+                threads: 1,
+            },
             compression: Compression::None,
             chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
             backoff: Backoff::default(),
@@ -102,15 +106,31 @@ pub struct Client<T: Transport> {
 fn transient(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted | Code::ResourceExhausted | Code::DeadlineExceeded | Code::DataLoss
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::DataLoss
     )
 }
 
 impl<T: Transport> Client<T> {
     pub fn new(transport: T, opts: ClientOptions) -> Self {
         let rng = backoff::jitter_rng(&opts.client_id, opts.seed);
-        let summary = ClientSummary { client_id: opts.client_id.clone(), ..Default::default() };
-        Client { transport, opts, token: None, rng, dropped_rounds: BTreeSet::new(), summary }
+        let summary = ClientSummary {
+            client_id: opts.client_id.clone(),
+            ..Default::default()
+        };
+        Client {
+            transport,
+            opts,
+            token: None,
+            rng,
+            dropped_rounds: BTreeSet::new(),
+            summary,
+        }
     }
 
     /// Runs until the server says the federation is finished.
@@ -120,9 +140,18 @@ impl<T: Transport> Client<T> {
         loop {
             let resp = match self.check_in().await {
                 Ok(r) => r,
-                Err(Failure::Refused(status)) => return Err(ClientError::Refused { what: "check-in", status }),
+                Err(Failure::Refused(status)) => {
+                    return Err(ClientError::Refused {
+                        what: "check-in",
+                        status,
+                    });
+                }
                 Err(Failure::Exhausted(attempts, last)) => {
-                    return Err(ClientError::RetriesExhausted { what: "check-in", attempts, last });
+                    return Err(ClientError::RetriesExhausted {
+                        what: "check-in",
+                        attempts,
+                        last,
+                    });
                 }
             };
             match resp.outcome {
@@ -132,16 +161,24 @@ impl<T: Transport> Client<T> {
                     return Ok(self.summary);
                 }
                 Some(Outcome::RetryAfterMs(ms)) => {
-                    tokio::time::sleep(Duration::from_millis(ms).min(self.opts.max_retry_wait)).await;
+                    tokio::time::sleep(Duration::from_millis(ms).min(self.opts.max_retry_wait))
+                        .await;
                 }
                 Some(Outcome::Task(task)) => self.do_task(task, &trainer).await?,
-                None => return Err(ClientError::Protocol("check-in answer without an outcome".into())),
+                None => {
+                    return Err(ClientError::Protocol(
+                        "check-in answer without an outcome".into(),
+                    ));
+                }
             }
         }
     }
 
     async fn join(&mut self) -> Result<String, Failure> {
-        let req = v1::JoinRequest { client_id: self.opts.client_id.clone(), capabilities: Some(self.opts.capabilities) };
+        let req = v1::JoinRequest {
+            client_id: self.opts.client_id.clone(),
+            capabilities: Some(self.opts.capabilities),
+        };
         let mut attempt = 0;
         loop {
             match self.transport.join(req.clone()).await {
@@ -197,41 +234,74 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    async fn do_task(&mut self, task: v1::Task, trainer: &Arc<Mutex<impl Trainer>>) -> Result<(), ClientError> {
+    async fn do_task(
+        &mut self,
+        task: v1::Task,
+        trainer: &Arc<Mutex<impl Trainer>>,
+    ) -> Result<(), ClientError> {
         let round = task.round;
-        let plan = self.opts.faults.as_ref().map(|f| f.plan(&self.opts.client_id, round)).unwrap_or_default();
+        let plan = self
+            .opts
+            .faults
+            .as_ref()
+            .map(|f| f.plan(&self.opts.client_id, round))
+            .unwrap_or_default();
         if self.dropped_rounds.contains(&round) {
             // Offline for the rest of this round: come back once it has moved on.
             tokio::time::sleep(Duration::from_millis(20).min(self.opts.max_retry_wait)).await;
             return Ok(());
         }
         if plan.drop_before_download {
-            return Ok(self.drop_out(round, "before download"));
+            self.drop_out(round, "before download");
+            return Ok(());
         }
         let _active = match &self.opts.active {
-            Some(slots) => Some(slots.clone().acquire_owned().await.map_err(|_| TrainError::Other("client pool closed".into()))?),
+            Some(slots) => Some(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| TrainError::Other("client pool closed".into()))?,
+            ),
             None => None,
         };
-        let info = task.model.as_ref().ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
+        let info = task
+            .model
+            .as_ref()
+            .ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
         let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
-        let Some(global) = self.download(&task, header, &plan).await? else { return Ok(()) };
-        let ctx = TaskContext { round, model_version: task.model_version, config: task.config.clone().unwrap_or_default() };
+        let Some(global) = self.download(&task, header, &plan).await? else {
+            return Ok(());
+        };
+        let ctx = TaskContext {
+            round,
+            model_version: task.model_version,
+            config: task.config.clone().unwrap_or_default(),
+        };
         let update = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
         if let Some(delay) = plan.delay {
             tokio::time::sleep(delay).await;
         }
         let delta = delta(&update.model, &global)?;
-        self.upload(&task, delta, update.num_examples, &plan).await?;
+        self.upload(&task, delta, update.num_examples, &plan)
+            .await?;
         if !update.metrics.is_empty() {
             let report = v1::MetricsReport {
                 round,
-                metrics: update.metrics.iter().map(|(n, v)| v1::Metric { name: n.clone(), value: *v }).collect(),
+                metrics: update
+                    .metrics
+                    .iter()
+                    .map(|(n, v)| v1::Metric {
+                        name: n.clone(),
+                        value: *v,
+                    })
+                    .collect(),
             };
-            if let Some(token) = self.token.clone() {
-                if let Err(s) = self.transport.report_metrics(&token, report).await {
-                    debug!(status = %s, "metrics report failed (ignored)");
-                }
+            if let Some(token) = self.token.clone()
+                && let Err(s) = self.transport.report_metrics(&token, report).await
+            {
+                debug!(status = %s, "metrics report failed (ignored)");
             }
         }
         Ok(())
@@ -249,16 +319,28 @@ impl<T: Transport> Client<T> {
         global: &Bundle,
         ctx: TaskContext,
     ) -> Result<crate::LocalUpdate, ClientError> {
-        let _permit = self.opts.cpu.clone().acquire_owned().await.map_err(|_| TrainError::Other("CPU pool closed".into()))?;
+        let _permit = self
+            .opts
+            .cpu
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TrainError::Other("CPU pool closed".into()))?;
         let trainer = Arc::clone(trainer);
         let global = global.clone();
         let job = tokio::task::spawn_blocking(move || {
-            let mut t = trainer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut t = trainer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             t.train(&global, &ctx)
         });
-        let update = job.await.map_err(|e| TrainError::Other(format!("training thread failed: {e}")))??;
+        let update = job
+            .await
+            .map_err(|e| TrainError::Other(format!("training thread failed: {e}")))??;
         if let Err(e) = update.model.check_finite() {
-            return Err(ClientError::Train(TrainError::Other(format!("trainer produced a non-finite model: {e}"))));
+            return Err(ClientError::Train(TrainError::Other(format!(
+                "trainer produced a non-finite model: {e}"
+            ))));
         }
         Ok(update)
     }
@@ -270,21 +352,30 @@ impl<T: Transport> Client<T> {
         } else {
             warn!(client = %self.opts.client_id, round, code = ?status.code(), reason = %status.message(), "update refused");
         }
-        self.summary.refused.push((round, status.message().to_string()));
+        self.summary
+            .refused
+            .push((round, status.message().to_string()));
     }
 }
 
 /// The update a device sends: local − global, per tensor, in the global model's dtypes.
 pub fn delta(local: &Bundle, global: &Bundle) -> Result<Bundle, ClientError> {
     if local.manifest() != global.manifest() {
-        return Err(ClientError::Train(TrainError::Model("trainer changed the model's tensors or shapes".into())));
+        return Err(ClientError::Train(TrainError::Model(
+            "trainer changed the model's tensors or shapes".into(),
+        )));
     }
     let tensors = local
         .tensors()
         .iter()
         .zip(global.tensors())
         .map(|(l, g)| {
-            let d: Vec<f32> = l.to_f32().iter().zip(g.to_f32().iter()).map(|(a, b)| a - b).collect();
+            let d: Vec<f32> = l
+                .to_f32()
+                .iter()
+                .zip(g.to_f32().iter())
+                .map(|(a, b)| a - b)
+                .collect();
             match g.dtype() {
                 fedtune_proto::DType::F32 => Tensor::from_f32_vec(g.name(), g.shape().to_vec(), d),
                 other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &d, other),

@@ -5,7 +5,7 @@ use futures::StreamExt;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::{Client, FaultPlan, Failure};
+use super::{Client, Failure, FaultPlan};
 use crate::{ClientError, Transport};
 
 impl<T: Transport> Client<T> {
@@ -26,7 +26,10 @@ impl<T: Transport> Client<T> {
                 Ok(t) => t,
                 Err(f) => return self.give_up_download(task.round, f),
             };
-            let req = v1::DownloadRequest { model_version: task.model_version, offset: rx.received() };
+            let req = v1::DownloadRequest {
+                model_version: task.model_version,
+                offset: rx.received(),
+            };
             let mut failure = None;
             match self.transport.download(&token, req).await {
                 Err(s) => failure = Some(s),
@@ -48,13 +51,21 @@ impl<T: Transport> Client<T> {
                         }
                         rx.push(&chunk.data)?;
                         self.summary.bytes_down += chunk.data.len() as u64;
-                        if plan.drop_during_download.is_some_and(|n| rx.received() >= n) {
+                        if plan
+                            .drop_during_download
+                            .is_some_and(|n| rx.received() >= n)
+                        {
                             self.drop_out(task.round, "during download");
                             return Ok(None);
                         }
-                        if !interrupted && plan.interrupt_download.is_some_and(|n| rx.received() >= n) && rx.received() < total {
+                        if !interrupted
+                            && plan.interrupt_download.is_some_and(|n| rx.received() >= n)
+                            && rx.received() < total
+                        {
                             interrupted = true;
-                            failure = Some(tonic::Status::unavailable("fault injection: connection lost"));
+                            failure = Some(tonic::Status::unavailable(
+                                "fault injection: connection lost",
+                            ));
                             break;
                         }
                     }
@@ -70,7 +81,8 @@ impl<T: Transport> Client<T> {
                     }
                 }
             }
-            let status = failure.unwrap_or_else(|| tonic::Status::unavailable("download stream ended early"));
+            let status = failure
+                .unwrap_or_else(|| tonic::Status::unavailable("download stream ended early"));
             debug!(client = %self.opts.client_id, offset = rx.received(), status = %status.message(), "download interrupted; resuming");
             if let Err(f) = self.recover(&mut attempt, status).await {
                 return self.give_up_download(task.round, f);
@@ -82,10 +94,17 @@ impl<T: Transport> Client<T> {
         match f {
             // The round moved on (new model version): nothing to do for this task.
             Failure::Refused(s) if s.code() == tonic::Code::FailedPrecondition => Ok(None),
-            Failure::Refused(status) => Err(ClientError::Refused { what: "download", status }),
+            Failure::Refused(status) => Err(ClientError::Refused {
+                what: "download",
+                status,
+            }),
             Failure::Exhausted(attempts, last) => {
                 debug!(round, attempts, "download abandoned");
-                Err(ClientError::RetriesExhausted { what: "download", attempts, last })
+                Err(ClientError::RetriesExhausted {
+                    what: "download",
+                    attempts,
+                    last,
+                })
             }
         }
     }
@@ -111,10 +130,22 @@ impl<T: Transport> Client<T> {
         loop {
             let token = match self.token().await {
                 Ok(t) => t,
-                Err(Failure::Refused(s)) => return Err(ClientError::Refused { what: "upload", status: s }),
-                Err(Failure::Exhausted(attempts, last)) => return Err(ClientError::RetriesExhausted { what: "upload", attempts, last }),
+                Err(Failure::Refused(s)) => {
+                    return Err(ClientError::Refused {
+                        what: "upload",
+                        status: s,
+                    });
+                }
+                Err(Failure::Exhausted(attempts, last)) => {
+                    return Err(ClientError::RetriesExhausted {
+                        what: "upload",
+                        attempts,
+                        last,
+                    });
+                }
             };
-            let (messages, dropped) = self.upload_messages(&header, &encoded, plan.drop_during_upload);
+            let (messages, dropped) =
+                self.upload_messages(&header, &encoded, plan.drop_during_upload);
             let call = self.transport.upload(&token, messages);
             let result = match dropped {
                 None => call.await,
@@ -141,7 +172,11 @@ impl<T: Transport> Client<T> {
                         return Ok(());
                     }
                     Err(Failure::Exhausted(attempts, last)) => {
-                        return Err(ClientError::RetriesExhausted { what: "upload", attempts, last });
+                        return Err(ClientError::RetriesExhausted {
+                            what: "upload",
+                            attempts,
+                            last,
+                        });
                     }
                 },
             }
@@ -155,14 +190,22 @@ impl<T: Transport> Client<T> {
         header: &v1::UploadHeader,
         encoded: &EncodedBundle,
         drop_after: Option<usize>,
-    ) -> (crate::BoxStream<v1::UploadMessage>, Option<oneshot::Receiver<()>>) {
+    ) -> (
+        crate::BoxStream<v1::UploadMessage>,
+        Option<oneshot::Receiver<()>>,
+    ) {
         use v1::upload_message::Kind;
         let msg = |kind| v1::UploadMessage { kind: Some(kind) };
-        let chunks: Vec<_> = encoded.chunks(0, self.opts.chunk_bytes).map(|(_, data)| msg(Kind::Chunk(data))).collect();
+        let chunks: Vec<_> = encoded
+            .chunks(0, self.opts.chunk_bytes)
+            .map(|(_, data)| msg(Kind::Chunk(data)))
+            .collect();
         let first = std::iter::once(msg(Kind::Header(header.clone())));
         match drop_after {
             None => {
-                let digest = msg(Kind::Digest(bytes::Bytes::copy_from_slice(&encoded.header.digest.0)));
+                let digest = msg(Kind::Digest(bytes::Bytes::copy_from_slice(
+                    &encoded.header.digest.0,
+                )));
                 let all: Vec<_> = first.chain(chunks).chain(std::iter::once(digest)).collect();
                 (futures::stream::iter(all).boxed(), None)
             }

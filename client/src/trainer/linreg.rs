@@ -40,13 +40,15 @@ impl LinRegData {
         let mut truth = ChaCha8Rng::seed_from_u64(seed);
         let w: Vec<f64> = (0..dim).map(|_| normal(&mut truth)).collect();
         let b = normal(&mut truth);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let shift: Vec<f64> = (0..dim).map(|_| normal(&mut rng)).collect();
         let mut x = Vec::with_capacity(examples);
         let mut y = Vec::with_capacity(examples);
         for _ in 0..examples {
             let row: Vec<f64> = shift.iter().map(|s| s + normal(&mut rng)).collect();
-            let target = row.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + b + 0.1 * normal(&mut rng);
+            let target =
+                row.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + b + 0.1 * normal(&mut rng);
             x.push(row.iter().map(|&v| v as f32).collect());
             y.push(target as f32);
         }
@@ -60,16 +62,26 @@ impl LinRegData {
     /// Mean squared error of a model on these examples.
     pub fn mse(&self, model: &Bundle) -> Result<f64, TrainError> {
         let (w, b) = params(model, self.dim())?;
-        let sum: f64 = self.x.iter().zip(&self.y).map(|(x, &y)| (predict(&w, b, x) - f64::from(y)).powi(2)).sum();
+        let sum: f64 = self
+            .x
+            .iter()
+            .zip(&self.y)
+            .map(|(x, &y)| (predict(&w, b, x) - f64::from(y)).powi(2))
+            .sum();
         Ok(sum / self.y.len().max(1) as f64)
     }
 }
 
 fn params(model: &Bundle, dim: usize) -> Result<(Vec<f64>, f64), TrainError> {
     let get = |name: &str, len: usize| -> Result<Vec<f64>, TrainError> {
-        let t = model.get(name).ok_or_else(|| TrainError::Model(format!("missing tensor `{name}`")))?;
+        let t = model
+            .get(name)
+            .ok_or_else(|| TrainError::Model(format!("missing tensor `{name}`")))?;
         if t.shape() != [len] {
-            return Err(TrainError::Model(format!("`{name}` has shape {:?}, expected [{len}]", t.shape())));
+            return Err(TrainError::Model(format!(
+                "`{name}` has shape {:?}, expected [{len}]",
+                t.shape()
+            )));
         }
         Ok(t.to_f32().iter().map(|&v| f64::from(v)).collect())
     };
@@ -107,33 +119,46 @@ impl Trainer for LinRegTrainer {
         let loss_before = self.data.mse(global)?;
         let lr = f64::from(task.config.learning_rate);
         let batch = (task.config.batch_size as usize).clamp(1, n);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ task.round.wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.seed ^ task.round.wrapping_mul(0xA24B_AED4_963E_E407));
         for step in 0..task.config.local_steps.max(1) as usize {
             let mut gw = vec![0.0; dim];
             let mut gb = 0.0;
             for _ in 0..batch {
                 let i = rng.random_range(0..n);
                 let err = predict(&w, b, &self.data.x[i]) - f64::from(self.data.y[i]);
-                gw.iter_mut().zip(&self.data.x[i]).for_each(|(g, &x)| *g += 2.0 * err * f64::from(x));
+                gw.iter_mut()
+                    .zip(&self.data.x[i])
+                    .for_each(|(g, &x)| *g += 2.0 * err * f64::from(x));
                 gb += 2.0 * err;
             }
-            w.iter_mut().zip(&gw).for_each(|(w, g)| *w -= lr * g / batch as f64);
+            w.iter_mut()
+                .zip(&gw)
+                .for_each(|(w, g)| *w -= lr * g / batch as f64);
             b -= lr * gb / batch as f64;
             if !(b.is_finite() && w.iter().all(|v| v.is_finite())) {
-                return Err(TrainError::Diverged { step, loss: f64::NAN });
+                return Err(TrainError::Diverged {
+                    step,
+                    loss: f64::NAN,
+                });
             }
         }
         let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         let model = Bundle::new(vec![
-            Tensor::from_f32(WEIGHT, vec![dim], &w32).map_err(|e| TrainError::Model(e.to_string()))?,
-            Tensor::from_f32(BIAS, vec![1], &[b as f32]).map_err(|e| TrainError::Model(e.to_string()))?,
+            Tensor::from_f32(WEIGHT, vec![dim], &w32)
+                .map_err(|e| TrainError::Model(e.to_string()))?,
+            Tensor::from_f32(BIAS, vec![1], &[b as f32])
+                .map_err(|e| TrainError::Model(e.to_string()))?,
         ])
         .map_err(|e| TrainError::Model(e.to_string()))?;
         let loss_after = self.data.mse(&model)?;
         Ok(LocalUpdate {
             model,
             num_examples: n as u64,
-            metrics: vec![("train_loss_before".into(), loss_before), ("train_loss_after".into(), loss_after)],
+            metrics: vec![
+                ("train_loss_before".into(), loss_before),
+                ("train_loss_after".into(), loss_after),
+            ],
         })
     }
 }
@@ -150,7 +175,12 @@ mod tests {
         let task = TaskContext {
             round: 1,
             model_version: 0,
-            config: TrainingConfig { local_steps: 50, batch_size: 8, learning_rate: 0.02, extra: Default::default() },
+            config: TrainingConfig {
+                local_steps: 50,
+                batch_size: 8,
+                learning_rate: 0.02,
+                extra: Default::default(),
+            },
         };
         let g = linreg_model(4);
         let a = t.train(&g, &task).unwrap();
@@ -163,7 +193,14 @@ mod tests {
     #[test]
     fn rejects_a_model_of_the_wrong_shape() {
         let mut t = LinRegTrainer::new(LinRegData::synthetic(3, 0, 8, 4), 1);
-        let task = TaskContext { round: 1, model_version: 0, config: TrainingConfig::default() };
-        assert!(matches!(t.train(&linreg_model(5), &task), Err(TrainError::Model(_))));
+        let task = TaskContext {
+            round: 1,
+            model_version: 0,
+            config: TrainingConfig::default(),
+        };
+        assert!(matches!(
+            t.train(&linreg_model(5), &task),
+            Err(TrainError::Model(_))
+        ));
     }
 }

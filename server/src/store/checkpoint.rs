@@ -1,7 +1,7 @@
 //! Model checkpoints as safetensors files, written atomically and verified by digest on load.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::Read;
 use std::path::Path;
 
 use fedtune_proto::{Bundle, DType, Digest, Tensor, TensorSpec};
@@ -29,46 +29,90 @@ pub fn write_checkpoint(
     round: u64,
     durable: bool,
 ) -> Result<Digest, StoreError> {
-    let bad = |reason: String| StoreError::Checkpoint { path: path.to_path_buf(), reason };
+    let bad = |reason: String| StoreError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut views = Vec::new();
     let state_tensors = state.map(Bundle::tensors).unwrap_or_default();
-    for (prefix, t) in model.tensors().iter().map(|t| ("", t)).chain(state_tensors.iter().map(|t| (STATE_PREFIX, t))) {
-        let view = TensorView::new(st_dtype(t.dtype()), t.shape().to_vec(), t.data()).map_err(|e| bad(e.to_string()))?;
+    for (prefix, t) in model
+        .tensors()
+        .iter()
+        .map(|t| ("", t))
+        .chain(state_tensors.iter().map(|t| (STATE_PREFIX, t)))
+    {
+        let view = TensorView::new(st_dtype(t.dtype()), t.shape().to_vec(), t.data())
+            .map_err(|e| bad(e.to_string()))?;
         views.push((format!("{prefix}{}", t.name()), view));
     }
-    let order: Vec<String> = model.tensors().iter().map(|t| t.name().to_string()).collect();
+    let order: Vec<String> = model
+        .tensors()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
     let meta = HashMap::from([
         ("format".to_string(), "fedtune".to_string()),
         ("round".to_string(), round.to_string()),
         ("order".to_string(), order.join("\n")),
     ]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
-    let digest = Digest::of(&bytes);
-    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
+    // Streamed to disk (no in-memory copy of the file), then hashed back from the page cache.
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| bad(e.to_string()))?;
+    let digest = digest_file(&tmp).map_err(io)?;
     if durable {
-        f.sync_all().map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
     }
     std::fs::rename(&tmp, path).map_err(io)?;
-    if durable {
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
+    if durable && let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
     }
     Ok(digest)
 }
 
+/// Digest of a file's bytes, read in 1 MiB pieces.
+fn digest_file(path: &Path) -> std::io::Result<Digest> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut h = twox_hash::XxHash3_128::new();
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Digest(h.finish_128().to_be_bytes()));
+        }
+        h.write(&buf[..n]);
+    }
+}
+
 /// Reads a checkpoint, checking its digest; returns the model (in its original tensor order)
 /// and the strategy state, if any.
-pub fn read_checkpoint(path: &Path, digest: Option<Digest>) -> Result<(Bundle, Option<Bundle>), StoreError> {
-    let bad = |reason: String| StoreError::Checkpoint { path: path.to_path_buf(), reason };
-    let bytes = std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+pub fn read_checkpoint(
+    path: &Path,
+    digest: Option<Digest>,
+) -> Result<(Bundle, Option<Bundle>), StoreError> {
+    let bad = |reason: String| StoreError::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if let Some(want) = digest {
         let got = Digest::of(&bytes);
         if got != want {
-            return Err(bad(format!("digest {} does not match the recorded {}", got.to_hex(), want.to_hex())));
+            return Err(bad(format!(
+                "digest {} does not match the recorded {}",
+                got.to_hex(),
+                want.to_hex()
+            )));
         }
     }
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -79,7 +123,12 @@ pub fn read_checkpoint(path: &Path, digest: Option<Digest>) -> Result<(Bundle, O
         .and_then(|m| m.get("order"))
         .map(|o| o.lines().map(str::to_string).collect())
         .unwrap_or_else(|| {
-            let mut names: Vec<String> = st.names().into_iter().filter(|n| !n.starts_with(STATE_PREFIX)).map(str::to_string).collect();
+            let mut names: Vec<String> = st
+                .names()
+                .into_iter()
+                .filter(|n| !n.starts_with(STATE_PREFIX))
+                .map(str::to_string)
+                .collect();
             names.sort();
             names
         });
@@ -89,20 +138,40 @@ pub fn read_checkpoint(path: &Path, digest: Option<Digest>) -> Result<(Bundle, O
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,
             StDtype::BF16 => DType::BF16,
-            other => return Err(bad(format!("tensor `{name}` has unsupported dtype {other:?}"))),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{name}` has unsupported dtype {other:?}"
+                )));
+            }
         };
-        let spec = TensorSpec { name: name.to_string(), dtype, shape: view.shape().to_vec() };
-        Tensor::from_bytes(spec, bytes::Bytes::copy_from_slice(view.data())).map_err(|e| bad(e.to_string()))
+        let spec = TensorSpec {
+            name: name.to_string(),
+            dtype,
+            shape: view.shape().to_vec(),
+        };
+        Tensor::from_bytes(spec, bytes::Bytes::copy_from_slice(view.data()))
+            .map_err(|e| bad(e.to_string()))
     };
-    let model = order.iter().map(|n| load(n, n)).collect::<Result<Vec<_>, _>>()?;
-    let mut state_names: Vec<&str> = st.names().into_iter().filter(|n| n.starts_with(STATE_PREFIX)).collect();
+    let model = order
+        .iter()
+        .map(|n| load(n, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut state_names: Vec<&str> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(STATE_PREFIX))
+        .collect();
     state_names.sort();
     let state = state_names
         .iter()
         .map(|n| load(n, &n[STATE_PREFIX.len()..]))
         .collect::<Result<Vec<_>, _>>()?;
     let model = Bundle::new(model).map_err(|e| bad(e.to_string()))?;
-    let state = if state.is_empty() { None } else { Some(Bundle::new(state).map_err(|e| bad(e.to_string()))?) };
+    let state = if state.is_empty() {
+        None
+    } else {
+        Some(Bundle::new(state).map_err(|e| bad(e.to_string()))?)
+    };
     Ok((model, state))
 }
 

@@ -20,11 +20,21 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
-    #[error("state in {dir} was created with {what} {stored}, this server was started with {given}")]
-    Mismatch { dir: PathBuf, what: &'static str, stored: String, given: String },
+    #[error(
+        "state in {dir} was created with {what} {stored}, this server was started with {given}"
+    )]
+    Mismatch {
+        dir: PathBuf,
+        what: &'static str,
+        stored: String,
+        given: String,
+    },
 }
 
 /// A committed model version as recorded in the database.
@@ -67,13 +77,20 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the state in `dir`.
     pub fn open(dir: &Path, durable: bool) -> Result<Self, StoreError> {
-        let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
+        let io = |source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         std::fs::create_dir_all(dir.join("checkpoints")).map_err(io)?;
         let db = Connection::open(dir.join("state.sqlite"))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
         db.execute_batch(SCHEMA)?;
-        Ok(Store { dir: dir.to_path_buf(), db, durable })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            db,
+            durable,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -82,15 +99,21 @@ impl Store {
 
     /// Records a setting the state was created with, or checks it matches the stored one.
     pub fn pin_setting(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
-        let stored: Option<String> =
-            self.db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        let stored: Option<String> = self
+            .db
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?;
         match stored {
-            Some(s) if s != value => {
-                Err(StoreError::Mismatch { dir: self.dir.clone(), what: key, stored: s, given: value.to_string() })
-            }
+            Some(s) if s != value => Err(StoreError::Mismatch {
+                dir: self.dir.clone(),
+                what: key,
+                stored: s,
+                given: value.to_string(),
+            }),
             Some(_) => Ok(()),
             None => {
-                self.db.execute("INSERT INTO meta(key, value) VALUES (?1, ?2)", [key, value])?;
+                self.db
+                    .execute("INSERT INTO meta(key, value) VALUES (?1, ?2)", [key, value])?;
                 Ok(())
             }
         }
@@ -106,7 +129,9 @@ impl Store {
     }
 
     pub fn clients(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.db.prepare("SELECT client_id FROM clients ORDER BY client_id")?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT client_id FROM clients ORDER BY client_id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -123,9 +148,16 @@ impl Store {
             .optional()?;
         row.map(|(round, version, file, digest)| {
             let checkpoint = self.dir.join("checkpoints").join(&file);
-            let digest = Digest::from_hex(&digest)
-                .ok_or_else(|| StoreError::Checkpoint { path: checkpoint.clone(), reason: "bad digest in database".into() })?;
-            Ok(CommittedRound { round: round as u64, model_version: version as u64, checkpoint, digest })
+            let digest = Digest::from_hex(&digest).ok_or_else(|| StoreError::Checkpoint {
+                path: checkpoint.clone(),
+                reason: "bad digest in database".into(),
+            })?;
+            Ok(CommittedRound {
+                round: round as u64,
+                model_version: version as u64,
+                checkpoint,
+                digest,
+            })
         })
         .transpose()
     }
@@ -146,28 +178,50 @@ impl Store {
                 "INSERT INTO contributions(round, client_id, task_id, num_examples, weight) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for k in c.contributions {
-                ins.execute(params![c.round as i64, k.client_id, k.task_id, k.num_examples as i64, k.weight])?;
+                ins.execute(params![
+                    c.round as i64,
+                    k.client_id,
+                    k.task_id,
+                    k.num_examples as i64,
+                    k.weight
+                ])?;
             }
         }
         tx.commit()?;
-        Ok(CommittedRound { round: c.round, model_version: c.round, checkpoint: path, digest })
+        Ok(CommittedRound {
+            round: c.round,
+            model_version: c.round,
+            checkpoint: path,
+            digest,
+        })
     }
 
     /// Clients whose updates went into `round`, sorted.
     pub fn contributors(&self, round: u64) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.db.prepare("SELECT client_id FROM contributions WHERE round = ?1 ORDER BY client_id")?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT client_id FROM contributions WHERE round = ?1 ORDER BY client_id")?;
         let rows = stmt.query_map([round as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Committed rounds, oldest first (round 0 is the initial model).
     pub fn rounds(&self) -> Result<Vec<(u64, usize)>, StoreError> {
-        let mut stmt = self.db.prepare("SELECT round, num_clients FROM rounds ORDER BY round")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize)))?;
+        let mut stmt = self
+            .db
+            .prepare("SELECT round, num_clients FROM rounds ORDER BY round")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn insert_metrics(&self, round: u64, client_id: &str, metrics: &[(String, f64)]) -> Result<(), StoreError> {
+    pub fn insert_metrics(
+        &self,
+        round: u64,
+        client_id: &str,
+        metrics: &[(String, f64)],
+    ) -> Result<(), StoreError> {
         let mut ins = self.db.prepare_cached(
             "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))",
         )?;

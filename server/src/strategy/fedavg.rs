@@ -20,12 +20,21 @@ impl Strategy for FedAvg {
             .iter()
             .zip(&aggregate.mean)
             .map(|(g, delta)| {
-                let next: Vec<f32> =
-                    g.to_f32().iter().zip(delta).map(|(&x, &d)| (f64::from(x) + d) as f32).collect();
+                let next: Vec<f32> = g
+                    .to_f32()
+                    .iter()
+                    .zip(delta)
+                    .map(|(&x, &d)| (f64::from(x) + d) as f32)
+                    .collect();
                 if next.iter().any(|v| !v.is_finite()) {
                     return Err(StrategyError::NonFinite(g.name().to_string()));
                 }
-                Ok(Tensor::from_f32_as(g.name(), g.shape().to_vec(), &next, g.dtype())?)
+                Ok(match g.dtype() {
+                    fedtune_proto::DType::F32 => {
+                        Tensor::from_f32_vec(g.name(), g.shape().to_vec(), next)?
+                    }
+                    other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &next, other)?,
+                })
             })
             .collect::<Result<Vec<_>, StrategyError>>()?;
         Ok(Bundle::new(tensors)?)
@@ -35,11 +44,11 @@ impl Strategy for FedAvg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::Aggregator;
 
     #[test]
     fn weighted_mean_of_updates() {
-        let global = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 2.0]).unwrap()]).unwrap();
+        let global =
+            Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 2.0]).unwrap()]).unwrap();
         let mut agg = FedAvg.aggregator(&global);
         let d1 = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 0.0]).unwrap()]).unwrap();
         let d2 = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[-1.0, 3.0]).unwrap()]).unwrap();
@@ -52,9 +61,13 @@ mod tests {
 
     #[test]
     fn refuses_mismatched_update_and_empty_round() {
-        let global = Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 2.0]).unwrap()]).unwrap();
+        let global =
+            Bundle::new(vec![Tensor::from_f32("w", vec![2], &[1.0, 2.0]).unwrap()]).unwrap();
         let mut agg = FedAvg.aggregator(&global);
-        let bad = Bundle::new(vec![Tensor::from_f32("w", vec![3], &[1.0, 0.0, 0.0]).unwrap()]).unwrap();
+        let bad = Bundle::new(vec![
+            Tensor::from_f32("w", vec![3], &[1.0, 0.0, 0.0]).unwrap(),
+        ])
+        .unwrap();
         assert!(agg.fold(&bad, 1.0).is_err());
         assert!(matches!(agg.finish(), Err(StrategyError::Empty)));
     }

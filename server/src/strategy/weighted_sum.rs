@@ -18,7 +18,11 @@ impl WeightedSum {
     pub fn new(global: &Bundle) -> Self {
         WeightedSum {
             specs: global.manifest(),
-            sums: global.tensors().iter().map(|t| vec![0.0; t.numel()]).collect(),
+            sums: global
+                .tensors()
+                .iter()
+                .map(|t| vec![0.0; t.numel()])
+                .collect(),
             total_weight: 0.0,
             count: 0,
         }
@@ -28,10 +32,14 @@ impl WeightedSum {
 impl Aggregator for WeightedSum {
     fn fold(&mut self, update: &Bundle, weight: f64) -> Result<(), StrategyError> {
         if update.manifest() != self.specs {
-            return Err(StrategyError::Mismatch("manifest differs from the global model".into()));
+            return Err(StrategyError::Mismatch(
+                "manifest differs from the global model".into(),
+            ));
         }
         if !(weight.is_finite() && weight > 0.0) {
-            return Err(StrategyError::Mismatch(format!("weight {weight} must be positive")));
+            return Err(StrategyError::Mismatch(format!(
+                "weight {weight} must be positive"
+            )));
         }
         for (sum, tensor) in self.sums.iter_mut().zip(update.tensors()) {
             let values = tensor.to_f32();
@@ -61,6 +69,10 @@ impl Aggregator for WeightedSum {
                 s
             })
             .collect();
-        Ok(Aggregate { mean, total_weight: w, count: self.count })
+        Ok(Aggregate {
+            mean,
+            total_weight: w,
+            count: self.count,
+        })
     }
 }
