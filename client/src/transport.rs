@@ -62,6 +62,9 @@ impl GrpcTransport {
             // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
             .initial_stream_window_size(Some(4 << 20))
             .initial_connection_window_size(Some(32 << 20))
+            // Let the server send downloads in large frames (a device holds one connection, so
+            // the larger read buffer this needs is paid once).
+            .max_frame_size(Some((1 << 20) - 1))
             .http2_keep_alive_interval(Duration::from_secs(30));
         Ok(Self::from_channel(endpoint.connect_lazy()))
     }
