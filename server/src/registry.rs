@@ -82,3 +82,34 @@ impl Registry {
             .retain(|_, s| now.duration_since(s.last_used) <= ttl);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_authenticate_expire_and_rejoin() {
+        let mut r = Registry::default();
+        let ttl = Duration::from_secs(60);
+        let (token, new) = r.join("phone", ttl);
+        assert!(new);
+        assert_eq!(r.authenticate(&token, ttl).unwrap(), "phone");
+        assert!(matches!(
+            r.authenticate("forged", ttl),
+            Err(ServerError::Unauthenticated(_))
+        ));
+        std::thread::sleep(Duration::from_millis(5));
+        let err = r
+            .authenticate(&token, Duration::from_millis(1))
+            .unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert!(
+            r.authenticate(&token, ttl).is_err(),
+            "an expired token stays dead"
+        );
+        let (again, new) = r.join("phone", ttl);
+        assert!(!new, "a re-join is the same client");
+        assert_ne!(again, token);
+        assert_eq!(r.len(), 1);
+    }
+}
