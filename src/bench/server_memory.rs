@@ -2,16 +2,14 @@
 //! while N gRPC clients of this process push updates of a P-parameter model through it.
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::Context;
-use fedtune_client::{Backoff, Client, ClientOptions};
+use fedtune_client::Client;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Semaphore;
 
 use crate::models::ShiftTrainer;
-use crate::sim::client_id;
 
 /// Peak RSS of the server process, in MiB, for one federation of `clients` clients.
 pub async fn measure(
@@ -76,15 +74,7 @@ pub async fn measure(
     let active = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let mut opts = ClientOptions::new(client_id(i));
-        opts.cpu = Arc::clone(&cpu);
-        opts.active = Some(Arc::clone(&active));
-        opts.max_retry_wait = Duration::from_millis(500);
-        opts.backoff = Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(500),
-            ..Backoff::default()
-        };
+        let opts = crate::sim::device_options(i, 0, &cpu, &active);
         let client = Client::new(pool[i % pool.len()].clone(), opts);
         tasks.push(tokio::spawn(client.run(ShiftTrainer {
             shift: 0.001,

@@ -2,7 +2,6 @@
 
 use clap::{Args, Subcommand};
 use fedtune::bench::{overhead, server_memory};
-use fedtune::sim::TransportKind;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -22,19 +21,10 @@ pub struct OverheadArgs {
     /// Float32 values in the model.
     #[arg(long, default_value_t = 1_000_000)]
     params: usize,
-    #[arg(long, value_enum, default_value_t = TransportKind::Inproc)]
-    transport: TransportKind,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// CPU threads [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Clients holding a model at once [default: 2 × threads].
-    #[arg(long)]
-    concurrency: Option<usize>,
-    /// HTTP/2 connections the gRPC clients share (0: one per 64 clients).
-    #[arg(long, default_value_t = 0)]
-    connections: usize,
+    #[command(flatten)]
+    engine: super::EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -62,16 +52,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 a.clients > 0 && a.rounds > 0 && a.params > 0,
                 "--clients, --rounds and --params must be positive"
             );
-            let threads = a.threads.unwrap_or_else(super::default_threads);
+            let threads = a.engine.threads();
             let o = overhead::Overhead {
                 clients: a.clients,
                 rounds: a.rounds,
                 params: a.params,
-                transport: a.transport,
+                transport: a.engine.transport,
                 seed: a.seed,
                 threads,
-                concurrency: a.concurrency.unwrap_or(2 * threads),
-                connections: a.connections,
+                concurrency: a.engine.concurrency(),
+                connections: a.engine.connections,
             };
             println!(
                 "workload: clients={} rounds={} params={} transport={:?} threads={threads}",

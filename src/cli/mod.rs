@@ -57,6 +57,32 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
+/// How virtual devices run: shared by `simulate` and `bench overhead`.
+#[derive(Debug, clap::Args, Clone)]
+pub(crate) struct EngineArgs {
+    /// How devices reach the server.
+    #[arg(long, value_enum, default_value_t = fedtune::sim::TransportKind::Inproc)]
+    pub transport: fedtune::sim::TransportKind,
+    /// CPU threads for training [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Devices holding a model at once [default: 2 × threads].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// HTTP/2 connections the devices share with --transport grpc (0: one per 64 devices).
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
+}
+
+impl EngineArgs {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(default_threads)
+    }
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(2 * self.threads())
+    }
+}
+
 /// A tokio runtime with `threads` workers.
 pub(crate) fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

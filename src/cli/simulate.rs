@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use fedtune::sim::{self, FaultRates, SimConfig, TransportKind};
+use fedtune::sim::{self, FaultRates, SimConfig};
 use fedtune_client::trainer::{LinRegData, LinRegTrainer, linreg_model};
 use fedtune_proto::Compression;
 use fedtune_server::strategy::FedAvg;
@@ -18,18 +18,8 @@ pub struct SimulateArgs {
     clients: usize,
     #[command(flatten)]
     rounds: RoundArgs,
-    /// How devices reach the server.
-    #[arg(long, value_enum, default_value_t = TransportKind::Inproc)]
-    transport: TransportKind,
-    /// CPU threads for training [default: all cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Devices holding a model at once [default: 4 × threads].
-    #[arg(long)]
-    concurrency: Option<usize>,
-    /// HTTP/2 connections shared by the devices with --transport grpc (0: one per 64 devices).
-    #[arg(long, default_value_t = 0)]
-    connections: usize,
+    #[command(flatten)]
+    engine: super::EngineArgs,
     /// Features of the linear-regression demo learner.
     #[arg(long, default_value_t = 16)]
     dim: usize,
@@ -68,16 +58,16 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
     server.min_clients = a.clients;
     server.linger = Duration::ZERO;
     server.long_poll = Duration::from_secs(30);
-    let threads = a.threads.unwrap_or_else(super::default_threads);
+    let threads = a.engine.threads();
     let tmp = tempfile::tempdir()?;
     let state_dir = a.state.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let seed = server.seed;
     let cfg = SimConfig {
         server,
         clients: a.clients,
-        transport: a.transport,
+        transport: a.engine.transport,
         threads,
-        concurrency: a.concurrency.unwrap_or(4 * threads),
+        concurrency: a.engine.concurrency(),
         faults: FaultRates {
             drop_before_download: a.drop_rate / 3.0,
             drop_during_download: a.drop_rate / 3.0,
@@ -85,7 +75,7 @@ pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
             straggler: a.straggler_rate,
             straggler_delay: a.straggler_delay,
         },
-        connections: a.connections,
+        connections: a.engine.connections,
         state_dir,
         compression: if a.zstd {
             Compression::Zstd

@@ -129,18 +129,9 @@ where
     };
     let mut tasks = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
-        let mut opts = ClientOptions::new(client_id(i));
-        opts.seed = cfg.server.seed;
-        opts.cpu = Arc::clone(&cpu);
-        opts.active = Some(Arc::clone(&active));
+        let mut opts = device_options(i, cfg.server.seed, &cpu, &active);
         opts.faults = faults.clone();
         opts.compression = cfg.compression;
-        opts.max_retry_wait = Duration::from_millis(500);
-        opts.backoff = Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(500),
-            ..Backoff::default()
-        };
         let trainer = trainer(i);
         let id = opts.client_id.clone();
         let task = match &url {
@@ -176,6 +167,27 @@ where
         clients,
         coordinator: coord,
     })
+}
+
+/// Options of virtual device `i`: shared CPU and model slots, and retries tuned for one machine
+/// (short backoff, short waits) rather than for phones on cellular links.
+pub fn device_options(
+    i: usize,
+    seed: u64,
+    cpu: &Arc<Semaphore>,
+    active: &Arc<Semaphore>,
+) -> ClientOptions {
+    let mut opts = ClientOptions::new(client_id(i));
+    opts.seed = seed;
+    opts.cpu = Arc::clone(cpu);
+    opts.active = Some(Arc::clone(active));
+    opts.max_retry_wait = Duration::from_millis(500);
+    opts.backoff = Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(500),
+        ..Backoff::default()
+    };
+    opts
 }
 
 /// Devices per HTTP/2 connection when the pool size is left to the engine.
