@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::header::BundleHeader;
+use crate::tensor::first_non_finite_bytes;
 use crate::{Bundle, CodecError, Compression, Digest, Tensor};
 
 /// The largest chunk either side sends or accepts.
@@ -103,6 +104,18 @@ pub struct BundleReceiver {
     header: BundleHeader,
     buf: BytesMut,
     hasher: twox_hash::XxHash3_128,
+    /// How far uncompressed data has been checked for NaN/infinity (while still in cache), when
+    /// asked for with [`BundleReceiver::check_finite_as_received`].
+    scan: Option<FiniteScan>,
+}
+
+/// Progress of the as-received finiteness check: the tensor being scanned, where it starts,
+/// and the first byte not yet checked.
+#[derive(Debug, Default)]
+struct FiniteScan {
+    tensor: usize,
+    start: usize,
+    pos: usize,
 }
 
 impl std::fmt::Debug for BundleReceiver {
@@ -128,6 +141,7 @@ impl BundleReceiver {
             header,
             buf,
             hasher: Digest::hasher(),
+            scan: None,
         }
     }
 
@@ -170,7 +184,62 @@ impl BundleReceiver {
         }
         self.hasher.write(chunk);
         self.buf.extend_from_slice(chunk);
+        if self.scan.is_some() {
+            self.scan_finite()?;
+        }
         Ok(())
+    }
+
+    /// Checks uncompressed data for NaN/infinity chunk by chunk as it arrives, while each chunk
+    /// is still in cache, so [`BundleReceiver::finish_decoded`] need not read it all again.
+    pub fn check_finite_as_received(mut self) -> Self {
+        if self.header.compression == Compression::None && self.buf.is_empty() {
+            self.scan = Some(FiniteScan::default());
+        }
+        self
+    }
+
+    /// Checks the newly received whole elements of uncompressed data for NaN/infinity.
+    fn scan_finite(&mut self) -> Result<(), CodecError> {
+        let Some(scan) = &mut self.scan else {
+            return Ok(());
+        };
+        while let Some(spec) = self.header.manifest.get(scan.tensor) {
+            let end = scan.start + spec.byte_len();
+            let size = spec.dtype.size();
+            let whole = (end.min(self.buf.len()) - scan.pos) / size * size;
+            if let Some(i) =
+                first_non_finite_bytes(&self.buf[scan.pos..scan.pos + whole], spec.dtype)
+            {
+                let index = (scan.pos - scan.start) / size + i;
+                return Err(CodecError::NonFinite {
+                    name: spec.name.clone(),
+                    index,
+                });
+            }
+            scan.pos += whole;
+            if scan.pos < end {
+                break;
+            }
+            scan.tensor += 1;
+            scan.start = end;
+        }
+        Ok(())
+    }
+
+    /// Ends the transfer and decodes it into tensors whose every value is finite (checked as
+    /// the data arrived when uncompressed, after decompression otherwise).
+    pub fn finish_decoded(
+        self,
+        trailer: Option<Digest>,
+    ) -> Result<(EncodedBundle, Bundle), CodecError> {
+        let scanned = self.scan.is_some();
+        let encoded = self.finish(trailer)?;
+        let bundle = encoded.decode()?;
+        if !scanned {
+            bundle.check_finite()?;
+        }
+        Ok((encoded, bundle))
     }
 
     /// Ends the transfer: checks completeness and that the data hashes to the header's digest
@@ -1131,5 +1200,59 @@ mod tests {
         ] {
             assert!(n >= 20, "{stage}: only {n} cases ({stats:?})");
         }
+    }
+}
+
+#[cfg(test)]
+mod finite_scan_tests {
+    use super::*;
+    use crate::DType;
+
+    fn bundle_with_nan_at(index: usize) -> Bundle {
+        let mut w = vec![0.5f32; 300_000];
+        w[index] = f32::NAN;
+        Bundle::new(vec![
+            Tensor::from_f32_as("h", vec![3], &[1.0, 2.0, 3.0], DType::F16).unwrap(),
+            Tensor::from_f32("w", vec![w.len()], &w).unwrap(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn nan_is_caught_in_the_chunk_that_carries_it() {
+        // Element 290_000 of `w` sits in the second 1 MiB chunk (f16 tensor first: odd offset).
+        let enc = EncodedBundle::encode(&bundle_with_nan_at(290_000), Compression::None).unwrap();
+        let mut rx = BundleReceiver::new(enc.header.clone()).check_finite_as_received();
+        let mut chunks = enc.chunks(0, MAX_CHUNK_BYTES);
+        let (_, first) = chunks.next().unwrap();
+        rx.push(&first).unwrap();
+        let (_, second) = chunks.next().unwrap();
+        match rx.push(&second) {
+            Err(CodecError::NonFinite { name, index }) => {
+                assert_eq!((name.as_str(), index), ("w", 290_000))
+            }
+            other => panic!("expected NonFinite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn finish_decoded_checks_compressed_and_unscanned_payloads_too() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let enc = EncodedBundle::encode(&bundle_with_nan_at(7), compression).unwrap();
+            let mut rx = BundleReceiver::new(enc.header.clone());
+            for (_, c) in enc.chunks(0, MAX_CHUNK_BYTES) {
+                rx.push(&c).unwrap();
+            }
+            let err = rx.finish_decoded(None).unwrap_err();
+            assert!(
+                matches!(err, CodecError::NonFinite { ref name, index: 7 } if name == "w"),
+                "{err}"
+            );
+        }
+        let clean = Bundle::new(vec![Tensor::from_f32("w", vec![4], &[1.0; 4]).unwrap()]).unwrap();
+        let enc = EncodedBundle::encode(&clean, Compression::None).unwrap();
+        let mut rx = BundleReceiver::new(enc.header.clone()).check_finite_as_received();
+        rx.push(&enc.payload).unwrap();
+        assert_eq!(rx.finish_decoded(None).unwrap().1, clean);
     }
 }

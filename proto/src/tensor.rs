@@ -139,31 +139,37 @@ impl Tensor {
 
     /// Index of the first NaN or infinite element, if any.
     pub fn first_non_finite(&self) -> Option<usize> {
-        match self.spec.dtype {
-            DType::F32 => first_non_finite_f32(&self.to_f32()),
-            DType::F16 => self
-                .data
-                .chunks_exact(2)
-                .position(|c| !f16::from_le_bytes([c[0], c[1]]).is_finite()),
-            DType::BF16 => self
-                .data
-                .chunks_exact(2)
-                .position(|c| !bf16::from_le_bytes([c[0], c[1]]).is_finite()),
-        }
+        first_non_finite_bytes(&self.data, self.spec.dtype)
     }
 }
 
-/// Index of the first NaN/infinity. Scans blocks with a branch-free test the compiler
-/// vectorises, and looks for the index only in a block that has one.
-fn first_non_finite_f32(values: &[f32]) -> Option<usize> {
-    const EXP: u32 = 0x7f80_0000;
-    const BLOCK: usize = 256;
-    values.chunks(BLOCK).enumerate().find_map(|(b, block)| {
-        let bad = block
-            .iter()
-            .fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
-        bad.then(|| b * BLOCK + block.iter().position(|v| !v.is_finite()).unwrap_or(0))
-    })
+/// Index of the first NaN/infinity among little-endian `dtype` values (a trailing partial
+/// element is ignored). A value is non-finite when its exponent bits are all ones; blocks are
+/// tested branch-free (the compiler vectorises it) and searched only when one holds a hit.
+pub(crate) fn first_non_finite_bytes(bytes: &[u8], dtype: DType) -> Option<usize> {
+    fn scan<const N: usize>(bytes: &[u8], bad: impl Fn([u8; N]) -> bool) -> Option<usize> {
+        const BLOCK: usize = 256;
+        let elem = |c: &[u8]| -> [u8; N] { c.try_into().unwrap_or([0; N]) };
+        bytes.chunks(BLOCK * N).enumerate().find_map(|(b, block)| {
+            let hit = block
+                .chunks_exact(N)
+                .fold(false, |acc, c| acc | bad(elem(c)));
+            hit.then(|| {
+                b * BLOCK
+                    + block
+                        .chunks_exact(N)
+                        .position(|c| bad(elem(c)))
+                        .unwrap_or(0)
+            })
+        })
+    }
+    match dtype {
+        DType::F32 => scan::<4>(bytes, |b| {
+            u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000
+        }),
+        DType::F16 => scan::<2>(bytes, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
+        DType::BF16 => scan::<2>(bytes, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
+    }
 }
 
 /// Lends a `Vec<f32>`'s memory to `Bytes` as little-endian bytes (all supported targets are LE).

@@ -75,7 +75,8 @@ impl Coordinator {
         let admission = self.admit(&client, &header, &bundle_header)?;
         let _slot = self.staging_slot().await?;
 
-        let mut rx = BundleReceiver::with_buffer(bundle_header, self.staging.take());
+        let mut rx = BundleReceiver::with_buffer(bundle_header, self.staging.take())
+            .check_finite_as_received();
         let trailer = loop {
             match stream.next().await {
                 Some(Ok(v1::UploadMessage {
@@ -101,9 +102,7 @@ impl Coordinator {
                 }
             }
         };
-        let encoded = rx.finish(Some(trailer))?;
-        let update = encoded.decode()?;
-        update.check_finite()?;
+        let (encoded, update) = rx.finish_decoded(Some(trailer))?;
         let accepted = self.accept(admission, &header, &update);
         drop(update);
         self.staging.give(encoded.payload);
