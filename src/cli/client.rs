@@ -12,9 +12,9 @@ pub struct ClientArgs {
     /// Server URL, e.g. http://127.0.0.1:50051.
     #[arg(long)]
     server: String,
-    /// This device's id (stable across restarts).
+    /// This device's id, stable across restarts [default: device-<index>].
     #[arg(long)]
-    id: String,
+    id: Option<String>,
     /// Which synthetic data shard this device holds (the linear-regression demo learner).
     #[arg(long, default_value_t = 0)]
     index: u64,
@@ -42,7 +42,7 @@ pub fn run(a: ClientArgs) -> anyhow::Result<()> {
     );
     let data = LinRegData::synthetic(a.seed, a.index, a.examples, a.dim);
     let trainer = LinRegTrainer::new(data, fedtune::sim::trainer_seed(a.seed, a.index as usize));
-    let mut opts = ClientOptions::new(a.id);
+    let mut opts = ClientOptions::new(a.id.clone().unwrap_or_else(|| format!("device-{}", a.index)));
     opts.seed = a.seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
     if let Some(delay) = a.delay {
