@@ -42,7 +42,10 @@ pub fn run(a: ClientArgs) -> anyhow::Result<()> {
     );
     let data = LinRegData::synthetic(a.seed, a.index, a.examples, a.dim);
     let trainer = LinRegTrainer::new(data, fedtune::sim::trainer_seed(a.seed, a.index as usize));
-    let mut opts = ClientOptions::new(a.id.clone().unwrap_or_else(|| format!("device-{}", a.index)));
+    let mut opts = ClientOptions::new(
+        a.id.clone()
+            .unwrap_or_else(|| format!("device-{}", a.index)),
+    );
     opts.seed = a.seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
     if let Some(delay) = a.delay {
