@@ -15,9 +15,9 @@ pub enum ClientError {
         what: &'static str,
         status: tonic::Status,
     },
-    #[error("training failed: {0}")]
+    #[error(transparent)]
     Train(#[from] crate::TrainError),
-    #[error("bundle: {0}")]
+    #[error(transparent)]
     Codec(#[from] fedtune_proto::CodecError),
     #[error("server sent a malformed message: {0}")]
     Protocol(String),

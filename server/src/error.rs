@@ -26,9 +26,9 @@ pub enum ServerError {
     Incomplete(String),
     #[error("model version {requested} is not served; current version is {current}")]
     VersionGone { requested: u64, current: u64 },
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("strategy: {0}")]
+    #[error(transparent)]
     Strategy(#[from] crate::strategy::StrategyError),
     #[error("server is shutting down")]
     ShuttingDown,

@@ -61,16 +61,16 @@ pub struct SimReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("server: {0}")]
+    #[error(transparent)]
     Server(#[from] fedtune_server::ServerError),
-    #[error("client {client}: {source}")]
+    #[error("client {client}")]
     Client {
         client: String,
         source: fedtune_client::ClientError,
     },
-    #[error("io: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("a virtual client panicked: {0}")]
+    #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
 }
 

@@ -17,7 +17,7 @@ pub use checkpoint::{read_checkpoint, write_checkpoint};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
+    #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error("{path}: {source}")]
     Io {
