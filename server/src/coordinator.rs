@@ -439,11 +439,9 @@ impl Coordinator {
                 let me = Arc::clone(&me);
                 tokio::task::spawn_blocking(move || me.commit(*r, &global, reason))
             };
-            let outcome = job.await.unwrap_or_else(|e| {
-                Err(ServerError::InvalidRequest(format!(
-                    "commit task failed: {e}"
-                )))
-            });
+            let outcome = job
+                .await
+                .unwrap_or_else(|e| Err(ServerError::Internal(format!("commit task failed: {e}"))));
             let mut st = lock(&me.state);
             match outcome {
                 Ok(next) => {

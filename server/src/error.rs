@@ -34,6 +34,8 @@ pub enum ServerError {
     ShuttingDown,
     #[error("too many uploads in progress; retry after a backoff")]
     Busy,
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<CodecError> for ServerError {
@@ -64,6 +66,7 @@ impl From<ServerError> for tonic::Status {
             ServerError::Store(_) | ServerError::Strategy(_) => Code::Internal,
             ServerError::ShuttingDown => Code::Unavailable,
             ServerError::Busy => Code::ResourceExhausted,
+            ServerError::Internal(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }
