@@ -287,30 +287,23 @@ mod tests {
         Tensor::from_f32("t", vec![v.len()], v).unwrap()
     }
 
+    /// A tensor of exact half-precision bit patterns (NaN payloads included).
+    fn half_tensor<const N: usize>(dtype: DType, bytes: impl Iterator<Item = [u8; N]>) -> Tensor {
+        let raw: Vec<u8> = bytes.flatten().collect();
+        let spec = TensorSpec {
+            name: "t".into(),
+            dtype,
+            shape: vec![raw.len() / N],
+        };
+        Tensor::from_bytes(spec, raw.into()).unwrap()
+    }
+
     fn f16_tensor(v: &[f16]) -> Tensor {
-        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Tensor::from_bytes(
-            TensorSpec {
-                name: "t".into(),
-                dtype: DType::F16,
-                shape: vec![v.len()],
-            },
-            raw.into(),
-        )
-        .unwrap()
+        half_tensor(DType::F16, v.iter().map(|x| x.to_le_bytes()))
     }
 
     fn bf16_tensor(v: &[bf16]) -> Tensor {
-        let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        Tensor::from_bytes(
-            TensorSpec {
-                name: "t".into(),
-                dtype: DType::BF16,
-                shape: vec![v.len()],
-            },
-            raw.into(),
-        )
-        .unwrap()
+        half_tensor(DType::BF16, v.iter().map(|x| x.to_le_bytes()))
     }
 
     /// The same f32 values, but starting at an odd address so `to_f32` has to copy.

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use fedtune_client::runtime::client_rng;
 use fedtune_client::{FaultPlan, Faults};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 /// Probabilities of each misbehaviour per client and round.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,11 +35,10 @@ pub struct SeededFaults {
 
 impl Faults for SeededFaults {
     fn plan(&self, client_id: &str, round: u64) -> FaultPlan {
-        let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(self.seed ^ h ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = client_rng(
+            client_id,
+            self.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let r = &self.rates;
         let mut plan = FaultPlan::default();
         let draw: f64 = rng.random();

@@ -35,8 +35,8 @@ impl Backoff {
     }
 }
 
-/// A per-client jitter source, seeded so simulations replay.
-pub(crate) fn jitter_rng(client_id: &str, seed: u64) -> ChaCha8Rng {
+/// A generator seeded by a client id and a seed, so simulations replay per client.
+pub fn client_rng(client_id: &str, seed: u64) -> ChaCha8Rng {
     let h = client_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
@@ -55,7 +55,7 @@ mod tests {
             multiplier: 2.0,
             max_attempts: 5,
         };
-        let mut rng = jitter_rng("c", 0);
+        let mut rng = client_rng("c", 0);
         let d0 = b.delay(0, &mut rng);
         assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(150));
         let d10 = b.delay(10, &mut rng);

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, client_rng};
 pub use faults::{FaultPlan, Faults};
 
 use crate::{ClientError, TaskContext, TrainError, Trainer, Transport};
@@ -118,7 +118,7 @@ fn transient(code: Code) -> bool {
 
 impl<T: Transport> Client<T> {
     pub fn new(transport: T, opts: ClientOptions) -> Self {
-        let rng = backoff::jitter_rng(&opts.client_id, opts.seed);
+        let rng = backoff::client_rng(&opts.client_id, opts.seed);
         let summary = ClientSummary {
             client_id: opts.client_id.clone(),
             ..Default::default()

@@ -103,9 +103,6 @@ impl LinRegTrainer {
     pub fn new(data: LinRegData, seed: u64) -> Self {
         LinRegTrainer { data, seed }
     }
-    pub fn data(&self) -> &LinRegData {
-        &self.data
-    }
 }
 
 impl Trainer for LinRegTrainer {

@@ -95,10 +95,6 @@ impl Store {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Records a setting the state was created with, or checks it matches the stored one.
     pub fn pin_setting(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
         let stored: Option<String> = self
