@@ -6,7 +6,12 @@
 //! gRPC ([`GrpcTransport`]) or in the same process (the simulation's transport).
 
 mod error;
+pub mod gguf;
+pub mod kernels;
+pub mod llama;
+pub mod quant;
 pub mod runtime;
+pub mod tokenizer;
 pub mod trainer;
 mod transport;
 

@@ -1,0 +1,1 @@
+//! Compute kernels: dot products and matrix products straight from quantized blocks.

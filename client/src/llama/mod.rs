@@ -1,0 +1,1 @@
+//! The llama-family decoder: weights from GGUF, forward pass, KV cache, sampling.
