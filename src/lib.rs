@@ -4,4 +4,6 @@
 
 pub mod bench;
 pub mod models;
+pub mod npy;
 pub mod sim;
+pub mod text_data;

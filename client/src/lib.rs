@@ -12,6 +12,7 @@ pub mod llama;
 pub mod quant;
 pub mod runtime;
 pub mod tokenizer;
+pub mod train;
 pub mod trainer;
 mod transport;
 

@@ -1,4 +1,6 @@
 //! Benchmarks behind `fedtune bench ...`: they print figures, they assert nothing.
 
+pub mod infer;
 pub mod overhead;
+pub mod rss;
 pub mod server_memory;

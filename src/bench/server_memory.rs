@@ -84,13 +84,8 @@ pub async fn measure(
     for t in tasks {
         t.await??;
     }
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .context("reading the server's /proc status")?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc status")?;
+    let peak =
+        super::rss::peak_rss_mib(Some(pid)).context("no VmHWM in the server's /proc status")?;
     child.kill().await.ok();
-    Ok(kb / 1024.0)
+    Ok(peak)
 }

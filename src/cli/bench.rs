@@ -1,7 +1,9 @@
 //! `fedtune bench ...`.
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use fedtune::bench::{overhead, server_memory};
+use fedtune::bench::{infer, overhead, rss, server_memory};
+use fedtune_client::llama::random::RandomShape;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -10,6 +12,41 @@ pub enum BenchCommand {
     Overhead(OverheadArgs),
     /// Peak RSS of a real `fedtune server` process for several client counts.
     ServerMemory(MemoryArgs),
+    /// Inference speed (prompt processing and generation), as llama-bench measures it. The
+    /// last line is `pp_tok_s=<prompt tokens/s> tg_tok_s=<generated tokens/s>`.
+    Infer(InferArgs),
+    /// Write a random llama model (any shape and format) for benchmarks and tests.
+    RandomModel(RandomModelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    #[command(flatten)]
+    model: super::infer::ModelArgs,
+    /// Prompt tokens processed in one batch.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens generated one at a time after the prompt.
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RandomModelArgs {
+    /// Shape: `smollm2` (135M: 30 layers, dim 576, 9/3 heads, FFN 1536, vocab 49152) or
+    /// `DIM,HEADS,KV_HEADS,FFN,LAYERS,VOCAB`.
+    #[arg(long, default_value = "smollm2")]
+    shape: String,
+    /// Format of the weight matrices.
+    #[arg(long = "type", default_value = "q4_0")]
+    ty: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +84,48 @@ pub struct MemoryArgs {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Infer(a) => {
+            anyhow::ensure!(
+                a.prompt_tokens > 0 && a.gen_tokens > 0 && a.reps > 0,
+                "token counts and --reps must be positive"
+            );
+            let model = a.model.load()?;
+            let threads = rayon_threads(&a.model);
+            let kernels = fedtune_client::kernels::cpu::level().name();
+            println!(
+                "model={} params_bytes={} threads={threads} kernels={kernels} prompt_tokens={} gen_tokens={}",
+                a.model.model.display(),
+                model.file().file_size(),
+                a.prompt_tokens,
+                a.gen_tokens
+            );
+            let runs = a
+                .model
+                .run(|| infer::run(&model, a.prompt_tokens, a.gen_tokens, a.reps, 42))??;
+            for (i, r) in runs.iter().enumerate() {
+                println!(
+                    "rep={i} pp_tok_s={:.2} tg_tok_s={:.2}",
+                    r.pp_tok_s, r.tg_tok_s
+                );
+            }
+            if let Some(peak) = rss::peak_rss_mib(None) {
+                println!(
+                    "peak_rss_mib={peak:.1} file_mib={:.1}",
+                    model.file().file_size() as f64 / (1 << 20) as f64
+                );
+            }
+            let pp = infer::median(runs.iter().map(|r| r.pp_tok_s).collect());
+            let tg = infer::median(runs.iter().map(|r| r.tg_tok_s).collect());
+            println!("pp_tok_s={pp:.2} tg_tok_s={tg:.2}");
+        }
+        BenchCommand::RandomModel(a) => {
+            let shape = parse_shape(&a.shape)?;
+            let ty = fedtune_client::quant::GgmlType::from_name(&a.ty)
+                .with_context(|| format!("unknown type {}", a.ty))?;
+            let (writer, _) = fedtune_client::llama::random::random_model(&shape, ty, a.seed, 0)?;
+            writer.write_file(&a.out)?;
+            eprintln!("wrote {}", a.out.display());
+        }
         BenchCommand::Overhead(a) => {
             anyhow::ensure!(
                 a.clients > 0 && a.rounds > 0 && a.params > 0,
@@ -93,4 +172,37 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn rayon_threads(m: &super::infer::ModelArgs) -> usize {
+    m.threads.unwrap_or_else(super::default_threads)
+}
+
+fn parse_shape(s: &str) -> anyhow::Result<RandomShape> {
+    if s == "smollm2" {
+        return Ok(RandomShape::smollm2_135m());
+    }
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|x| x.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .with_context(|| {
+            format!("shape `{s}`: expected smollm2 or DIM,HEADS,KV_HEADS,FFN,LAYERS,VOCAB")
+        })?;
+    let [dim, heads, kv_heads, ffn, layers, vocab] = v[..] else {
+        anyhow::bail!("shape `{s}`: expected six numbers DIM,HEADS,KV_HEADS,FFN,LAYERS,VOCAB");
+    };
+    anyhow::ensure!(
+        heads > 0 && kv_heads > 0 && heads % kv_heads == 0 && dim % heads == 0 && vocab > 258,
+        "shape `{s}`: heads must divide dim, kv heads must divide heads, vocab must exceed 258"
+    );
+    Ok(RandomShape {
+        dim,
+        heads,
+        kv_heads,
+        ffn,
+        layers,
+        vocab,
+        tied: true,
+    })
 }

@@ -2,8 +2,14 @@
 
 mod bench;
 mod client;
+mod generate;
+mod infer;
+mod logits;
+mod perplexity;
+mod quantize;
 mod server;
 mod simulate;
+mod tokenize;
 
 use std::time::Duration;
 
@@ -29,6 +35,16 @@ enum Command {
     Client(client::ClientArgs),
     /// Simulate a federation of virtual devices on this machine.
     Simulate(simulate::SimulateArgs),
+    /// Print the token ids of a text, comma-separated (as llama.cpp tokenizes it).
+    Tokenize(tokenize::TokenizeArgs),
+    /// Write the logits of every position of a token sequence as a NumPy .npy file.
+    Logits(logits::LogitsArgs),
+    /// Generate text from a prompt.
+    Generate(generate::GenerateArgs),
+    /// Perplexity of a model on a text or JSONL file.
+    Perplexity(perplexity::PerplexityArgs),
+    /// Re-quantize a GGUF model's weight matrices (q4_0, q4_1, q8_0, ...).
+    Quantize(quantize::QuantizeArgs),
     /// Measure the framework (figures only; nothing is asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -46,6 +62,11 @@ pub fn main() -> std::process::ExitCode {
         Command::Server(a) => server::run(a),
         Command::Client(a) => client::run(a),
         Command::Simulate(a) => simulate::run(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

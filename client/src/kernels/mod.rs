@@ -1,1 +1,162 @@
 //! Compute kernels: dot products and matrix products straight from quantized blocks.
+//!
+//! As in llama.cpp, a matrix product quantizes each activation row once into the 8-bit format
+//! that pairs with the weight format ([`act_type`]: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for
+//! Q4_1/Q5_1), then runs integer dot products against every weight row. The weights are never
+//! expanded to f32 (formats without a direct kernel dequantize one row at a time into a
+//! scratch buffer). Each kernel has a portable [`scalar`] reference and, where the CPU allows,
+//! an AVX2 path chosen at run time ([`cpu::level`]).
+
+pub mod cpu;
+mod matmul;
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(test)]
+mod tests;
+
+pub use cpu::Level;
+pub use matmul::{Acts, QMatrix, matmul, matmul_into};
+
+use crate::quant::GgmlType;
+
+/// A dot product between one weight row and one prepared activation row, both as bytes.
+pub type DotFn = fn(&[u8], &[u8]) -> f32;
+
+/// Dot products of up to [`TILE_ROWS`] weight rows with up to [`TILE_ACTS`] activation rows at
+/// once: `out[r * acts.len() + t]` = `rows[r] · acts[t]`, each bit-identical to [`DotFn`]'s.
+pub type TileFn = fn(&[&[u8]], &[&[u8]], &mut [f32]);
+
+/// The most weight rows a [`TileFn`] takes.
+pub const TILE_ROWS: usize = 4;
+/// The most activation rows a [`TileFn`] takes.
+pub const TILE_ACTS: usize = 4;
+
+/// A tiled kernel for weights of type `w` at `level`, where one exists.
+pub fn tile_fn(w: GgmlType, level: Level) -> Option<TileFn> {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 && cpu::detected() >= Level::Avx2 {
+        return avx2_tile_fn(w);
+    }
+    let _ = (w, level);
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn avx2_tile_fn(w: GgmlType) -> Option<TileFn> {
+    use avx2::{TileFormat, tile};
+    macro_rules! dispatch {
+        ($f:expr, $w:ident, $a:ident, $o:ident; $(($r:literal, $t:literal)),*) => {
+            match ($w.len(), $a.len()) {
+                // SAFETY: reached only when the CPU has AVX2, FMA and F16C (see tile_fn).
+                $(($r, $t) => unsafe { tile::<$r, $t>($f, $w, $a, $o) },)*
+                _ => panic!("tile of {} × {} is larger than the kernel's", $w.len(), $a.len()),
+            }
+        };
+    }
+    macro_rules! tile_for {
+        ($name:ident, $f:expr) => {
+            fn $name(w: &[&[u8]], a: &[&[u8]], o: &mut [f32]) {
+                dispatch!($f, w, a, o; (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
+                    (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4))
+            }
+        };
+    }
+    tile_for!(q4_0, TileFormat::Q4_0);
+    tile_for!(q4_1, TileFormat::Q4_1);
+    tile_for!(q8_0, TileFormat::Q8_0);
+    Some(match w {
+        GgmlType::Q4_0 => q4_0,
+        GgmlType::Q4_1 => q4_1,
+        GgmlType::Q8_0 => q8_0,
+        _ => return None,
+    })
+}
+
+/// The format activations are prepared in for weights of type `w`.
+pub fn act_type(w: GgmlType) -> GgmlType {
+    match w {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        _ => GgmlType::F32,
+    }
+}
+
+/// The direct kernel for weights of type `w` at `level`, or `None` when rows of `w` must be
+/// dequantized first (then activations are f32 and [`GgmlType::F32`]'s kernel applies).
+pub fn dot_fn(w: GgmlType, level: Level) -> Option<DotFn> {
+    match level {
+        Level::Scalar => scalar_fn(w),
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => avx2_fn(w),
+        #[cfg(not(target_arch = "x86_64"))]
+        Level::Avx2 => scalar_fn(w),
+    }
+}
+
+fn scalar_fn(w: GgmlType) -> Option<DotFn> {
+    Some(match w {
+        GgmlType::Q4_0 => scalar::dot_q4_0_q8_0,
+        GgmlType::Q4_1 => scalar::dot_q4_1_q8_1,
+        GgmlType::Q5_0 => scalar::dot_q5_0_q8_0,
+        GgmlType::Q5_1 => scalar::dot_q5_1_q8_1,
+        GgmlType::Q8_0 => scalar::dot_q8_0_q8_0,
+        GgmlType::F32 => scalar::dot_f32,
+        GgmlType::F16 => scalar::dot_f16_f32,
+        GgmlType::Bf16 => scalar::dot_bf16_f32,
+        _ => return None,
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+fn avx2_fn(w: GgmlType) -> Option<DotFn> {
+    // SAFETY (every wrapper): `avx2_fn` is reached only when `cpu::level()` found AVX2, FMA
+    // and F16C on this CPU, which is all these functions need.
+    fn q4_0(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q4_0_q8_0(w, a) }
+    }
+    fn q4_1(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q4_1_q8_1(w, a) }
+    }
+    fn q5_0(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q5_0_q8_0(w, a) }
+    }
+    fn q5_1(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q5_1_q8_1(w, a) }
+    }
+    fn q8_0(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q8_0_q8_0(w, a) }
+    }
+    fn f32_(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_f32(w, a) }
+    }
+    fn f16_(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_f16_f32(w, a) }
+    }
+    fn bf16_(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_bf16_f32(w, a) }
+    }
+    if cpu::detected() < Level::Avx2 {
+        return scalar_fn(w);
+    }
+    Some(match w {
+        GgmlType::Q4_0 => q4_0,
+        GgmlType::Q4_1 => q4_1,
+        GgmlType::Q5_0 => q5_0,
+        GgmlType::Q5_1 => q5_1,
+        GgmlType::Q8_0 => q8_0,
+        GgmlType::F32 => f32_,
+        GgmlType::F16 => f16_,
+        GgmlType::Bf16 => bf16_,
+        _ => return None,
+    })
+}
+
+/// f32 · f32 with the best kernel this CPU has.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let f = dot_fn(GgmlType::F32, cpu::level()).unwrap_or(scalar::dot_f32);
+    f(bytemuck::cast_slice(a), bytemuck::cast_slice(b))
+}

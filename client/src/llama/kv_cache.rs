@@ -1,0 +1,134 @@
+//! Keys and values of past positions, per layer, optionally as a sliding window.
+//!
+//! With a window of W positions the cache holds W slots: the first few positions of the
+//! sequence ("attention sinks", which StreamingLLM found the model leans on; without them text
+//! degenerates as soon as they are evicted) and a ring of the most recent W − sinks positions
+//! (the bounded-memory scheme of "LLM in a flash"). Keys are stored after RoPE, at their
+//! absolute positions, so evicting old positions never changes the ones kept. Memory grows
+//! with use up to the window or the context length, never beyond.
+
+/// Positions the cache grows by.
+const GROW: usize = 256;
+/// Attention sinks a window keeps (at most half the window).
+const SINKS: usize = 4;
+
+#[derive(Debug, Clone)]
+pub(super) struct LayerCache {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    kv_dim: usize,
+    window: Option<usize>,
+    /// Leading positions a window always keeps.
+    sinks: usize,
+    context_len: usize,
+    pub(super) layers: Vec<LayerCache>,
+    pos: usize,
+}
+
+impl KvCache {
+    pub(super) fn new(
+        n_layers: usize,
+        kv_dim: usize,
+        context_len: usize,
+        window: Option<usize>,
+    ) -> Self {
+        let layer = LayerCache {
+            k: Vec::new(),
+            v: Vec::new(),
+        };
+        let window = window.filter(|&w| w > 0);
+        let sinks = window.map_or(0, |w| SINKS.min(w / 2));
+        Self {
+            kv_dim,
+            window,
+            sinks,
+            context_len,
+            layers: vec![layer; n_layers],
+            pos: 0,
+        }
+    }
+
+    /// Positions processed so far (the position of the next token).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn window(&self) -> Option<usize> {
+        self.window
+    }
+
+    /// Forgets every position (a new sequence).
+    pub fn clear(&mut self) {
+        self.pos = 0;
+        for l in &mut self.layers {
+            l.k.clear();
+            l.v.clear();
+        }
+    }
+
+    /// Bytes held by keys and values.
+    pub fn memory_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.k.capacity() + l.v.capacity()) * 4)
+            .sum()
+    }
+
+    /// Positions a sequence may reach (`usize::MAX` with a window).
+    pub fn capacity(&self) -> usize {
+        if self.window.is_some() {
+            usize::MAX
+        } else {
+            self.context_len
+        }
+    }
+
+    pub(super) fn slot(&self, p: usize) -> usize {
+        match self.window {
+            Some(w) if p >= self.sinks => self.sinks + (p - self.sinks) % (w - self.sinks),
+            _ => p,
+        }
+    }
+
+    /// The positions that position `p` attends to, in increasing order: the sinks, then the
+    /// most recent ones up to `p`.
+    pub(super) fn visible(&self, p: usize) -> impl Iterator<Item = usize> {
+        let recent = self
+            .window
+            .map_or(0, |w| (p + 1).saturating_sub(w - self.sinks));
+        (0..self.sinks.min(recent)).chain(recent..=p)
+    }
+
+    /// Whether positions `pos..pos + n` can be written before any of them attends, without
+    /// overwriting a slot that one of them still needs.
+    pub(super) fn fits_without_wrap(&self, n: usize) -> bool {
+        self.window.is_none_or(|w| self.pos + n <= w)
+    }
+
+    /// Makes room for slots up to position `end` (exclusive), growing 256 positions at a
+    /// time but never past the window or the context.
+    pub(super) fn reserve(&mut self, end: usize) {
+        let limit = self.window.unwrap_or(self.context_len);
+        let slots = end.min(limit);
+        let len = slots * self.kv_dim;
+        let cap = slots.next_multiple_of(GROW).min(limit).max(slots) * self.kv_dim;
+        for l in &mut self.layers {
+            if l.k.len() < len {
+                for buf in [&mut l.k, &mut l.v] {
+                    if buf.capacity() < len {
+                        buf.reserve_exact(cap - buf.len());
+                    }
+                    buf.resize(len, 0.0);
+                }
+            }
+        }
+    }
+
+    pub(super) fn advance(&mut self, n: usize) {
+        self.pos += n;
+    }
+}

@@ -1,0 +1,54 @@
+//! A loaded llama model: the memory-mapped file, its config and located weights.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{KvCache, LlamaConfig, LlamaError, Weights};
+use crate::gguf::GgufFile;
+
+#[derive(Debug)]
+pub struct LlamaModel {
+    file: Arc<GgufFile>,
+    pub cfg: LlamaConfig,
+    pub weights: Weights,
+}
+
+impl LlamaModel {
+    /// Maps and checks a GGUF file: architecture, hyper-parameters, every tensor's shape.
+    pub fn open(path: &Path) -> Result<Self, LlamaError> {
+        Self::from_file(Arc::new(GgufFile::open(path)?))
+    }
+
+    pub fn from_file(file: Arc<GgufFile>) -> Result<Self, LlamaError> {
+        let embed = file
+            .tensor("token_embd.weight")
+            .ok_or_else(|| LlamaError::MissingTensor("token_embd.weight".into()))?;
+        let n_vocab = match embed.dims.as_slice() {
+            [_, v] => *v as usize,
+            _ => {
+                return Err(LlamaError::TensorShape {
+                    name: "token_embd.weight".into(),
+                    expected: vec![0, 0],
+                    found: embed.dims.clone(),
+                });
+            }
+        };
+        let cfg = LlamaConfig::from_metadata(file.metadata(), n_vocab)?;
+        let weights = Weights::load(&file, &cfg)?;
+        Ok(Self { file, cfg, weights })
+    }
+
+    pub fn file(&self) -> &Arc<GgufFile> {
+        &self.file
+    }
+
+    /// An empty cache for one sequence; `window` keeps only the last W positions.
+    pub fn new_cache(&self, window: Option<usize>) -> KvCache {
+        KvCache::new(
+            self.cfg.n_layers,
+            self.cfg.kv_dim(),
+            self.cfg.context_len,
+            window,
+        )
+    }
+}

@@ -1,0 +1,54 @@
+//! Re-quantizing a model file, as llama.cpp's `llama-quantize` does: every weight matrix to
+//! one format, norms and other vectors kept as they are.
+
+use super::LlamaError;
+use crate::gguf::{GgufFile, GgufWriter, Value};
+use crate::quant::{self, GgmlType};
+
+/// llama.cpp's `general.file_type` number for a model that is mostly `ty`.
+fn file_type(ty: GgmlType) -> Option<u32> {
+    Some(match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 7,
+        GgmlType::Q5_0 => 8,
+        GgmlType::Q5_1 => 9,
+        GgmlType::Bf16 => 32,
+        _ => return None,
+    })
+}
+
+/// A writer holding `file` with its matrices in `ty`. `progress(i, n, name)` is called before
+/// each tensor. Matrices whose rows are not whole blocks of `ty` are kept as they are.
+pub fn requantize(
+    file: &GgufFile,
+    ty: GgmlType,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> Result<GgufWriter, LlamaError> {
+    let ft = file_type(ty).ok_or_else(|| LlamaError::Metadata {
+        key: "general.file_type".into(),
+        problem: format!("{ty} is not a target fedtune quantizes whole models to"),
+    })?;
+    let mut w = GgufWriter::new();
+    for (k, v) in file.metadata().iter() {
+        w.add_kv(k, v.clone());
+    }
+    w.add_kv("general.file_type", Value::U32(ft));
+    let n = file.tensors().len();
+    for (i, t) in file.tensors().iter().enumerate() {
+        progress(i, n, &t.name);
+        let data = file.tensor_data(t);
+        let is_matrix = t.dims.len() >= 2 && t.row_len() % ty.block_len() == 0;
+        let bytes = if !is_matrix || t.ty == ty {
+            data.to_vec()
+        } else {
+            let values = quant::dequantize(t.ty, data, t.n_elements() as usize)?;
+            quant::quantize(ty, &values)?
+        };
+        let stored = if is_matrix { ty } else { t.ty };
+        w.add_tensor(t.name.clone(), &t.dims, stored, bytes)?;
+    }
+    Ok(w)
+}

@@ -1,0 +1,63 @@
+//! Q5_0: 32 values in 22 bytes (ggml `block_q5_0`).
+//!
+//! | bytes  | field | meaning                                                        |
+//! |--------|-------|----------------------------------------------------------------|
+//! | 0..2   | `d`   | f16 scale                                                      |
+//! | 2..6   | `qh`  | little-endian u32; bit `i` is bit 4 of value `i`'s code         |
+//! | 6..22  | `qs`  | low 4 bits: value `j` (< 16) in the low nibble of `qs[j]`, value `j + 16` in its high nibble |
+//!
+//! `x = d · (q − 16)`; the reference quantizer picks `d = max / −16`.
+
+use super::{f16_bytes, f16_from};
+
+pub const BLOCK_LEN: usize = 32;
+pub const BLOCK_BYTES: usize = 22;
+
+/// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src
+        .as_chunks::<BLOCK_BYTES>()
+        .0
+        .iter()
+        .zip(dst.chunks_exact_mut(BLOCK_LEN))
+    {
+        let d = f16_from(b[0], b[1]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        for j in 0..BLOCK_LEN / 2 {
+            let q = b[6 + j];
+            let h0 = ((qh >> j) & 1) as u8;
+            let h1 = ((qh >> (j + BLOCK_LEN / 2)) & 1) as u8;
+            y[j] = (i32::from((q & 0x0F) | (h0 << 4)) - 16) as f32 * d;
+            y[j + BLOCK_LEN / 2] = (i32::from((q >> 4) | (h1 << 4)) - 16) as f32 * d;
+        }
+    }
+}
+
+/// Encodes whole blocks of `src` as ggml's `quantize_row_q5_0_ref` does.
+pub fn quantize(src: &[f32], dst: &mut [u8]) {
+    for (x, b) in src
+        .chunks_exact(BLOCK_LEN)
+        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
+    {
+        let mut amax = 0.0f32;
+        let mut max = 0.0f32;
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b[0..2].copy_from_slice(&f16_bytes(d));
+        let mut qh = 0u32;
+        for j in 0..BLOCK_LEN / 2 {
+            let q0 = ((x[j] * id + 16.5) as u8).min(31);
+            let q1 = ((x[j + BLOCK_LEN / 2] * id + 16.5) as u8).min(31);
+            b[6 + j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
+            qh |= u32::from(q0 >> 4) << j;
+            qh |= u32::from(q1 >> 4) << (j + BLOCK_LEN / 2);
+        }
+        b[2..6].copy_from_slice(&qh.to_le_bytes());
+    }
+}

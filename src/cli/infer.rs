@@ -1,0 +1,66 @@
+//! What the inference commands share: loading a model and its tokenizer, the CPU pool.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use fedtune_client::llama::LlamaModel;
+use fedtune_client::tokenizer::Tokenizer;
+
+/// `--model` and `--threads`, as llama.cpp spells them.
+#[derive(Debug, clap::Args, Clone)]
+pub struct ModelArgs {
+    /// GGUF model file (llama family).
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// CPU threads [default: all cores].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<LlamaModel> {
+        LlamaModel::open(&self.model).with_context(|| format!("loading {}", self.model.display()))
+    }
+
+    pub fn load_with_tokenizer(&self) -> anyhow::Result<(LlamaModel, Tokenizer)> {
+        let model = self.load()?;
+        let tok = Tokenizer::from_gguf(model.file())
+            .with_context(|| format!("reading the tokenizer of {}", self.model.display()))?;
+        Ok((model, tok))
+    }
+
+    /// Runs `f` on a rayon pool of `--threads` threads (the kernels split work across it).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let threads = self.threads.unwrap_or_else(super::default_threads).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        Ok(pool.install(f))
+    }
+}
+
+/// Parses `1,2,3` (spaces allowed).
+pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u32>()
+                .with_context(|| format!("`{t}` is not a token id"))
+        })
+        .collect()
+}
+
+/// Writes the longest valid UTF-8 prefix of `pending` and keeps the rest (a character split
+/// across tokens is printed once complete).
+pub fn flush_utf8(pending: &mut Vec<u8>, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let valid = match std::str::from_utf8(pending) {
+        Ok(s) => s.len(),
+        Err(e) if e.error_len().is_some() => pending.len(), // invalid, not incomplete: emit
+        Err(e) => e.valid_up_to(),
+    };
+    out.write_all(&pending[..valid])?;
+    out.flush()?;
+    pending.drain(..valid);
+    Ok(())
+}
