@@ -90,7 +90,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 "token counts and --reps must be positive"
             );
             let model = a.model.load()?;
-            let threads = rayon_threads(&a.model);
+            let threads = a.model.threads();
             let kernels = fedtune_client::kernels::cpu::level().name();
             println!(
                 "model={} params_bytes={} threads={threads} kernels={kernels} prompt_tokens={} gen_tokens={}",
@@ -172,10 +172,6 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn rayon_threads(m: &super::infer::ModelArgs) -> usize {
-    m.threads.unwrap_or_else(super::default_threads)
 }
 
 fn parse_shape(s: &str) -> anyhow::Result<RandomShape> {

@@ -30,8 +30,13 @@ impl ModelArgs {
     }
 
     /// Runs `f` on a rayon pool of `--threads` threads (the kernels split work across it).
+    /// `--threads`, or all cores.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(super::default_threads).max(1)
+    }
+
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
-        let threads = self.threads.unwrap_or_else(super::default_threads).max(1);
+        let threads = self.threads();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()?;

@@ -18,54 +18,36 @@ pub fn attend(
     let n = q.len() / q_dim;
     let pos0 = cache.pos();
     let mut out = vec![0f32; q.len()];
+    let store_token = |cache: &mut KvCache, t: usize| {
+        let (kt, vt) = (&k[t * kv_dim..][..kv_dim], &v[t * kv_dim..][..kv_dim]);
+        store(cache, l, pos0 + t, kt, vt);
+    };
+    let head_of = |cache: &KvCache, t: usize, h: usize, o: &mut [f32]| {
+        head(
+            cfg,
+            cache,
+            l,
+            pos0 + t,
+            h,
+            &q[t * q_dim + h * hd..][..hd],
+            o,
+        );
+    };
     if cache.fits_without_wrap(n) {
-        for t in 0..n {
-            store(
-                cache,
-                l,
-                pos0 + t,
-                &k[t * kv_dim..][..kv_dim],
-                &v[t * kv_dim..][..kv_dim],
-            );
-        }
+        (0..n).for_each(|t| store_token(cache, t));
         let cache = &*cache;
-        out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-            let (t, h) = (i / cfg.n_heads, i % cfg.n_heads);
-            head(
-                cfg,
-                cache,
-                l,
-                pos0 + t,
-                h,
-                &q[t * q_dim + h * hd..][..hd],
-                o,
-            );
-        });
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(i, o)| head_of(cache, i / cfg.n_heads, i % cfg.n_heads, o));
     } else {
         // The ring would overwrite slots earlier tokens of the batch still see: one at a time.
         for t in 0..n {
-            store(
-                cache,
-                l,
-                pos0 + t,
-                &k[t * kv_dim..][..kv_dim],
-                &v[t * kv_dim..][..kv_dim],
-            );
+            store_token(cache, t);
             let cache = &*cache;
             out[t * q_dim..][..q_dim]
                 .par_chunks_mut(hd)
                 .enumerate()
-                .for_each(|(h, o)| {
-                    head(
-                        cfg,
-                        cache,
-                        l,
-                        pos0 + t,
-                        h,
-                        &q[t * q_dim + h * hd..][..hd],
-                        o,
-                    );
-                });
+                .for_each(|(h, o)| head_of(cache, t, h, o));
         }
     }
     out
