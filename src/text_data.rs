@@ -26,6 +26,43 @@ pub struct Texts {
 /// Reads `path`: JSON Lines (`.jsonl`, or a first non-blank line that starts with `{`) taking
 /// `field` of each record, else the whole file as one text.
 pub fn load_texts(path: &Path, field: &str) -> Result<Texts, DataError> {
+    load_texts_where(path, field, &[])
+}
+
+/// A `key=value` condition on JSONL records (`--where speaker=HAMLET`): records whose `key`
+/// is not `value` (a string, or a number of that value) are left out, not counted as
+/// skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Where {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for Where {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (key, value) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not key=value"))?;
+        Ok(Where {
+            key: key.trim().to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
+impl Where {
+    fn matches(&self, record: &serde_json::Value) -> bool {
+        match record.get(&self.key) {
+            Some(serde_json::Value::String(s)) => *s == self.value,
+            Some(serde_json::Value::Number(n)) => self.value.parse::<f64>().ok() == n.as_f64(),
+            _ => false,
+        }
+    }
+}
+
+/// [`load_texts`], keeping only JSONL records that meet every condition of `filters`.
+pub fn load_texts_where(path: &Path, field: &str, filters: &[Where]) -> Result<Texts, DataError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: p.clone(),
@@ -37,7 +74,7 @@ pub fn load_texts(path: &Path, field: &str) -> Result<Texts, DataError> {
     let jsonl = path.extension().is_some_and(|e| e == "jsonl")
         || first.is_some_and(|l| l.trim_ascii_start().starts_with(b"{"));
     let out = if jsonl {
-        parse_jsonl(&bytes, field)
+        parse_jsonl(&bytes, field, filters)
     } else {
         match String::from_utf8(bytes) {
             Ok(t) if !t.trim().is_empty() => Texts {
@@ -59,15 +96,21 @@ pub fn load_texts(path: &Path, field: &str) -> Result<Texts, DataError> {
     Ok(out)
 }
 
-fn parse_jsonl(bytes: &[u8], field: &str) -> Texts {
+fn parse_jsonl(bytes: &[u8], field: &str, filters: &[Where]) -> Texts {
     let mut out = Texts::default();
     for line in bytes.split(|&b| b == b'\n') {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let text = std::str::from_utf8(line)
+        let record = std::str::from_utf8(line)
             .ok()
-            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+        if let Some(r) = &record
+            && !filters.iter().all(|f| f.matches(r))
+        {
+            continue;
+        }
+        let text = record
             .and_then(|v| v.get(field).and_then(|t| t.as_str()).map(str::to_string))
             .filter(|t| !t.trim().is_empty());
         match text {
@@ -98,6 +141,22 @@ mod tests {
             vec!["hello".to_string(), "world\nline".to_string()]
         );
         assert_eq!(t.skipped, 5);
+    }
+
+    #[test]
+    fn where_keeps_matching_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        std::fs::write(
+            &p,
+            "{\"who\": \"A\", \"act\": 1, \"text\": \"one\"}\n{\"who\": \"B\", \"act\": 1, \"text\": \"two\"}\n{\"who\": \"A\", \"act\": 2, \"text\": \"three\"}\nbroken\n",
+        )
+        .unwrap();
+        let w = |s: &str| s.parse::<Where>().unwrap();
+        let t = load_texts_where(&p, "text", &[w("who=A"), w("act=2")]).unwrap();
+        assert_eq!((t.texts, t.skipped), (vec!["three".to_string()], 1));
+        assert!(load_texts_where(&p, "text", &[w("who=C")]).is_err());
+        assert!("nokey".parse::<Where>().is_err());
     }
 
     #[test]

@@ -3,17 +3,11 @@
 //! scripts/reference/golden_logits.py) and for SmolLM2 when it is in the cache.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
 
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::llama::random::{RandomShape, random_model};
-use fedtune_client::llama::{LlamaModel, Logits, argmax};
+use common::llama::{compare, compare_top8, fixtures, model_of, read_json, smollm2_path, u32s};
+use fedtune_client::llama::{LlamaModel, Logits};
 use fedtune_client::quant::GgmlType;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama")
-}
 
 struct Golden {
     name: String,
@@ -23,93 +17,27 @@ struct Golden {
     logits: Vec<f32>,
 }
 
-fn ty_of(name: &str) -> GgmlType {
-    match name {
-        "F32" => GgmlType::F32,
-        "F16" => GgmlType::F16,
-        "Q8_0" => GgmlType::Q8_0,
-        "Q4_0" => GgmlType::Q4_0,
-        "Q4_1" => GgmlType::Q4_1,
-        other => panic!("fixture type {other}"),
-    }
-}
-
 fn goldens() -> Vec<Golden> {
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("models.json")).unwrap())
-            .unwrap();
+    let index = read_json(&fixtures("llama/models.json"));
     index
         .as_array()
         .unwrap()
         .iter()
         .map(|m| {
-            let u = |k: &str| m[k].as_u64().unwrap() as usize;
-            let shape = RandomShape {
-                dim: u("dim"),
-                heads: u("heads"),
-                kv_heads: u("kv_heads"),
-                ffn: u("ffn"),
-                layers: u("layers"),
-                vocab: u("vocab"),
-                tied: m["tied"].as_bool().unwrap(),
-            };
-            let ty = ty_of(m["type"].as_str().unwrap());
-            let want: Vec<u32> = m["tokens"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t.as_u64().unwrap() as u32)
-                .collect();
-            let (writer, tokens) =
-                random_model(&shape, ty, m["seed"].as_u64().unwrap(), want.len()).unwrap();
-            assert_eq!(
-                tokens, want,
-                "token stream of {} (generator out of step with Python)",
-                m["name"]
-            );
-            let file = GgufFile::from_bytes(writer.to_bytes().unwrap()).unwrap();
-            let model = LlamaModel::from_file(Arc::new(file)).unwrap();
+            let (model, tokens) = model_of(m, "seed");
             let name = m["name"].as_str().unwrap().to_string();
             let (shape, logits) =
-                fedtune::npy::read_f32(&fixtures().join(format!("{name}.npy"))).unwrap();
+                fedtune::npy::read_f32(&fixtures(&format!("llama/{name}.npy"))).unwrap();
             assert_eq!(shape, vec![tokens.len(), model.cfg.n_vocab]);
             Golden {
                 name,
-                ty,
+                ty: common::llama::ty_of(m["type"].as_str().unwrap()),
                 model,
                 tokens,
                 logits,
             }
         })
         .collect()
-}
-
-struct Comparison {
-    max_abs: f32,
-    mean_abs: f32,
-    max_logit: f32,
-    argmax_agree: f32,
-}
-
-fn compare(ours: &[f32], theirs: &[f32], n_vocab: usize) -> Comparison {
-    assert_eq!(ours.len(), theirs.len());
-    let diffs: Vec<f32> = ours
-        .iter()
-        .zip(theirs)
-        .map(|(a, b)| (a - b).abs())
-        .collect();
-    let rows = ours.len() / n_vocab;
-    let agree = ours
-        .chunks_exact(n_vocab)
-        .zip(theirs.chunks_exact(n_vocab))
-        .filter(|(a, b)| argmax(a) == argmax(b))
-        .count();
-    Comparison {
-        max_abs: diffs.iter().copied().fold(0.0, f32::max),
-        mean_abs: diffs.iter().sum::<f32>() / diffs.len() as f32,
-        max_logit: theirs.iter().map(|v| v.abs()).fold(0.0, f32::max),
-        argmax_agree: agree as f32 / rows as f32,
-    }
 }
 
 #[test]
@@ -214,69 +142,21 @@ fn bad_token_and_full_context_are_errors() {
     assert!(err.to_string().contains("context full"), "{err}");
 }
 
-fn smollm2_path() -> Option<PathBuf> {
-    let cache = std::env::var_os("FEDTUNE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/fedtune")))?;
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent (run scripts/fetch-model.sh)",
-            p.display()
-        );
-        None
-    }
-}
-
 #[test]
 fn smollm2_matches_llama_cpp() {
     let Some(path) = smollm2_path() else { return };
-    let fixture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("smollm2.json")).unwrap())
-            .unwrap();
-    let tokens: Vec<u32> = fixture["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_u64().unwrap() as u32)
-        .collect();
+    let fixture = read_json(&fixtures("llama/smollm2.json"));
+    let tokens = u32s(&fixture["tokens"]);
     let model = LlamaModel::open(&path).unwrap();
     let mut cache = model.new_cache(None);
     let logits = model.forward(&mut cache, &tokens, Logits::All).unwrap();
-    let v = model.cfg.n_vocab;
-    let (mut agree, mut sum_abs, mut n_abs, mut worst_rel) = (0, 0.0f32, 0, 0.0f32);
     let positions = fixture["positions"].as_array().unwrap();
-    for (row, pos) in logits.chunks_exact(v).zip(positions) {
-        let ids: Vec<usize> = pos["top_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
-        let vals: Vec<f32> = pos["top_logits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect();
-        if argmax(row) as usize == ids[0] {
-            agree += 1;
-        }
-        for (&i, &l) in ids.iter().zip(&vals) {
-            sum_abs += (row[i] - l).abs();
-            n_abs += 1;
-        }
-        worst_rel =
-            worst_rel.max((row[ids[0]] - vals[0]).abs() / pos["max_abs"].as_f64().unwrap() as f32);
-    }
-    let rate = agree as f32 / positions.len() as f32;
+    let (rate, mean_top, worst_rel) = compare_top8(&logits, positions, model.cfg.n_vocab);
     eprintln!(
         "SmolLM2 Q4_1: argmax agreement {:.1}% over {} positions, mean|Δ| of the top-8 logits {:.4}, worst top-1 |Δ|/max|logit| {:.4}",
         100.0 * rate,
         positions.len(),
-        sum_abs / n_abs as f32,
+        mean_top,
         worst_rel
     );
     // llama.cpp disagrees with itself on ~5% of these positions between its batched and

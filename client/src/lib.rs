@@ -8,6 +8,7 @@
 mod error;
 pub mod gguf;
 pub mod kernels;
+pub mod lora;
 pub mod llama;
 pub mod quant;
 pub mod runtime;

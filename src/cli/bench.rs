@@ -17,6 +17,23 @@ pub enum BenchCommand {
     Infer(InferArgs),
     /// Write a random llama model (any shape and format) for benchmarks and tests.
     RandomModel(RandomModelArgs),
+    /// Write a random LoRA adapter for a model (B non-zero, so it changes the logits), as a
+    /// PEFT directory or, for an `--out` ending in .gguf, a GGUF LoRA file.
+    RandomAdapter(RandomAdapterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RandomAdapterArgs {
+    /// The base GGUF model.
+    #[arg(short = 'm', long)]
+    model: std::path::PathBuf,
+    #[command(flatten)]
+    lora: super::lora_args::LoraArgs,
+    /// B is uniform in ±b_scale (A in ±1/√in).
+    #[arg(long, default_value_t = 0.05)]
+    b_scale: f32,
+    #[arg(long)]
+    out: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +141,16 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("unknown type {}", a.ty))?;
             let (writer, _) = fedtune_client::llama::random::random_model(&shape, ty, a.seed, 0)?;
             writer.write_file(&a.out)?;
+            eprintln!("wrote {}", a.out.display());
+        }
+        BenchCommand::RandomAdapter(a) => {
+            let model = fedtune_client::llama::LlamaModel::open(&a.model)?;
+            let adapter = fedtune_client::lora::LoraAdapter::random(
+                a.lora.config()?,
+                &model.cfg,
+                a.b_scale,
+            )?;
+            super::lora_args::save_adapter(&adapter, &model.cfg, &a.out, &a.model)?;
             eprintln!("wrote {}", a.out.display());
         }
         BenchCommand::Overhead(a) => {

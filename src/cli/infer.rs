@@ -1,9 +1,11 @@
 //! What the inference commands share: loading a model and its tokenizer, the CPU pool.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use fedtune_client::llama::LlamaModel;
+use fedtune_client::lora;
 use fedtune_client::tokenizer::Tokenizer;
 
 /// `--model` and `--threads`, as llama.cpp spells them.
@@ -15,11 +17,22 @@ pub struct ModelArgs {
     /// CPU threads [default: all cores].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// LoRA adapter to apply: a PEFT directory or a GGUF LoRA file.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelArgs {
+    /// The model, with `--adapter` applied when given.
     pub fn load(&self) -> anyhow::Result<LlamaModel> {
-        LlamaModel::open(&self.model).with_context(|| format!("loading {}", self.model.display()))
+        let mut model = LlamaModel::open(&self.model)
+            .with_context(|| format!("loading {}", self.model.display()))?;
+        if let Some(path) = &self.adapter {
+            let adapter = lora::load(path, &model.cfg)
+                .with_context(|| format!("loading the adapter {}", path.display()))?;
+            model.set_adapter(Some(Arc::new(adapter)))?;
+        }
+        Ok(model)
     }
 
     pub fn load_with_tokenizer(&self) -> anyhow::Result<(LlamaModel, Tokenizer)> {

@@ -2,9 +2,13 @@
 
 mod bench;
 mod client;
+mod export;
+mod finetune;
 mod generate;
 mod infer;
 mod logits;
+mod lora_args;
+mod merge;
 mod perplexity;
 mod quantize;
 mod server;
@@ -45,6 +49,12 @@ enum Command {
     Perplexity(perplexity::PerplexityArgs),
     /// Re-quantize a GGUF model's weight matrices (q4_0, q4_1, q8_0, ...).
     Quantize(quantize::QuantizeArgs),
+    /// Train a LoRA adapter on a text or JSONL file (the base model stays frozen).
+    Finetune(finetune::FinetuneArgs),
+    /// Convert a LoRA adapter between PEFT (safetensors) and llama.cpp's GGUF LoRA.
+    Export(export::ExportArgs),
+    /// Merge a LoRA adapter into its base model and write one GGUF model.
+    Merge(merge::MergeArgs),
     /// Measure the framework (figures only; nothing is asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -67,6 +77,9 @@ pub fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Perplexity(a) => perplexity::run(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Finetune(a) => finetune::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

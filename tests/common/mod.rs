@@ -167,3 +167,4 @@ pub fn upload_of(
     ))));
     out
 }
+pub mod llama;

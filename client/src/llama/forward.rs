@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{KvCache, Linear, LlamaError, LlamaModel, attention, ggml_math, rope};
-use crate::kernels::{Acts, matmul_into};
+use super::{KvCache, Linear, LlamaError, LlamaModel, Proj, attention, ggml_math, rope};
+use crate::kernels::{Acts, MatJob, matmul_into, matmul_many};
 use crate::quant::GgmlType;
 
 /// Which positions to return logits for.
@@ -74,27 +74,29 @@ impl LlamaModel {
         let mut xn = vec![0f32; n * cfg.dim];
         for (l, layer) in self.weights.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
-            let mut prepared = Prepared::default();
-            let mut q = self.project(&layer.q, &xn, &mut prepared);
-            let mut k = self.project(&layer.k, &xn, &mut prepared);
-            let v = self.project(&layer.v, &xn, &mut prepared);
+            let [mut q, mut k, mut v] = self.project_many([&layer.q, &layer.k, &layer.v], &xn);
+            self.add_lora(l, Proj::Q, &xn, &mut q);
+            self.add_lora(l, Proj::K, &xn, &mut k);
+            self.add_lora(l, Proj::V, &xn, &mut v);
             rope::apply(cfg, &mut q, cfg.q_dim(), pos0);
             rope::apply(cfg, &mut k, cfg.kv_dim(), pos0);
             let attn = attention::attend(cfg, cache, l, &q, &k, &v);
-            let o = self.project(&layer.o, &attn, &mut Prepared::default());
+            let mut o = self.project(&layer.o, &attn, &mut Prepared::default());
+            self.add_lora(l, Proj::O, &attn, &mut o);
             add(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
-            let mut prepared = Prepared::default();
-            let mut g = self.project(&layer.gate, &xn, &mut prepared);
-            let u = self.project(&layer.up, &xn, &mut prepared);
+            let [mut g, mut u] = self.project_many([&layer.gate, &layer.up], &xn);
+            self.add_lora(l, Proj::Gate, &xn, &mut g);
+            self.add_lora(l, Proj::Up, &xn, &mut u);
             for (g, u) in g
                 .chunks_exact_mut(cfg.ffn_dim)
                 .zip(u.chunks_exact(cfg.ffn_dim))
             {
                 swiglu(g, u);
             }
-            let d = self.project(&layer.down, &g, &mut Prepared::default());
+            let mut d = self.project(&layer.down, &g, &mut Prepared::default());
+            self.add_lora(l, Proj::Down, &g, &mut d);
             add(&mut x, &d);
         }
         cache.advance(n);
@@ -118,6 +120,30 @@ impl LlamaModel {
         let mut out = vec![0f32; input.len() / m.cols * m.rows];
         matmul_into(&m, acts, &mut out);
         out
+    }
+
+    /// `input · Wᵀ` for several matrices sharing an input (q, k, v; gate, up): activations
+    /// prepared once per weight format, and all products in one parallel region.
+    fn project_many<const N: usize>(&self, ws: [&Linear; N], input: &[f32]) -> [Vec<f32>; N] {
+        let ms = ws.map(|w| w.matrix(self.file()));
+        let mut prepared: Vec<(GgmlType, Acts)> = Vec::with_capacity(N);
+        for m in &ms {
+            if !prepared.iter().any(|(ty, _)| *ty == m.ty) {
+                prepared.push((m.ty, Acts::prepare(m.ty, input, m.cols)));
+            }
+        }
+        let mut outs = ms.map(|m| vec![0f32; input.len() / m.cols * m.rows]);
+        let mut jobs: Vec<MatJob> = ms
+            .iter()
+            .zip(&mut outs)
+            .map(|(m, out)| MatJob {
+                w: *m,
+                acts: &prepared.iter().find(|(ty, _)| *ty == m.ty).expect("prepared").1,
+                out,
+            })
+            .collect();
+        matmul_many(&mut jobs);
+        outs
     }
 }
 

@@ -136,11 +136,38 @@ pub fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
         s[l] = (acc[l] + acc[16 + l]) + (acc[8 + l] + acc[24 + l]);
     }
     let t = [s[0] + s[4], s[1] + s[5], s[2] + s[6], s[3] + s[7]];
-    let mut sum = (t[0] + t[1]) + (t[2] + t[3]);
+    // The sum is a `ggml_float` (f64) from here on: the leftovers' f32 products are added
+    // to it in f64, and it is rounded to f32 once at the end.
+    let mut sum = f64::from((t[0] + t[1]) + (t[2] + t[3]));
     for (a, b) in xt.iter().zip(yt) {
-        sum += a * b;
+        sum += f64::from(a * b);
     }
-    sum
+    sum as f32
+}
+
+/// One output of llamafile's tinyBLAS sgemm (AVX2, F32): one 8-lane FMA accumulator over the
+/// row in steps of 8, then [`hsum8`]. `x.len()` must be a multiple of 8.
+#[inline(always)]
+pub fn sgemm_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (xc, yc) in x.as_chunks::<8>().0.iter().zip(y.as_chunks::<8>().0) {
+        for l in 0..8 {
+            acc[l] = fma(xc[l], yc[l], acc[l]);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// The dot product ggml's CPU `mul_mat` forms for one row of an F32 matrix and one F32
+/// activation row in a batch: llamafile's sgemm when the row length is a multiple of 8,
+/// else `ggml_vec_dot_f32`.
+#[inline(always)]
+pub fn mul_mat_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    if x.len().is_multiple_of(8) {
+        sgemm_dot_f32(x, y)
+    } else {
+        vec_dot_f32(x, y)
+    }
 }
 
 /// Softmax of one row of scaled scores in place, as `ggml_compute_forward_soft_max_f32`: the

@@ -3,14 +3,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{KvCache, LlamaConfig, LlamaError, Weights};
+use super::{KvCache, LlamaConfig, LlamaError, Proj, Weights};
 use crate::gguf::GgufFile;
+use crate::lora::{self, LoraAdapter};
+use crate::train::TrainError;
 
 #[derive(Debug)]
 pub struct LlamaModel {
     file: Arc<GgufFile>,
     pub cfg: LlamaConfig,
     pub weights: Weights,
+    /// A LoRA adapter applied next to the base projections (inference only).
+    adapter: Option<Arc<LoraAdapter>>,
 }
 
 impl LlamaModel {
@@ -35,7 +39,12 @@ impl LlamaModel {
         };
         let cfg = LlamaConfig::from_metadata(file.metadata(), n_vocab)?;
         let weights = Weights::load(&file, &cfg)?;
-        Ok(Self { file, cfg, weights })
+        Ok(Self {
+            file,
+            cfg,
+            weights,
+            adapter: None,
+        })
     }
 
     pub fn file(&self) -> &Arc<GgufFile> {
@@ -50,5 +59,29 @@ impl LlamaModel {
             self.cfg.context_len,
             window,
         )
+    }
+
+    /// Applies `adapter` in every later forward pass (`None` removes it). The adapter must fit
+    /// this model's shapes.
+    pub fn set_adapter(&mut self, adapter: Option<Arc<LoraAdapter>>) -> Result<(), TrainError> {
+        if let Some(a) = &adapter {
+            a.validate(&self.cfg)?;
+        }
+        self.adapter = adapter;
+        Ok(())
+    }
+
+    /// The adapter applied in forward passes, if any.
+    pub fn adapter(&self) -> Option<&LoraAdapter> {
+        self.adapter.as_deref()
+    }
+
+    /// `y += (alpha/r)·(x·Aᵀ)·Bᵀ` for the adapter's module on projection `p` of block `l`.
+    pub(super) fn add_lora(&self, l: usize, p: Proj, x: &[f32], y: &mut [f32]) {
+        if let Some(a) = &self.adapter
+            && let Some(m) = a.module(l, p)
+        {
+            lora::add_delta(m, a.scale(), x, y);
+        }
     }
 }

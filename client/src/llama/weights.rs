@@ -61,6 +61,47 @@ impl Proj {
             Proj::Down => "ffn_down",
         }
     }
+
+    /// Hugging Face's module name (`q_proj`, …, `down_proj`), as PEFT's `target_modules`.
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            Proj::Q => "q_proj",
+            Proj::K => "k_proj",
+            Proj::V => "v_proj",
+            Proj::O => "o_proj",
+            Proj::Gate => "gate_proj",
+            Proj::Up => "up_proj",
+            Proj::Down => "down_proj",
+        }
+    }
+
+    /// The Hugging Face sub-module holding it (`self_attn` or `mlp`).
+    pub fn peft_parent(self) -> &'static str {
+        match self {
+            Proj::Q | Proj::K | Proj::V | Proj::O => "self_attn",
+            Proj::Gate | Proj::Up | Proj::Down => "mlp",
+        }
+    }
+
+    /// The short name used on the command line (`q`, `k`, `v`, `o`, `gate`, `up`, `down`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Proj::Q => "q",
+            Proj::K => "k",
+            Proj::V => "v",
+            Proj::O => "o",
+            Proj::Gate => "gate",
+            Proj::Up => "up",
+            Proj::Down => "down",
+        }
+    }
+
+    /// Any of its names: short (`q`), Hugging Face (`q_proj`) or llama.cpp (`attn_q`).
+    pub fn parse(name: &str) -> Option<Proj> {
+        Proj::ALL.into_iter().find(|p| {
+            [p.short_name(), p.peft_name(), p.gguf_name()].contains(&name.trim())
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

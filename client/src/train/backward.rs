@@ -4,7 +4,7 @@
 
 use super::forward::{LayerActs, Pass};
 use super::linalg::{add, f32_matrix, matmul_acc, outer_acc};
-use super::lora::proj_index;
+use crate::lora::proj_index;
 use super::ops::{rms_norm_back, swiglu_back};
 use super::{
     BaseView, Grads, LoraAdapter, LossStats, Params, Sequence, TrainError, TrainOptions, attention,

@@ -9,7 +9,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::linalg::{axpy, f32_matrix, matmul_acc, matmul_t, outer_acc};
-use super::lora::proj_index;
+use crate::lora::proj_index;
 use super::ops::{RopeTable, dropout_scales, rms_norm, rms_norm_back, step_seed, swiglu};
 use super::{
     BaseView, LoraAdapter, LossStats, Params, Sequence, TrainError, TrainOptions, attention,

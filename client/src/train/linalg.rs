@@ -1,28 +1,73 @@
 //! The matrix products of training, straight from a weight matrix in its stored format: each
-//! task dequantizes a few rows (or a column segment of every row) into a small scratch buffer,
-//! never the whole matrix. Work is split across the rayon pool by weight rows or column
-//! segments, so every output is summed in a fixed order whatever the number of threads
-//! (training is reproducible).
+//! task dequantizes a tile of the weights (a few rows, or a column segment of some rows) into
+//! a small scratch buffer, never the whole matrix, and multiplies it with a cache-blocked f32
+//! GEMM (`matrixmultiply`, ndarray's, with FMA kernels picked at run time). Work is split
+//! across the rayon pool by weight rows or column segments of fixed size, so every output is
+//! summed in a fixed order whatever the number of threads (training is reproducible).
 
 use rayon::prelude::*;
 
-use crate::kernels::{QMatrix, dot_f32};
+use crate::kernels::QMatrix;
 use crate::quant::{self, GgmlType, QuantError};
 
-/// Weight rows dequantized together in [`matmul_t`] (each activation row is then reused for
-/// all of them while in L1).
-const ROW_BLOCK: usize = 16;
+/// Weight rows dequantized and multiplied together in [`matmul_t`] (one task).
+const ROW_BLOCK: usize = 64;
 /// Weight rows whose outputs [`matmul_t`] holds before copying them out.
-const GROUP_ROWS: usize = 1024;
+const GROUP_ROWS: usize = 2048;
 /// Target columns per task in [`matmul_acc`] (rounded to whole blocks of the format).
 const COL_SEGMENT: usize = 64;
-/// Weight rows per step in [`matmul_acc`] (the length of its dot products).
+/// Weight rows per GEMM in [`matmul_acc`].
 const ROW_CHUNK: usize = 256;
+/// Rows of the gradient per task in [`outer_acc`].
+const OUTER_ROWS: usize = 64;
+
+/// `C (m×n) = A (m×k) · B (k×n) + beta·C`, every matrix given by its base slice and (row,
+/// column) strides in elements.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |r: usize, rs: usize, cn: usize, cs: usize| (r - 1) * rs + (cn - 1) * cs;
+    assert!(k == 0 || a.len() > last(m, rsa, k, csa), "A out of bounds");
+    assert!(k == 0 || b.len() > last(k, rsb, n, csb), "B out of bounds");
+    assert!(c.len() > last(m, rsc, n, 1), "C out of bounds");
+    // SAFETY: the asserts above keep every element the strides address inside its slice;
+    // `c` is borrowed mutably, so it does not alias `a` or `b`.
+    #[allow(unsafe_code)]
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            1,
+        );
+    }
+}
 
 /// `y = x · Wᵀ`: `x` is `[n × W.cols]`, `y` is `[n × W.rows]` (overwritten).
 pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError> {
     let (rows, cols) = (w.rows, w.cols);
-    let n = x.len() / cols;
+    let n = x.len() / cols.max(1);
     debug_assert_eq!(x.len(), n * cols);
     debug_assert_eq!(y.len(), n * rows);
     if n == 0 || rows == 0 {
@@ -43,12 +88,9 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError>
                 for (r, dst) in (r0..r1).zip(wrows.chunks_exact_mut(cols)) {
                     w.dequantize_row(r, dst)?;
                 }
+                // out [n × nr] = x [n × cols] · wrowsᵀ [cols × nr]
                 let mut out = vec![0f32; n * nr];
-                for (xr, o) in x.chunks_exact(cols).zip(out.chunks_exact_mut(nr)) {
-                    for (o, wr) in o.iter_mut().zip(wrows.chunks_exact(cols)) {
-                        *o = dot_f32(xr, wr);
-                    }
-                }
+                gemm((n, cols, nr), x, (cols, 1), &wrows, (1, cols), 0.0, &mut out, nr);
                 Ok(out)
             })
             .collect::<Result<Vec<_>, QuantError>>()?;
@@ -64,8 +106,7 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError>
 
 /// `dx += dy · W`: `dy` is `[n × W.rows]`, `dx` is `[n × W.cols]` (the backward of
 /// [`matmul_t`] with respect to its input). Each task owns a segment of columns and walks the
-/// rows in chunks, dequantizing only that segment's blocks of each row and transposing the
-/// chunk, so that every output is a sum of dot products along rows.
+/// rows in chunks, dequantizing only that segment's blocks of each row.
 pub fn matmul_acc(w: &QMatrix, dy: &[f32], dx: &mut [f32]) -> Result<(), QuantError> {
     let (rows, cols) = (w.rows, w.cols);
     let n = dy.len() / rows.max(1);
@@ -81,28 +122,25 @@ pub fn matmul_acc(w: &QMatrix, dy: &[f32], dx: &mut [f32]) -> Result<(), QuantEr
         .map(|s| {
             let (c0, c1) = (s * seg, ((s + 1) * seg).min(cols));
             let width = c1 - c0;
-            let mut wseg = vec![0f32; width];
-            // The chunk's segment transposed: wt[c][r − r0].
-            let mut wt = vec![0f32; width * ROW_CHUNK];
+            // The chunk's rows of this segment: wseg[r − r0][c − c0].
+            let mut wseg = vec![0f32; width * ROW_CHUNK];
             let mut acc = vec![0f32; n * width];
             for r0 in (0..rows).step_by(ROW_CHUNK) {
                 let nr = ROW_CHUNK.min(rows - r0);
-                for i in 0..nr {
-                    quant::dequantize_row(
-                        w.ty,
-                        &w.row(r0 + i)[c0 / bl * bb..c1 / bl * bb],
-                        &mut wseg,
-                    )?;
-                    for (c, &v) in wseg.iter().enumerate() {
-                        wt[c * nr + i] = v;
-                    }
+                for (i, dst) in wseg.chunks_exact_mut(width).take(nr).enumerate() {
+                    quant::dequantize_row(w.ty, &w.row(r0 + i)[c0 / bl * bb..c1 / bl * bb], dst)?;
                 }
-                for (dyr, a) in dy.chunks_exact(rows).zip(acc.chunks_exact_mut(width)) {
-                    let d = &dyr[r0..r0 + nr];
-                    for (c, a) in a.iter_mut().enumerate() {
-                        *a += dot_f32(d, &wt[c * nr..][..nr]);
-                    }
-                }
+                // acc [n × width] += dy[:, r0..r0+nr] [n × nr] · wseg [nr × width]
+                gemm(
+                    (n, nr, width),
+                    &dy[r0..],
+                    (rows, 1),
+                    &wseg,
+                    (width, 1),
+                    1.0,
+                    &mut acc,
+                    width,
+                );
             }
             Ok(acc)
         })
@@ -117,8 +155,7 @@ pub fn matmul_acc(w: &QMatrix, dy: &[f32], dx: &mut [f32]) -> Result<(), QuantEr
 }
 
 /// `dw += dyᵀ · x`: `dy` is `[n × rows]`, `x` is `[n × cols]`, `dw` is `[rows × cols]` (the
-/// gradient of a weight matrix from its output gradient and input), as dot products over the
-/// `n` rows.
+/// gradient of a weight matrix from its output gradient and input), summed over the `n` rows.
 pub fn outer_acc(dy: &[f32], x: &[f32], rows: usize, cols: usize, dw: &mut [f32]) {
     let n = dy.len() / rows.max(1);
     debug_assert_eq!(x.len(), n * cols);
@@ -126,14 +163,13 @@ pub fn outer_acc(dy: &[f32], x: &[f32], rows: usize, cols: usize, dw: &mut [f32]
     if n == 0 || cols == 0 {
         return;
     }
-    let dyt = transpose(dy, n, rows);
-    let xt = transpose(x, n, cols);
-    dw.par_chunks_mut(cols)
-        .zip(dyt.par_chunks(n))
-        .for_each(|(dwr, d)| {
-            for (o, xc) in dwr.iter_mut().zip(xt.chunks_exact(n)) {
-                *o += dot_f32(d, xc);
-            }
+    dw.par_chunks_mut(OUTER_ROWS * cols)
+        .enumerate()
+        .for_each(|(b, dwb)| {
+            let r0 = b * OUTER_ROWS;
+            let nr = dwb.len() / cols;
+            // dwb [nr × cols] += dy[:, r0..r0+nr]ᵀ [nr × n] · x [n × cols]
+            gemm((nr, n, cols), &dy[r0..], (1, rows), x, (cols, 1), 1.0, dwb, cols);
         });
 }
 

@@ -16,16 +16,18 @@
 //!   the backward pass;
 //! - [`grads`]: gradient sets (accumulation, scaling, norms);
 //! - [`optim`]: SGD with momentum, AdamW, learning-rate schedules, gradient clipping;
+//! - [`fit`]: a run of steps over a dataset (batches, accumulation, schedule, FedProx);
 //! - [`step`]: [`train_step`] (plain SGD) and [`train_step_with`] (any optimiser, clipping),
 //!   which refuse to apply a non-finite loss or gradient.
 
 pub mod attention;
 pub mod backward;
 mod error;
+pub mod fit;
 pub mod forward;
 pub mod grads;
 pub mod linalg;
-pub mod lora;
+
 pub mod ops;
 pub mod optim;
 pub mod params;
@@ -33,9 +35,10 @@ pub mod step;
 
 pub use backward::loss_and_grads;
 pub use error::TrainError;
+pub use fit::{Example, FitConfig, FitSummary, OptimizerKind, StepReport, evaluate, fit, windows};
 pub use forward::loss;
 pub use grads::Grads;
-pub use lora::{LoraAdapter, LoraConfig, LoraModule};
+pub use crate::lora::{LoraAdapter, LoraConfig, LoraModule};
 pub use optim::{AdamW, Optimizer, Schedule, Sgd, clip_grad_norm};
 pub use params::{BaseView, LayerParams, LayerView, Params};
 pub use step::{StepStats, sgd_step, train_step, train_step_with};

@@ -4,7 +4,7 @@
 //! gradients).
 
 use super::TrainError;
-use super::lora::{proj_index, proj_shape};
+use crate::lora::{proj_index, proj_shape};
 use crate::kernels::QMatrix;
 use crate::llama::{LlamaConfig, LlamaModel, Proj};
 use crate::quant::GgmlType;

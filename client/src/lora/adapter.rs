@@ -1,4 +1,4 @@
-//! LoRA adapters (Hu et al. 2021): for each targeted projection `y = x·Wᵀ` of the frozen base,
+//! The adapter (Hu et al. 2021): for each targeted projection `y = x·Wᵀ` of the frozen base,
 //! a trainable low-rank update `y += scale · (dropout(x)·Aᵀ)·Bᵀ` with A `[rank × in]`,
 //! B `[out × rank]` and `scale = alpha / rank`, initialised as PEFT does (A Kaiming-uniform,
 //! B zero, so a fresh adapter leaves the model unchanged).
@@ -6,7 +6,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::TrainError;
+use crate::train::TrainError;
+use crate::llama::random::SplitMix64;
 use crate::llama::{LlamaConfig, Proj};
 
 /// The hyper-parameters of an adapter.
@@ -161,6 +162,20 @@ impl LoraAdapter {
         Ok(Self { config, modules })
     }
 
+    /// An adapter with random A and B (B uniform in ±`b_scale`, A in ±1/√in), from a
+    /// splitmix64 stream seeded with `config.seed`, module by module, A before B: the same
+    /// values as `scripts/reference/golden_lora.py`, for tests and benchmarks that need an
+    /// adapter that changes the model.
+    pub fn random(config: LoraConfig, cfg: &LlamaConfig, b_scale: f32) -> Result<Self, TrainError> {
+        let mut adapter = Self::new(config, cfg)?;
+        let mut rng = SplitMix64::new(adapter.config.seed);
+        for m in &mut adapter.modules {
+            m.a = rng.uniform(m.a.len(), 1.0 / (m.in_dim as f32).sqrt());
+            m.b = rng.uniform(m.b.len(), b_scale);
+        }
+        Ok(adapter)
+    }
+
     /// `alpha / rank`.
     pub fn scale(&self) -> f32 {
         self.config.scale()
@@ -217,9 +232,19 @@ impl LoraAdapter {
 
     /// The module adapting projection `proj` of block `layer`.
     pub fn module(&self, layer: usize, proj: Proj) -> Option<&LoraModule> {
-        self.modules
+        // Modules are by layer, then in canonical target order: look there first.
+        let targets = &self.config.targets;
+        let n = Proj::ALL.iter().filter(|p| targets.contains(p)).count();
+        let before = Proj::ALL
             .iter()
-            .find(|m| m.layer == layer && m.proj == proj)
+            .take_while(|&&p| p != proj)
+            .filter(|p| targets.contains(p))
+            .count();
+        let is = |m: &&LoraModule| m.layer == layer && m.proj == proj;
+        self.modules
+            .get(layer * n + before)
+            .filter(is)
+            .or_else(|| self.modules.iter().find(is))
     }
 
     /// The number of trainable values.

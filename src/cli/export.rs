@@ -1,0 +1,58 @@
+//! `fedtune export`: an adapter in the other format (PEFT directory ↔ GGUF LoRA file).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use fedtune_client::llama::LlamaModel;
+use fedtune_client::lora::{self, gguf_adapter, peft};
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The adapter: a PEFT directory or a GGUF LoRA file.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Format to write: `gguf` (llama.cpp's --lora) or `peft` (Hugging Face PEFT directory).
+    #[arg(long, value_parser = ["gguf", "peft"])]
+    format: String,
+    /// Output: a .gguf file, or a directory for `peft`.
+    #[arg(long)]
+    out: PathBuf,
+    /// The base model the adapter belongs to [default: the one recorded in the adapter].
+    #[arg(short = 'm', long)]
+    model: Option<PathBuf>,
+}
+
+pub fn run(a: ExportArgs) -> anyhow::Result<()> {
+    let base = base_model(a.model.as_ref(), &a.adapter)?;
+    let model =
+        LlamaModel::open(&base).with_context(|| format!("loading the base {}", base.display()))?;
+    let adapter = lora::load(&a.adapter, &model.cfg)
+        .with_context(|| format!("loading the adapter {}", a.adapter.display()))?;
+    let base_name = base.to_string_lossy();
+    match a.format.as_str() {
+        "gguf" => gguf_adapter::save(&adapter, &model.cfg, &a.out, Some(&base_name))?,
+        _ => peft::save(&adapter, &model.cfg, &a.out, Some(&base_name))?,
+    }
+    eprintln!(
+        "wrote {} ({} format: rank {}, alpha {}, {} modules)",
+        a.out.display(),
+        a.format,
+        adapter.config.rank,
+        adapter.config.alpha,
+        adapter.modules.len()
+    );
+    Ok(())
+}
+
+/// `--model`, else the base recorded in the adapter.
+pub(super) fn base_model(model: Option<&PathBuf>, adapter: &std::path::Path) -> anyhow::Result<PathBuf> {
+    match model {
+        Some(m) => Ok(m.clone()),
+        None => lora::recorded_base(adapter).map(PathBuf::from).with_context(|| {
+            format!(
+                "{} does not record its base model: pass --model",
+                adapter.display()
+            )
+        }),
+    }
+}

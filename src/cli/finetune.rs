@@ -1,0 +1,184 @@
+//! `fedtune finetune`: train a LoRA adapter on a text or JSONL file, base model frozen.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use fedtune::text_data::{Where, load_texts_where};
+use fedtune_client::train::{
+    BaseView, FitConfig, OptimizerKind, Schedule, evaluate, fit, windows,
+};
+use fedtune_client::lora::LoraAdapter;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::infer::ModelArgs;
+use super::lora_args::{LoraArgs, save_adapter};
+
+#[derive(Debug, clap::Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Training data: plain text, or JSON Lines with one record per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// The JSONL field holding the text.
+    #[arg(long, default_value = "text")]
+    text_field: String,
+    /// Keep only JSONL records with this field value (repeatable): `--where speaker=HAMLET`.
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    filters: Vec<Where>,
+    #[command(flatten)]
+    lora: LoraArgs,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Tokens per sequence (longer texts are cut into pieces).
+    #[arg(long, default_value_t = 64)]
+    seq: usize,
+    /// Micro-batches per step (gradient accumulation: same result, less memory).
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Learning-rate schedule after the warm-up.
+    #[arg(long, value_parser = ["constant", "linear", "cosine"], default_value = "cosine")]
+    schedule: String,
+    /// Warm-up steps (linear from 0).
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    #[arg(long, value_parser = ["adamw", "sgd"], default_value = "adamw")]
+    optimizer: String,
+    /// AdamW's decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// SGD's momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Clip gradients to this global norm (0: no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Recompute activations in the backward pass (less memory, ~30% slower).
+    #[arg(long)]
+    checkpoint: bool,
+    /// Fraction of the texts (the last ones) held out to measure perplexity before and after.
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// Output: a PEFT directory, or a GGUF LoRA file if it ends in .gguf.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl FinetuneArgs {
+    fn fit_config(&self) -> FitConfig {
+        let schedule = match self.schedule.as_str() {
+            "constant" => Schedule::ConstantWithWarmup {
+                warmup: self.warmup,
+            },
+            "linear" => Schedule::Linear {
+                warmup: self.warmup,
+                total: self.steps,
+            },
+            _ => Schedule::Cosine {
+                warmup: self.warmup,
+                total: self.steps,
+                min_ratio: 0.0,
+            },
+        };
+        FitConfig {
+            steps: self.steps,
+            batch_size: self.batch,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            schedule,
+            optimizer: match self.optimizer.as_str() {
+                "sgd" => OptimizerKind::Sgd {
+                    momentum: self.momentum,
+                },
+                _ => OptimizerKind::AdamW {
+                    weight_decay: self.weight_decay,
+                },
+            },
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            prox_mu: 0.0,
+            checkpoint: self.checkpoint,
+            seed: self.lora.seed,
+        }
+    }
+}
+
+pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.steps > 0 && a.batch > 0, "--steps and --batch must be positive");
+    anyhow::ensure!(a.seq >= 2, "--seq must be at least 2");
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.holdout),
+        "--holdout must be in [0, 1)"
+    );
+    let (model, tok) = a.model.load_with_tokenizer()?;
+    let data = load_texts_where(&a.data, &a.text_field, &a.filters)?;
+    let n_eval = (data.texts.len() as f64 * a.holdout).round() as usize;
+    let n_train = data.texts.len() - n_eval;
+    anyhow::ensure!(n_train > 0, "no training texts left after holding out {n_eval}");
+    let encode = |texts: &[String]| -> anyhow::Result<Vec<Vec<u32>>> {
+        texts
+            .iter()
+            .map(|t| Ok(tok.encode(t, true, false)?))
+            .collect()
+    };
+    let train = windows(&encode(&data.texts[..n_train])?, a.seq);
+    let eval = windows(&encode(&data.texts[n_train..])?, a.seq);
+    anyhow::ensure!(
+        !train.is_empty(),
+        "{}: no training text has 2 tokens or more",
+        a.data.display()
+    );
+    let mut adapter = LoraAdapter::new(a.lora.config()?, &model.cfg)?;
+    eprintln!(
+        "{} texts ({} skipped records): {} training sequences, {} held out; adapter of {} parameters",
+        data.texts.len(),
+        data.skipped,
+        train.len(),
+        eval.len(),
+        adapter.n_params()
+    );
+    let base = BaseView::of_model(&model);
+    let held_out = |adapter: Option<&LoraAdapter>| -> anyhow::Result<Option<f64>> {
+        if eval.is_empty() {
+            return Ok(None);
+        }
+        let (loss, _) = a.model.run(|| evaluate(&base, adapter, &eval, a.batch))??;
+        Ok(Some(loss.exp()))
+    };
+    let before = held_out(None)?;
+    let bar = ProgressBar::new(a.steps).with_style(ProgressStyle::with_template(
+        "{bar:40} step {pos}/{len} loss {msg} [{elapsed}<{eta}]",
+    )?);
+    let cfg = a.fit_config();
+    let started = std::time::Instant::now();
+    let summary = a.model.run(|| {
+        fit(&base, &mut adapter, &train, &cfg, |r| {
+            bar.set_position(r.step + 1);
+            bar.set_message(format!("{:.4} (lr {:.2e})", r.loss, r.lr));
+        })
+    })??;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    save_adapter(&adapter, &model.cfg, &a.out, &a.model.model)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let after = held_out(Some(&adapter))?;
+    let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |p| format!("{p:.3}"));
+    println!(
+        "steps={} train_loss={:.4} train_tokens={} train_tok_s={:.1} heldout_ppl_before={} heldout_ppl_after={} adapter={}",
+        summary.steps,
+        summary.mean_loss,
+        summary.tokens,
+        summary.tokens as f64 / secs,
+        fmt(before),
+        fmt(after),
+        a.out.display()
+    );
+    Ok(())
+}
+
