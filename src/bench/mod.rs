@@ -4,3 +4,4 @@ pub mod infer;
 pub mod overhead;
 pub mod rss;
 pub mod server_memory;
+pub mod train;

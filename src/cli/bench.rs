@@ -15,6 +15,9 @@ pub enum BenchCommand {
     /// Inference speed (prompt processing and generation), as llama-bench measures it. The
     /// last line is `pp_tok_s=<prompt tokens/s> tg_tok_s=<generated tokens/s>`.
     Infer(InferArgs),
+    /// LoRA training speed and memory. The last line is
+    /// `train_tok_s=<trained tokens/s> peak_rss_mb=<peak resident MiB>`.
+    Train(TrainArgs),
     /// Write a random llama model (any shape and format) for benchmarks and tests.
     RandomModel(RandomModelArgs),
     /// Write a random LoRA adapter for a model (B non-zero, so it changes the logits), as a
@@ -49,6 +52,30 @@ pub struct InferArgs {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    model: super::infer::ModelArgs,
+    #[command(flatten)]
+    lora: super::lora_args::LoraArgs,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 64)]
+    seq: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Timed optimiser steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    steps: u64,
+    /// Micro-batches per step: activations are kept for batch / grad_accum sequences at a
+    /// time (the memory of a device), gradients summed over the whole batch.
+    #[arg(long, default_value_t = 2)]
+    grad_accum: usize,
+    /// Recompute activations in the backward pass (least memory, slower).
+    #[arg(long)]
+    checkpoint: bool,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +169,39 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let (writer, _) = fedtune_client::llama::random::random_model(&shape, ty, a.seed, 0)?;
             writer.write_file(&a.out)?;
             eprintln!("wrote {}", a.out.display());
+        }
+        BenchCommand::Train(a) => {
+            anyhow::ensure!(
+                a.seq >= 2 && a.batch > 0 && a.steps > 0,
+                "--seq must be at least 2, --batch and --steps positive"
+            );
+            let model = a.model.load()?;
+            let threads = a.model.threads();
+            println!(
+                "model={} threads={threads} seq={} batch={} grad_accum={} steps={} rank={} targets={} checkpoint={}",
+                a.model.model.display(),
+                a.seq,
+                a.batch,
+                a.grad_accum,
+                a.steps,
+                a.lora.rank,
+                a.lora.targets,
+                a.checkpoint
+            );
+            let lora = a.lora.config()?;
+            let r = a.model.run(|| {
+                let shape = fedtune::bench::train::Shape {
+                    seq: a.seq,
+                    batch: a.batch,
+                    grad_accum: a.grad_accum,
+                    steps: a.steps,
+                    checkpoint: a.checkpoint,
+                };
+                fedtune::bench::train::run(&model, lora, &shape)
+            })??;
+            let peak = rss::peak_rss_mib(None).unwrap_or(f64::NAN);
+            println!("mean_loss={:.4}", r.mean_loss);
+            println!("train_tok_s={:.2} peak_rss_mb={peak:.1}", r.tok_s);
         }
         BenchCommand::RandomAdapter(a) => {
             let model = fedtune_client::llama::LlamaModel::open(&a.model)?;

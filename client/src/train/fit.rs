@@ -129,8 +129,8 @@ pub struct FitSummary {
 }
 
 /// Trains `adapter` on `examples` for `cfg.steps` steps, calling `on_step` after each. A NaN
-/// or infinite loss or gradient stops the run with [`TrainError::NonFinite`] naming the step;
-/// the adapter then holds the last good step's values.
+/// or infinite loss, gradient or updated value stops the run with [`TrainError::NonFinite`]
+/// naming the step; the adapter then holds the last good step's values.
 pub fn fit(
     base: &BaseView,
     adapter: &mut LoraAdapter,
@@ -177,7 +177,19 @@ pub fn fit(
             None => grads.norm(),
         };
         let lr = cfg.schedule.lr(cfg.lr, step);
+        let last_good = adapter.clone();
         optimizer.step(&mut adapter.tensors_mut(), &grads.values(), lr)?;
+        if let Some((name, _)) = adapter
+            .tensors()
+            .into_iter()
+            .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+        {
+            *adapter = last_good;
+            return Err(TrainError::NonFinite {
+                step,
+                what: format!("the update of {name}"),
+            });
+        }
         let tokens = batch.iter().map(|e| e.tokens.len()).sum();
         summary.steps += 1;
         summary.mean_loss += (loss - summary.mean_loss) / summary.steps as f64;

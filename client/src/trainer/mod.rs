@@ -1,8 +1,10 @@
 //! Local training behind one trait, so the runtime does not care what model it trains.
 
 mod linreg;
+mod lora;
 
 pub use linreg::{LinRegData, LinRegTrainer, linreg_model};
+pub use lora::{LoraTrainer, adapter_bundle, adapter_from_bundle};
 
 use fedtune_proto::{Bundle, v1::TrainingConfig};
 

@@ -1,0 +1,185 @@
+//! The LoRA trainer: the round's global adapter in, the locally trained adapter out, on the
+//! device's own text (already tokenized; it never leaves the device). The base model stays
+//! frozen and quantized; only the adapter's tensors travel.
+//!
+//! On the wire an adapter is a bundle of f32 tensors named as in llama.cpp's GGUF LoRA files
+//! (`blk.{i}.attn_q.weight.lora_a` `[r, in]`, `….lora_b` `[out, r]`).
+//! The round's [`TrainingConfig`](fedtune_proto::v1::TrainingConfig) gives the local steps,
+//! batch size and learning rate; its `extra` map may set `prox_mu` (FedProx),
+//! `max_grad_norm`, `grad_accum` and `optimizer` (`adamw` or `sgd`).
+
+use std::sync::Arc;
+
+use fedtune_proto::{Bundle, Tensor};
+
+use super::{LocalUpdate, TaskContext, TrainError, Trainer};
+use crate::llama::LlamaModel;
+use crate::lora::LoraAdapter;
+use crate::train::{
+    self, BaseView, Example, FitConfig, OptimizerKind, Schedule, evaluate, fit,
+};
+
+/// `adapter` as a bundle of f32 tensors.
+pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
+    let tensors = adapter
+        .modules
+        .iter()
+        .flat_map(|m| {
+            [
+                Tensor::from_f32(format!("{}.lora_a", m.name()), vec![m.rank, m.in_dim], &m.a),
+                Tensor::from_f32(format!("{}.lora_b", m.name()), vec![m.out_dim, m.rank], &m.b),
+            ]
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .expect("shapes match the values");
+    Bundle::new(tensors).expect("module names are distinct")
+}
+
+/// The adapter a bundle holds, checked tensor by tensor against `like` (same names, same
+/// shapes, finite values).
+pub fn adapter_from_bundle(bundle: &Bundle, like: &LoraAdapter) -> Result<LoraAdapter, TrainError> {
+    let mut out = like.clone();
+    let expected = 2 * like.modules.len();
+    if bundle.tensors().len() != expected {
+        return Err(TrainError::Model(format!(
+            "the global model has {} tensors, this adapter {expected}",
+            bundle.tensors().len()
+        )));
+    }
+    for m in &mut out.modules {
+        let prefix = m.name();
+        for (suffix, shape, values) in [
+            ("lora_a", [m.rank, m.in_dim], &mut m.a),
+            ("lora_b", [m.out_dim, m.rank], &mut m.b),
+        ] {
+            let name = format!("{prefix}.{suffix}");
+            let t = bundle
+                .get(&name)
+                .ok_or_else(|| TrainError::Model(format!("missing tensor `{name}`")))?;
+            if t.shape() != shape {
+                return Err(TrainError::Model(format!(
+                    "`{name}` has shape {:?}, expected {shape:?}",
+                    t.shape()
+                )));
+            }
+            if let Some(i) = t.first_non_finite() {
+                return Err(TrainError::Model(format!("`{name}` is not finite at {i}")));
+            }
+            values.copy_from_slice(&t.to_f32());
+        }
+    }
+    Ok(out)
+}
+
+/// Trains a LoRA adapter on one device's examples.
+#[derive(Clone)]
+pub struct LoraTrainer {
+    model: Arc<LlamaModel>,
+    /// The adapter's shape and hyper-parameters (its values come from the server).
+    template: LoraAdapter,
+    examples: Vec<Example>,
+    seed: u64,
+}
+
+impl LoraTrainer {
+    /// A trainer for adapters shaped like `template`, on `examples`. Seeds batch order and
+    /// dropout (mixed with the round).
+    pub fn new(
+        model: Arc<LlamaModel>,
+        template: LoraAdapter,
+        examples: Vec<Example>,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
+        template
+            .validate(&model.cfg)
+            .map_err(|e| TrainError::Model(e.to_string()))?;
+        if examples.iter().all(|e| e.n_targets() == 0) {
+            return Err(TrainError::Other(
+                "no local example has a token to predict".into(),
+            ));
+        }
+        Ok(Self {
+            model,
+            template,
+            examples,
+            seed,
+        })
+    }
+
+    /// The mean loss per target of `global` on this device's examples.
+    pub fn loss(&self, global: &Bundle) -> Result<f64, TrainError> {
+        let adapter = adapter_from_bundle(global, &self.template)?;
+        let base = BaseView::of_model(&self.model);
+        Ok(evaluate(&base, Some(&adapter), &self.examples, 8)
+            .map_err(train_error)?
+            .0)
+    }
+
+    fn fit_config(&self, task: &TaskContext) -> Result<FitConfig, TrainError> {
+        let c = &task.config;
+        let extra = |k: &str| c.extra.get(k).map(String::as_str);
+        let num = |k: &str, default: f64| -> Result<f64, TrainError> {
+            extra(k).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| TrainError::Model(format!("training config {k}={v} is not a number")))
+            })
+        };
+        let optimizer = match extra("optimizer").unwrap_or("adamw") {
+            "adamw" => OptimizerKind::AdamW {
+                weight_decay: num("weight_decay", 0.0)? as f32,
+            },
+            "sgd" => OptimizerKind::Sgd {
+                momentum: num("momentum", 0.0)? as f32,
+            },
+            other => {
+                return Err(TrainError::Model(format!(
+                    "unknown optimizer {other:?} (adamw or sgd)"
+                )));
+            }
+        };
+        let max_norm = num("max_grad_norm", 1.0)?;
+        Ok(FitConfig {
+            steps: u64::from(c.local_steps.max(1)),
+            batch_size: (c.batch_size as usize).max(1),
+            grad_accum: num("grad_accum", 1.0)? as usize,
+            lr: c.learning_rate,
+            schedule: Schedule::Constant,
+            optimizer,
+            max_grad_norm: (max_norm > 0.0).then_some(max_norm),
+            prox_mu: num("prox_mu", 0.0)? as f32,
+            checkpoint: false,
+            seed: self.seed ^ task.round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        })
+    }
+}
+
+fn train_error(e: train::TrainError) -> TrainError {
+    match e {
+        train::TrainError::NonFinite { step, .. } => TrainError::Diverged {
+            step: step as usize,
+            loss: f64::NAN,
+        },
+        other => TrainError::Other(other.to_string()),
+    }
+}
+
+impl Trainer for LoraTrainer {
+    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError> {
+        let mut adapter = adapter_from_bundle(global, &self.template)?;
+        let cfg = self.fit_config(task)?;
+        let base = BaseView::of_model(&self.model);
+        let loss_before = evaluate(&base, Some(&adapter), &self.examples, 8)
+            .map_err(train_error)?
+            .0;
+        let summary = fit(&base, &mut adapter, &self.examples, &cfg, |_| {}).map_err(train_error)?;
+        Ok(LocalUpdate {
+            model: adapter_bundle(&adapter),
+            num_examples: self.examples.len() as u64,
+            metrics: vec![
+                ("train_loss_before".into(), loss_before),
+                ("train_loss".into(), summary.mean_loss),
+                ("train_tokens".into(), summary.tokens as f64),
+            ],
+        })
+    }
+}
