@@ -54,15 +54,7 @@ async fn twenty_clients_converge_over_grpc() {
         8,
         "{rounds:?}"
     );
-    let curve: Vec<f64> = (1..=8)
-        .map(|r| {
-            report
-                .coordinator
-                .with_store(|s| s.mean_metric(r, "train_loss_before"))
-                .unwrap()
-                .unwrap()
-        })
-        .collect();
+    let curve = common::round_curve(&report.coordinator, "train_loss_before", 8);
     assert!(curve[7] < 0.3 * curve[0], "round losses {curve:?}");
 }
 

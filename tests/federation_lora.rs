@@ -96,15 +96,7 @@ async fn federated_lora_lowers_the_global_adapters_loss() {
     };
     let (before, after) = (loss(&initial), loss(&report.model));
     // And round by round, as the devices measured the global adapter they received.
-    let curve: Vec<f64> = (1..=rounds)
-        .map(|r| {
-            report
-                .coordinator
-                .with_store(|s| s.mean_metric(r, "train_loss_before"))
-                .unwrap()
-                .unwrap()
-        })
-        .collect();
+    let curve = common::round_curve(&report.coordinator, "train_loss_before", rounds);
     eprintln!("global adapter loss {before:.4} -> {after:.4}; per round {curve:.4?}");
     assert!(after < 0.7 * before, "loss should fall: {before} -> {after}");
     assert!(

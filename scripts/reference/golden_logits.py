@@ -161,6 +161,16 @@ def llama_logits(path, tokens):
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
+def top8(logits):
+    """Per position: the 8 largest logits (ids and values) and max |logit|."""
+    rows = []
+    for row in logits:
+        top = np.argsort(-row, kind="stable")[:8]
+        rows.append({"top_ids": [int(t) for t in top], "top_logits": [float(row[t]) for t in top],
+                     "max_abs": float(np.abs(row).max())})
+    return rows
+
+
 def smollm2():
     path = os.path.join(os.environ.get("FEDTUNE_CACHE", os.path.expanduser("~/.cache/fedtune")),
                         "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -180,12 +190,7 @@ def smollm2():
                           flash_attn=False, verbose=False)
     ids = llm.tokenize(text.encode(), add_bos=False, special=False)
     llm.eval(ids)
-    logits = np.array(llm.scores[: len(ids)], dtype=np.float32)
-    rows = []
-    for row in logits:
-        top = np.argsort(-row, kind="stable")[:8]
-        rows.append({"top_ids": [int(t) for t in top], "top_logits": [float(row[t]) for t in top],
-                     "max_abs": float(np.abs(row).max())})
+    rows = top8(np.array(llm.scores[: len(ids)], dtype=np.float32))
     with open(os.path.join(OUT, "smollm2.json"), "w") as f:
         json.dump({"text": text, "tokens": [int(t) for t in ids], "positions": rows}, f)
     print(f"smollm2: {len(ids)} positions", file=sys.stderr)

@@ -67,12 +67,7 @@ def smollm2(tmp):
         ids = json.load(f)["tokens"]
     c = SMOLLM2
     lora = gguf_adapter(tmp, path, "smollm2", c["rank"], c["alpha"], c["targets"], c["seed"], c["b_scale"])
-    out = logits(path, lora, ids, 256)
-    rows = []
-    for row in out:
-        top = np.argsort(-row, kind="stable")[:8]
-        rows.append({"top_ids": [int(t) for t in top], "top_logits": [float(row[t]) for t in top],
-                     "max_abs": float(np.abs(row).max())})
+    rows = gl.top8(logits(path, lora, ids, 256))
     with open(os.path.join(OUT, "smollm2.json"), "w") as f:
         json.dump({**c, "tokens": ids, "positions": rows}, f)
     print(f"smollm2 + adapter: {len(ids)} positions", file=sys.stderr)

@@ -168,3 +168,15 @@ pub fn upload_of(
     out
 }
 pub mod llama;
+
+/// The mean of metric `name` over each round's reports, rounds 1..=`rounds`.
+pub fn round_curve(coordinator: &Coordinator, name: &str, rounds: u64) -> Vec<f64> {
+    (1..=rounds)
+        .map(|r| {
+            coordinator
+                .with_store(|s| s.mean_metric(r, name))
+                .unwrap()
+                .unwrap()
+        })
+        .collect()
+}

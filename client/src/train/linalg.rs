@@ -10,8 +10,12 @@ use rayon::prelude::*;
 use crate::kernels::QMatrix;
 use crate::quant::{self, GgmlType, QuantError};
 
-/// Weight rows dequantized and multiplied together in [`matmul_t`] (one task).
-const ROW_BLOCK: usize = 64;
+/// Weight rows dequantized and multiplied together in [`matmul_t`] (one task): large blocks
+/// for large matrices (each GEMM packs the activations again), small ones so that small
+/// matrices still split across threads. Depends on the shape only, never the thread count.
+fn row_block(rows: usize) -> usize {
+    if rows >= 2048 { 256 } else { 64 }
+}
 /// Weight rows whose outputs [`matmul_t`] holds before copying them out.
 const GROUP_ROWS: usize = 2048;
 /// Target columns per task in [`matmul_acc`] (rounded to whole blocks of the format).
@@ -73,16 +77,17 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError>
     if n == 0 || rows == 0 {
         return Ok(());
     }
-    // Groups of blocks run in parallel, block b holding rows b·ROW_BLOCK.. as
+    // Groups of blocks run in parallel, block b holding rows b·block.. as
     // [n × block rows]; each group is copied out before the next (bounding the scratch to
     // n × GROUP_ROWS values).
-    let n_blocks = rows.div_ceil(ROW_BLOCK);
-    let per_group = GROUP_ROWS / ROW_BLOCK;
+    let block = row_block(rows);
+    let n_blocks = rows.div_ceil(block);
+    let per_group = GROUP_ROWS / block;
     for g0 in (0..n_blocks).step_by(per_group) {
         let blocks = (g0..(g0 + per_group).min(n_blocks))
             .into_par_iter()
             .map(|b| {
-                let (r0, r1) = (b * ROW_BLOCK, ((b + 1) * ROW_BLOCK).min(rows));
+                let (r0, r1) = (b * block, ((b + 1) * block).min(rows));
                 let nr = r1 - r0;
                 let mut wrows = vec![0f32; nr * cols];
                 for (r, dst) in (r0..r1).zip(wrows.chunks_exact_mut(cols)) {
@@ -97,7 +102,7 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError>
         y.par_chunks_mut(rows).enumerate().for_each(|(t, yr)| {
             for (i, out) in blocks.iter().enumerate() {
                 let nr = out.len() / n;
-                yr[(g0 + i) * ROW_BLOCK..][..nr].copy_from_slice(&out[t * nr..][..nr]);
+                yr[(g0 + i) * block..][..nr].copy_from_slice(&out[t * nr..][..nr]);
             }
         });
     }
