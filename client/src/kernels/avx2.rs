@@ -9,6 +9,8 @@
 
 use std::arch::x86_64::*;
 
+use super::matmul::{ActBlock, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q8_0};
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -211,117 +213,222 @@ pub unsafe fn dot_bf16_f32(w: &[u8], x: &[u8]) -> f32 {
     hsum(acc) + super::scalar::dot_bf16_f32(wc.remainder(), xc.remainder())
 }
 
-/// Pre-unpacked weight block: 32 quantized values as bytes plus its scale(s).
-#[derive(Clone, Copy)]
-struct WBlock {
-    q: __m256i,
-    d: f32,
-    m: f32,
-}
 
-/// Which weight format a tile kernel reads, and how.
-#[derive(Clone, Copy)]
-pub enum TileFormat {
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-impl TileFormat {
-    fn w_bytes(self) -> usize {
-        match self {
-            Self::Q4_0 => 18,
-            Self::Q4_1 => 20,
-            Self::Q8_0 => 34,
-        }
-    }
-
-    fn a_bytes(self) -> usize {
-        match self {
-            Self::Q4_1 => 36,
-            Self::Q4_0 | Self::Q8_0 => 34,
-        }
+/// Bytes per weight block of format `F`.
+const fn block_bytes(f: u8) -> usize {
+    match f {
+        GEMM_Q4_0 => 18,
+        GEMM_Q4_1 => 20,
+        _ => 34,
     }
 }
 
+/// A weight block's 32 codes as the unsigned operand of `maddubs`: Q4_0 / Q4_1 nibbles
+/// (0..=15, the low nibbles in bytes 0..16 and the high ones in 16..32, as
+/// [`dot_q4_0_q8_0`] lays them out), or Q8_0's |code|; plus Q8_0's signed codes (the sign
+/// source for the activations; zero for the 4-bit formats).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_w(f: TileFormat, b: &[u8]) -> WBlock {
-    // SAFETY (all arms): `b` is one whole block of the format, longer than each load.
+unsafe fn weight_codes<const F: u8>(p: *const u8) -> (__m256i, __m256i) {
+    // SAFETY: `p` is the start of one whole block of format F (caller's contract), which holds
+    // 32 code bytes from offset 2 (Q8_0) or 16 from offset 2 (Q4_0) / 4 (Q4_1).
     unsafe {
-        match f {
-            TileFormat::Q4_0 => {
-                let q = _mm256_sub_epi8(nibbles_32(&b[2..]), _mm256_set1_epi8(8));
-                WBlock {
-                    q,
-                    d: f16_at(b, 0),
-                    m: 0.0,
-                }
-            }
-            TileFormat::Q4_1 => WBlock {
-                q: nibbles_32(&b[4..]),
-                d: f16_at(b, 0),
-                m: f16_at(b, 2),
-            },
-            TileFormat::Q8_0 => WBlock {
-                q: load_32(&b[2..]),
-                d: f16_at(b, 0),
-                m: 0.0,
-            },
+        if F == GEMM_Q8_0 {
+            let q = _mm256_loadu_si256(p.add(2).cast());
+            return (_mm256_sign_epi8(q, q), q);
         }
+        let off = if F == GEMM_Q4_1 { 4 } else { 2 };
+        let packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(off).cast()));
+        // Shifting the upper 128-bit half's dwords by 4 brings each byte's high nibble down.
+        let shifted = _mm256_srlv_epi32(packed, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        (
+            _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f)),
+            _mm256_setzero_si256(),
+        )
     }
 }
 
-/// `R` weight rows × `T` activation rows of one format: `out[r * T + t]` = row r · act t.
-/// Each weight block is unpacked once for all `T` activations and each activation block
-/// loaded once for all `R` rows, which is what makes batched prompts fast.
+/// The 8 integer lane sums of one weight block with one activation block, the very lanes of
+/// [`mul_sum_i8`] / [`mul_sum_us8`] in the per-format dot products. Q4_0 takes `Σ q·a − 8·Σ a`
+/// (the block's precomputed `8·Σ a`), which is `Σ (q − 8)·a` exactly; Q8_0 multiplies |w| by
+/// the activations signed like w, as [`mul_sum_i8`] does.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn tile<const R: usize, const T: usize>(
-    f: TileFormat,
-    w: &[&[u8]],
-    a: &[&[u8]],
-    out: &mut [f32],
-) {
-    let (wb, ab) = (f.w_bytes(), f.a_bytes());
-    let nb = w[0].len() / wb;
+fn lane_sums<const F: u8>(u: __m256i, w: __m256i, a: &ActBlock) -> __m256i {
+    // SAFETY: `ActBlock` is 64-byte aligned and 64 bytes long: both 32-byte halves are aligned.
+    let (qa, extra) = unsafe {
+        (
+            _mm256_load_si256(a.qs.as_ptr().cast()),
+            _mm256_load_si256(a.extra.as_ptr().cast()),
+        )
+    };
+    let ones = _mm256_set1_epi16(1);
+    match F {
+        GEMM_Q4_0 => _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones), extra),
+        GEMM_Q4_1 => _mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones),
+        _ => _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(qa, w)), ones),
+    }
+}
+
+/// `R` consecutive weight rows of format `F` (the first at `w`, `row_bytes` apart, `nb` blocks
+/// each) times `T` prepared activation rows: `out[r][t]` = row r · activation t, bit for bit
+/// what [`dot_q4_0_q8_0`], [`dot_q4_1_q8_1`] and [`dot_q8_0_q8_0`] return: per row and
+/// activation one 8-lane accumulator, `acc = fma(d_w·d_a, lanes, acc)` block after block, then
+/// [`hsum`] (plus, for Q4_1, the sum of `m_w·s_a` taken block after block).
+///
+/// Faster than those because each weight block is unpacked once for `T` activations, each
+/// activation block is loaded once for `R` rows, and the activations come prepared
+/// ([`ActBlock`], f32 scales) so only the weight side needs conversions.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `w` points at `R` rows of `row_bytes` bytes, each holding
+/// at least `nb` blocks of format `F`; every `acts[t]` and `scales[t]` has at least `nb` items.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm<const F: u8, const R: usize, const T: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [&[ActBlock]; T],
+    scales: [&[[f32; 4]]; T],
+) -> [[f32; T]; R] {
     let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut mins = [[0f32; T]; R];
+    // Lane 1 accumulates Q4_1's m_w·s_a (lane 0 gets d_w·d_a, unused).
+    let mut mins = [[_mm_setzero_ps(); T]; R];
+    // One activation row (generation) streams the weights from memory once: fetch the rows
+    // [`PREFETCH_GROUPS`] calls ahead, a slice per block, so that loads rarely wait on DRAM.
+    let group = R * row_bytes;
+    let step = group.div_ceil(nb.max(1)).next_multiple_of(64);
+    let ahead = w.wrapping_add(PREFETCH_GROUPS * group);
     for b in 0..nb {
-        let mut ws = [WBlock {
-            q: _mm256_setzero_si256(),
-            d: 0.0,
-            m: 0.0,
-        }; R];
-        for (r, slot) in ws.iter_mut().enumerate() {
-            // SAFETY: every row holds `nb` whole blocks.
-            *slot = unsafe { load_w(f, &w[r][b * wb..(b + 1) * wb]) };
+        if T == 1 {
+            for k in (0..step).step_by(64) {
+                // Prefetches never fault, whatever the address (past the matrix at its end).
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(b * step + k).cast());
+            }
         }
-        for t in 0..T {
-            let blk = &a[t][b * ab..(b + 1) * ab];
-            let (off, da) = match f {
-                TileFormat::Q4_1 => (4, f16_at(blk, 0)),
-                _ => (2, f16_at(blk, 0)),
-            };
-            // SAFETY: an activation block holds 32 quantized bytes from `off`.
-            let qy = unsafe { load_32(&blk[off..]) };
-            let sa = if matches!(f, TileFormat::Q4_1) {
-                f16_at(blk, 2)
-            } else {
-                0.0
-            };
-            for r in 0..R {
-                let prod = match f {
-                    TileFormat::Q4_1 => mul_sum_us8(ws[r].q, qy),
-                    _ => mul_sum_i8(ws[r].q, qy),
-                };
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(ws[r].d * da), prod, acc[r][t]);
-                mins[r][t] += ws[r].m * sa;
+        for r in 0..R {
+            // SAFETY: row r's block b is inside the caller's rows (see # Safety).
+            let p = unsafe { w.add(r * row_bytes + b * block_bytes(F)) };
+            // [d_w, m_w (Q4_1; else two code bytes, unused), 0, 0] as f32 (exact).
+            // SAFETY: a block holds at least 4 bytes.
+            let head = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { p.cast::<i32>().read_unaligned() }));
+            // SAFETY: as above.
+            let (u, sw) = unsafe { weight_codes::<F>(p) };
+            for t in 0..T {
+                // SAFETY: b < nb <= acts[t].len() and scales[t].len() (see # Safety).
+                let (a, sc) = unsafe { (acts[t].get_unchecked(b), scales[t].get_unchecked(b)) };
+                // SAFETY: `sc` is 4 floats.
+                let d = _mm_mul_ps(head, unsafe { _mm_loadu_ps(sc.as_ptr()) });
+                let lanes = _mm256_cvtepi32_ps(lane_sums::<F>(u, sw, a));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), lanes, acc[r][t]);
+                if F == GEMM_Q4_1 {
+                    mins[r][t] = _mm_add_ps(mins[r][t], d);
+                }
             }
         }
     }
+    let mut out = [[0f32; T]; R];
     for r in 0..R {
         for t in 0..T {
-            out[r * T + t] = hsum(acc[r][t]) + mins[r][t];
+            out[r][t] = hsum(acc[r][t]);
+            if F == GEMM_Q4_1 {
+                out[r][t] += _mm_cvtss_f32(_mm_movehdup_ps(mins[r][t]));
+            }
+        }
+    }
+    out
+}
+
+/// How many groups of rows ahead [`gemm`] prefetches weights for one activation row.
+const PREFETCH_GROUPS: usize = 4;
+
+/// Activation rows a batch tile of [`gemm`] takes.
+const BATCH_T: usize = 4;
+
+/// Weight rows a batch tile of [`gemm`] takes for format `F` (Q4_1 keeps its mins in
+/// registers too, so it takes fewer).
+const fn batch_rows(f: u8) -> usize {
+    match f {
+        GEMM_Q4_1 => 1,
+        _ => 2,
+    }
+}
+
+/// Whole rows `w` of format `F` (`row_bytes` each) times `n` prepared activation rows (`acts`
+/// and `scales` hold `row_bytes / block` items per row, row after row): `out[r * n + t]` =
+/// row r · activation t, each bit for bit the per-format dot product (see [`gemm`]).
+///
+/// One activation row (generation): 4 rows at a time, independent streams from memory. A batch
+/// (prompt): groups of [`BATCH_T`] activations outside, so their blocks stay in L1 while the
+/// weight rows stream past, tiles of [`batch_rows`] × [`BATCH_T`] inside.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_rows<const F: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[ActBlock],
+    scales: &[[f32; 4]],
+    n: usize,
+    out: &mut [f32],
+) {
+    let nb = row_bytes / block_bytes(F);
+    let rows = w.len() / row_bytes;
+    assert!(nb * block_bytes(F) == row_bytes && rows * row_bytes == w.len());
+    assert!(acts.len() >= n * nb && scales.len() >= n * nb && out.len() >= rows * n);
+    let act = |t: usize| (&acts[t * nb..(t + 1) * nb], &scales[t * nb..(t + 1) * nb]);
+    // SAFETY (every `gemm` call below): the CPU features are the caller's contract; the rows
+    // `r..r + R` are inside `w` (checked by each loop bound and the asserts above); every
+    // activation slice holds `nb` items.
+    if n == 1 {
+        let (a, s) = act(0);
+        let mut r = 0;
+        while r + 4 <= rows {
+            let o = unsafe { gemm::<F, 4, 1>(w[r * row_bytes..].as_ptr(), row_bytes, nb, [a], [s]) };
+            for (i, v) in o.iter().enumerate() {
+                out[r + i] = v[0];
+            }
+            r += 4;
+        }
+        for r in r..rows {
+            out[r] = unsafe { gemm::<F, 1, 1>(w[r * row_bytes..].as_ptr(), row_bytes, nb, [a], [s]) }[0][0];
+        }
+        return;
+    }
+    const T: usize = BATCH_T;
+    let rt = batch_rows(F);
+    let mut ts = 0;
+    while ts < n {
+        if ts + T <= n {
+            let a: [&[ActBlock]; T] = std::array::from_fn(|i| act(ts + i).0);
+            let s: [&[[f32; 4]]; T] = std::array::from_fn(|i| act(ts + i).1);
+            let mut r = 0;
+            while r + rt <= rows {
+                let p = w[r * row_bytes..].as_ptr();
+                if rt == 2 {
+                    let o = unsafe { gemm::<F, 2, T>(p, row_bytes, nb, a, s) };
+                    for (i, vals) in o.iter().enumerate() {
+                        out[(r + i) * n + ts..][..T].copy_from_slice(vals);
+                    }
+                } else {
+                    let o = unsafe { gemm::<F, 1, T>(p, row_bytes, nb, a, s) };
+                    out[r * n + ts..][..T].copy_from_slice(&o[0]);
+                }
+                r += rt;
+            }
+            for r in r..rows {
+                let o = unsafe { gemm::<F, 1, T>(w[r * row_bytes..].as_ptr(), row_bytes, nb, a, s) };
+                out[r * n + ts..][..T].copy_from_slice(&o[0]);
+            }
+            ts += T;
+        } else {
+            let (a, s) = act(ts);
+            for r in 0..rows {
+                let p = w[r * row_bytes..].as_ptr();
+                out[r * n + ts] = unsafe { gemm::<F, 1, 1>(p, row_bytes, nb, [a], [s]) }[0][0];
+            }
+            ts += 1;
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Matrix products `out = x · Wᵀ` for a quantized weight matrix `W` [rows × cols] and f32
-//! activations `x` [n × cols], split by weight rows across the current rayon pool.
+//! activations `x` [n × cols], split by weight rows across the threads of the current rayon
+//! pool ([`pool::run`]).
 
-use rayon::prelude::*;
-
-use super::{DotFn, Level, TILE_ACTS, TILE_ROWS, TileFn, act_type, cpu, dot_fn, tile_fn};
+#[cfg(target_arch = "x86_64")]
+use super::avx2;
+use super::{DotFn, Level, TILE_ROWS, act_type, cpu, dot_fn, pool};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix borrowed from a model file: `rows` rows of `cols` values of type `ty`.
@@ -45,6 +46,32 @@ pub struct Acts {
     ty: GgmlType,
     row_bytes: usize,
     data: Vec<u8>,
+    /// The same rows laid out for the AVX2 [`avx2::gemm`] kernels, where they apply.
+    simd: Option<SimdActs>,
+}
+
+/// Weight formats with an AVX2 [`avx2::gemm`] kernel (its const parameter `F`).
+pub(super) const GEMM_Q4_0: u8 = 0;
+pub(super) const GEMM_Q4_1: u8 = 1;
+pub(super) const GEMM_Q8_0: u8 = 2;
+
+/// One activation block as the AVX2 kernels read it: 32 codes, then 32 format-specific bytes
+/// (for Q4_0 weights the eight i32 sums `8·Σ a` over each group of 4 codes, the term that turns
+/// `Σ q·a` into `Σ (q − 8)·a`; unused otherwise). 64-byte aligned: two aligned loads.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ActBlock {
+    pub qs: [u8; 32],
+    pub extra: [u8; 32],
+}
+
+/// Activations for the AVX2 kernels: [`ActBlock`]s and `[d, s, d, s]` scales as f32 (`s` the
+/// Q8_1 sum field, else 0), `nb` per row, row after row.
+#[derive(Debug)]
+struct SimdActs {
+    format: u8,
+    blocks: Vec<ActBlock>,
+    scales: Vec<[f32; 4]>,
 }
 
 impl Acts {
@@ -65,10 +92,12 @@ impl Acts {
                 quantize_act_row(ty, row, d);
             }
         }
+        let simd = gemm_format(w).map(|f| SimdActs::new(f, ty, &data));
         Self {
             ty,
             row_bytes,
             data,
+            simd,
         }
     }
 
@@ -78,6 +107,56 @@ impl Acts {
 
     fn n(&self) -> usize {
         self.data.len().checked_div(self.row_bytes).unwrap_or(0)
+    }
+}
+
+impl SimdActs {
+    /// Re-lays Q8_0 / Q8_1 blocks (`data`, of type `ty`) for kernel format `format`.
+    fn new(format: u8, ty: GgmlType, data: &[u8]) -> Self {
+        let (header, has_sum) = if ty == GgmlType::Q8_1 {
+            (4, true)
+        } else {
+            (2, false)
+        };
+        let f16_at = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+        let mut blocks = Vec::with_capacity(data.len() / (header + 32));
+        let mut scales = Vec::with_capacity(blocks.capacity());
+        for b in data.chunks_exact(header + 32) {
+            let mut blk = ActBlock {
+                qs: [0; 32],
+                extra: [0; 32],
+            };
+            blk.qs.copy_from_slice(&b[header..]);
+            if format == GEMM_Q4_0 {
+                for (g, e) in blk.qs.chunks_exact(4).zip(blk.extra.chunks_exact_mut(4)) {
+                    let sum: i32 = g.iter().map(|&q| i32::from(q as i8)).sum();
+                    e.copy_from_slice(&(8 * sum).to_le_bytes());
+                }
+            }
+            let d = f16_at(b, 0);
+            let s = if has_sum { f16_at(b, 2) } else { 0.0 };
+            blocks.push(blk);
+            scales.push([d, s, d, s]);
+        }
+        Self {
+            format,
+            blocks,
+            scales,
+        }
+    }
+}
+
+/// The AVX2 [`avx2::gemm`] format for weights of type `w`, when the CPU and
+/// `FEDTUNE_KERNELS` allow it.
+fn gemm_format(w: GgmlType) -> Option<u8> {
+    if cpu::level() < Level::Avx2 || cpu::detected() < Level::Avx2 {
+        return None;
+    }
+    match w {
+        GgmlType::Q4_0 => Some(GEMM_Q4_0),
+        GgmlType::Q4_1 => Some(GEMM_Q4_1),
+        GgmlType::Q8_0 => Some(GEMM_Q8_0),
+        _ => None,
     }
 }
 
@@ -91,39 +170,77 @@ pub fn matmul(w: &QMatrix, x: &[f32], out: &mut [f32]) {
 /// [`matmul`] with activations already prepared (several matrices of one format sharing an
 /// input, such as q/k/v or gate/up, prepare once).
 pub fn matmul_into(w: &QMatrix, acts: &Acts, out: &mut [f32]) {
-    let n = acts.n();
-    assert_eq!(out.len(), n * w.rows, "matmul output size");
-    let kernel = RowKernel::new(w.ty, acts.ty);
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = w
-        .rows
-        .div_ceil(threads * 4)
-        .max(16)
-        .next_multiple_of(TILE_ROWS);
-    if n == 1 {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(c, o)| kernel.rows(w, c * chunk, acts, o));
-        return;
-    }
-    // Row-major by weight row so threads write disjoint slices, then transpose.
-    let mut by_row = vec![0f32; n * w.rows];
-    by_row
-        .par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(c, o)| kernel.rows(w, c * chunk, acts, o));
-    for (r, vals) in by_row.chunks_exact(n).enumerate() {
-        for (t, &v) in vals.iter().enumerate() {
-            out[t * w.rows + r] = v;
-        }
-    }
+    matmul_many(&mut [MatJob { w: *w, acts, out }]);
 }
+
+/// One product of [`matmul_many`]: `out = acts · wᵀ` (`out` as in [`matmul`]).
+pub struct MatJob<'w, 'a> {
+    pub w: QMatrix<'w>,
+    pub acts: &'a Acts,
+    pub out: &'a mut [f32],
+}
+
+/// Several independent products in one parallel region (q, k and v; gate and up), split by
+/// weight rows: one hand-out of tasks instead of one fork-join per matrix.
+pub fn matmul_many(jobs: &mut [MatJob]) {
+    let threads = rayon::current_num_threads().max(1);
+    let mut tasks = Vec::new();
+    let mut plans = Vec::with_capacity(jobs.len());
+    for (j, job) in jobs.iter_mut().enumerate() {
+        let (w, acts) = (&job.w, job.acts);
+        let n = acts.n();
+        assert_eq!(job.out.len(), n * w.rows, "matmul output size");
+        // About 8 tasks per thread and matrix: enough to balance, few enough to be cheap.
+        let chunk = w
+            .rows
+            .div_ceil(threads * 8)
+            .max(if n == 1 { 16 } else { TILE_ROWS })
+            .next_multiple_of(TILE_ROWS);
+        tasks.extend((0..w.rows).step_by(chunk).map(|r0| (j, r0, (r0 + chunk).min(w.rows))));
+        plans.push((RowKernel::new(w.ty, acts), OutPtr(job.out.as_mut_ptr())));
+    }
+    let jobs = &*jobs;
+    let plans = &plans;
+    pool::run(tasks.len(), &|i| {
+        let (j, r0, r1) = tasks[i];
+        let (job, (kernel, out)) = (&jobs[j], &plans[j]);
+        let n = job.acts.n();
+        if n == 1 {
+            // SAFETY: tasks cover disjoint row ranges of this job's output, which `job.out`
+            // borrows mutably for the whole call (here: the values r0..r1).
+            #[allow(unsafe_code)]
+            let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(r0), r1 - r0) };
+            kernel.rows(&job.w, r0, r1, job.acts, o);
+            return;
+        }
+        let mut by_row = vec![0f32; (r1 - r0) * n];
+        kernel.rows(&job.w, r0, r1, job.acts, &mut by_row);
+        for (k, vals) in by_row.chunks_exact(n).enumerate() {
+            for (t, &v) in vals.iter().enumerate() {
+                // SAFETY: as above, element (t, r0 + k) belongs to this task alone, and
+                // t·rows + r0 + k < n·rows = `job.out.len()`.
+                #[allow(unsafe_code)]
+                unsafe {
+                    *out.0.add(t * job.w.rows + r0 + k) = v;
+                }
+            }
+        }
+    });
+}
+
+/// A job's output, written by several tasks at disjoint positions.
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements through it while [`matmul_many`] holds the `&mut`.
+#[allow(unsafe_code)]
+unsafe impl Sync for OutPtr {}
+#[allow(unsafe_code)]
+unsafe impl Send for OutPtr {}
 
 /// How weight rows meet activation rows.
 #[derive(Clone, Copy)]
 enum RowKernel {
-    /// Tiles of several rows × several activations on the quantized bytes.
-    Tiled(TileFn),
+    /// The AVX2 kernels on the quantized bytes and prepared activations.
+    Gemm(u8),
     /// A direct kernel on the quantized bytes, one pair at a time.
     Direct(DotFn),
     /// Dequantize the row into scratch, then an f32 dot product.
@@ -131,48 +248,26 @@ enum RowKernel {
 }
 
 impl RowKernel {
-    fn new(w: GgmlType, acts: GgmlType) -> Self {
+    fn new(w: GgmlType, acts: &Acts) -> Self {
         let level = cpu::level();
         let f32_dot = dot_fn(GgmlType::F32, level).expect("f32 kernel");
-        if acts != act_type(w) {
+        if acts.ty != act_type(w) {
             return Self::Dequantize(w, f32_dot);
         }
-        match (tile_fn(w, level), dot_fn(w, level)) {
-            (Some(t), _) => Self::Tiled(t),
-            (None, Some(f)) => Self::Direct(f),
-            (None, None) => Self::Dequantize(w, f32_dot),
+        if let Some(s) = &acts.simd {
+            return Self::Gemm(s.format);
+        }
+        match dot_fn(w, level) {
+            Some(f) => Self::Direct(f),
+            None => Self::Dequantize(w, f32_dot),
         }
     }
 
-    /// Fills `out` (`[rows][n]`, row-major) for weight rows `r0..` and all activations.
-    fn rows(&self, w: &QMatrix, r0: usize, acts: &Acts, out: &mut [f32]) {
+    /// Fills `out` (`[rows][n]`, row-major) for weight rows `r0..r1` and all activations.
+    fn rows(&self, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f32]) {
         let n = acts.n();
-        let rows = out.len() / n;
         match *self {
-            Self::Tiled(tile) => {
-                // One token: 4 rows at a time (independent streams from memory); a batch:
-                // 2 rows × 4 tokens, so each unpacked block serves several tokens.
-                let (tr, ta) = if n == 1 {
-                    (TILE_ROWS, 1)
-                } else {
-                    (2, TILE_ACTS)
-                };
-                let mut tmp = [0f32; TILE_ROWS * TILE_ACTS];
-                for rs in (0..rows).step_by(tr) {
-                    let nr = tr.min(rows - rs);
-                    let wr: [&[u8]; TILE_ROWS] =
-                        std::array::from_fn(|i| w.row(r0 + rs + i.min(nr - 1)));
-                    for ts in (0..n).step_by(ta) {
-                        let nt = ta.min(n - ts);
-                        let ar: [&[u8]; TILE_ACTS] =
-                            std::array::from_fn(|i| acts.row(ts + i.min(nt - 1)));
-                        tile(&wr[..nr], &ar[..nt], &mut tmp[..nr * nt]);
-                        for r in 0..nr {
-                            out[(rs + r) * n + ts..][..nt].copy_from_slice(&tmp[r * nt..][..nt]);
-                        }
-                    }
-                }
-            }
+            Self::Gemm(f) => gemm_rows(f, w, r0, r1, acts, out),
             Self::Direct(f) => {
                 for (k, vals) in out.chunks_exact_mut(n).enumerate() {
                     let wr = w.row(r0 + k);
@@ -192,6 +287,27 @@ impl RowKernel {
             }
         }
     }
+}
+
+/// Rows `r0..r1` of `w` times every activation row with the AVX2 kernels.
+#[allow(unsafe_code)]
+fn gemm_rows(f: u8, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let s = acts.simd.as_ref().expect("prepared for the AVX2 kernels");
+        let rows = &w.data[r0 * w.row_bytes..r1 * w.row_bytes];
+        let (b, sc, n, rb) = (&s.blocks[..], &s.scales[..], acts.n(), w.row_bytes);
+        // SAFETY: `SimdActs` exist only when `gemm_format` found AVX2, FMA and F16C.
+        unsafe {
+            match f {
+                GEMM_Q4_0 => avx2::gemm_rows::<GEMM_Q4_0>(rows, rb, b, sc, n, out),
+                GEMM_Q4_1 => avx2::gemm_rows::<GEMM_Q4_1>(rows, rb, b, sc, n, out),
+                _ => avx2::gemm_rows::<GEMM_Q8_0>(rows, rb, b, sc, n, out),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no AVX2 kernels here: {f} {w:?} {r0} {r1} {acts:?} {}", out.len());
 }
 
 /// Quantizes one activation row as ggml's CPU backend does before a matrix product. For Q8_0

@@ -9,6 +9,7 @@
 
 pub mod cpu;
 mod matmul;
+pub mod pool;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -17,63 +18,16 @@ mod avx2;
 mod tests;
 
 pub use cpu::Level;
-pub use matmul::{Acts, QMatrix, matmul, matmul_into};
+pub use matmul::{Acts, MatJob, QMatrix, matmul, matmul_into, matmul_many};
 
 use crate::quant::GgmlType;
 
 /// A dot product between one weight row and one prepared activation row, both as bytes.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
-/// Dot products of up to [`TILE_ROWS`] weight rows with up to [`TILE_ACTS`] activation rows at
-/// once: `out[r * acts.len() + t]` = `rows[r] · acts[t]`, each bit-identical to [`DotFn`]'s.
-pub type TileFn = fn(&[&[u8]], &[&[u8]], &mut [f32]);
-
-/// The most weight rows a [`TileFn`] takes.
+/// Weight rows the matrix product's tasks are multiples of (the AVX2 kernels take 4 at a time
+/// for one activation row).
 pub const TILE_ROWS: usize = 4;
-/// The most activation rows a [`TileFn`] takes.
-pub const TILE_ACTS: usize = 4;
-
-/// A tiled kernel for weights of type `w` at `level`, where one exists.
-pub fn tile_fn(w: GgmlType, level: Level) -> Option<TileFn> {
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 && cpu::detected() >= Level::Avx2 {
-        return avx2_tile_fn(w);
-    }
-    let _ = (w, level);
-    None
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-fn avx2_tile_fn(w: GgmlType) -> Option<TileFn> {
-    use avx2::{TileFormat, tile};
-    macro_rules! dispatch {
-        ($f:expr, $w:ident, $a:ident, $o:ident; $(($r:literal, $t:literal)),*) => {
-            match ($w.len(), $a.len()) {
-                // SAFETY: reached only when the CPU has AVX2, FMA and F16C (see tile_fn).
-                $(($r, $t) => unsafe { tile::<$r, $t>($f, $w, $a, $o) },)*
-                _ => panic!("tile of {} × {} is larger than the kernel's", $w.len(), $a.len()),
-            }
-        };
-    }
-    macro_rules! tile_for {
-        ($name:ident, $f:expr) => {
-            fn $name(w: &[&[u8]], a: &[&[u8]], o: &mut [f32]) {
-                dispatch!($f, w, a, o; (1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2), (2, 3), (2, 4),
-                    (3, 1), (3, 2), (3, 3), (3, 4), (4, 1), (4, 2), (4, 3), (4, 4))
-            }
-        };
-    }
-    tile_for!(q4_0, TileFormat::Q4_0);
-    tile_for!(q4_1, TileFormat::Q4_1);
-    tile_for!(q8_0, TileFormat::Q8_0);
-    Some(match w {
-        GgmlType::Q4_0 => q4_0,
-        GgmlType::Q4_1 => q4_1,
-        GgmlType::Q8_0 => q8_0,
-        _ => return None,
-    })
-}
 
 /// The format activations are prepared in for weights of type `w`.
 pub fn act_type(w: GgmlType) -> GgmlType {

@@ -761,3 +761,128 @@ fn activation_codes_avoid_minus_128() {
         assert_eq!((s, v), (0.0, 0.0), "{ty}");
     }
 }
+
+/// The AVX2 matrix kernels ([`avx2::gemm`] through [`matmul_many`]: one activation row, tiles
+/// of several, and every tail) equal the AVX2 dot product of each pair bit for bit (which (a)
+/// ties to the scalar reference), for Q4_0, Q4_1 and Q8_0 weights quantized from floats or
+/// random blocks (Q8_0 codes of −128 included), several matrices in one call, sharing one
+/// prepared input or not, in pools of 1, 2 and 3 threads.
+#[test]
+fn gemm_matches_dot_products_bit_for_bit() {
+    if !avx2_available() {
+        eprintln!("note: no AVX2+FMA+F16C here; the scalar path is what (c) checks");
+        return;
+    }
+    let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2, 3]
+        .iter()
+        .map(|&t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap()))
+        .collect();
+    let mut r = rng(0xE1);
+    let mut checked = 0;
+    for (ty, other) in [
+        (GgmlType::Q4_0, GgmlType::Q8_0),
+        (GgmlType::Q4_1, GgmlType::Q4_0),
+        (GgmlType::Q8_0, GgmlType::Q4_1),
+    ] {
+        for cb in [1, 7, 18, 48] {
+            let cols = cb * 32;
+            for rows in [1, 3, 4, 5, 13, 64] {
+                let w1 = random_matrix(&mut r, ty, rows, cols);
+                let w2 = random_matrix(&mut r, ty, rows + 3, cols);
+                let w3 = random_matrix(&mut r, other, 9, cols);
+                for n in [1, 2, 3, 4, 5, 8, 9, 17] {
+                    let x = gen_row(&mut r, n * cols, GgmlType::Q8_1);
+                    let mats = [
+                        QMatrix::new(ty, rows, cols, &w1).unwrap(),
+                        QMatrix::new(ty, rows + 3, cols, &w2).unwrap(),
+                        QMatrix::new(other, 9, cols, &w3).unwrap(),
+                    ];
+                    let want: Vec<Vec<f32>> = mats.iter().map(|m| avx2_naive(m, &x)).collect();
+                    let (a, b) = (Acts::prepare(ty, &x, cols), Acts::prepare(other, &x, cols));
+                    for (threads, pool) in &pools {
+                        let mut outs: Vec<Vec<f32>> =
+                            mats.iter().map(|m| vec![f32::NAN; n * m.rows]).collect();
+                        let mut jobs: Vec<MatJob> = mats
+                            .iter()
+                            .zip(&mut outs)
+                            .map(|(m, out)| MatJob {
+                                w: *m,
+                                acts: if m.ty == ty { &a } else { &b },
+                                out,
+                            })
+                            .collect();
+                        pool.install(|| matmul_many(&mut jobs));
+                        for (k, (got, want)) in outs.iter().zip(&want).enumerate() {
+                            let what = format!(
+                                "{ty}/{other} matrix {k}: {rows}x{cols}, {n} rows of x, \
+                                 {threads} threads"
+                            );
+                            assert_bits_eq(got, want, &what);
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("{checked} multi-matrix products checked bit for bit");
+}
+
+/// `out[t][r]` with the AVX2 dot product of each pair.
+fn avx2_naive(m: &QMatrix, x: &[f32]) -> Vec<f32> {
+    let f = dot_fn(m.ty, Level::Avx2).unwrap();
+    let at = act_type(m.ty);
+    let mut a = vec![0u8; at.row_bytes(m.cols).unwrap()];
+    let n = x.len() / m.cols;
+    let mut out = vec![0.0; n * m.rows];
+    for (t, xt) in x.chunks_exact(m.cols).enumerate() {
+        super::matmul::quantize_act_row(at, xt, &mut a);
+        for r in 0..m.rows {
+            out[t * m.rows + r] = f(m.row(r), &a);
+        }
+    }
+    out
+}
+
+/// The spinning team runs every task exactly once, in pools of 1 to 4 threads, nested calls
+/// (which fall back to rayon) included, and a panic in a task reaches the caller and leaves
+/// the team usable.
+#[test]
+fn pool_runs_every_task_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for threads in 1..=4 {
+        let p = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        p.install(|| {
+            for tasks in [0, 1, 2, 3, 7, 100, 1000] {
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                let inner = AtomicUsize::new(0);
+                pool::run(tasks, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                    if i % 17 == 0 {
+                        pool::run(3, &|_| {
+                            inner.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                assert_eq!(inner.load(Ordering::Relaxed), 3 * tasks.div_ceil(17));
+                let mut v = vec![0usize; tasks];
+                pool::for_each_chunk(&mut v, 3, &|c, piece| {
+                    for (k, e) in piece.iter_mut().enumerate() {
+                        *e += c * 3 + k;
+                    }
+                });
+                assert!(v.iter().enumerate().all(|(i, &e)| i == e));
+            }
+            let caught = std::panic::catch_unwind(|| {
+                pool::run(50, &|i| assert!(i != 31, "task 31 fails"));
+            });
+            assert!(caught.is_err(), "{threads} threads: the panic reaches the caller");
+            let count = AtomicUsize::new(0);
+            pool::run(64, &|_| {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(count.load(Ordering::Relaxed), 64);
+        });
+    }
+}

@@ -1,8 +1,7 @@
 //! Causal grouped-query attention over the KV cache.
 
-use rayon::prelude::*;
-
 use super::{KvCache, LlamaConfig, ggml_math};
+use crate::kernels::pool;
 
 /// Appends the batch's keys and values to layer `l` of the cache and returns the attention
 /// output `[n × q_dim]` for queries `q` at positions `cache.pos()..`.
@@ -36,18 +35,17 @@ pub fn attend(
     if cache.fits_without_wrap(n) {
         (0..n).for_each(|t| store_token(cache, t));
         let cache = &*cache;
-        out.par_chunks_mut(hd)
-            .enumerate()
-            .for_each(|(i, o)| head_of(cache, i / cfg.n_heads, i % cfg.n_heads, o));
+        pool::for_each_chunk(&mut out, hd, &|i, o| {
+            head_of(cache, i / cfg.n_heads, i % cfg.n_heads, o);
+        });
     } else {
         // The ring would overwrite slots earlier tokens of the batch still see: one at a time.
         for t in 0..n {
             store_token(cache, t);
             let cache = &*cache;
-            out[t * q_dim..][..q_dim]
-                .par_chunks_mut(hd)
-                .enumerate()
-                .for_each(|(h, o)| head_of(cache, t, h, o));
+            pool::for_each_chunk(&mut out[t * q_dim..][..q_dim], hd, &|h, o| {
+                head_of(cache, t, h, o);
+            });
         }
     }
     out
