@@ -5,6 +5,7 @@
 //! (local − global) in digest-checked chunks. [`Transport`] hides whether the server is across
 //! gRPC ([`GrpcTransport`]) or in the same process (the simulation's transport).
 
+mod atomic_file;
 mod error;
 pub mod gguf;
 pub mod kernels;

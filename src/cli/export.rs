@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fedtune_client::llama::LlamaModel;
-use fedtune_client::lora::{self, gguf_adapter, peft};
+use fedtune_client::lora;
+
+use super::lora_args::save_adapter_as;
 
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
@@ -28,11 +30,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
         LlamaModel::open(&base).with_context(|| format!("loading the base {}", base.display()))?;
     let adapter = lora::load(&a.adapter, &model.cfg)
         .with_context(|| format!("loading the adapter {}", a.adapter.display()))?;
-    let base_name = base.to_string_lossy();
-    match a.format.as_str() {
-        "gguf" => gguf_adapter::save(&adapter, &model.cfg, &a.out, Some(&base_name))?,
-        _ => peft::save(&adapter, &model.cfg, &a.out, Some(&base_name))?,
-    }
+    save_adapter_as(&adapter, &model.cfg, &a.out, &base, a.format == "gguf")?;
     eprintln!(
         "wrote {} ({} format: rank {}, alpha {}, {} modules)",
         a.out.display(),

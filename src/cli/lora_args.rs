@@ -60,9 +60,22 @@ pub fn save_adapter(
     out: &Path,
     base: &Path,
 ) -> anyhow::Result<()> {
+    let gguf = out.extension().is_some_and(|e| e == "gguf");
+    save_adapter_as(adapter, cfg, out, base, gguf)
+}
+
+/// Writes `adapter` to `out` as a GGUF LoRA file (`gguf`) or a PEFT directory, recording
+/// `base` (made absolute) as its base model.
+pub fn save_adapter_as(
+    adapter: &LoraAdapter,
+    cfg: &LlamaConfig,
+    out: &Path,
+    base: &Path,
+    gguf: bool,
+) -> anyhow::Result<()> {
     let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
     let base = base.to_string_lossy();
-    if out.extension().is_some_and(|e| e == "gguf") {
+    if gguf {
         gguf_adapter::save(adapter, cfg, out, Some(&base))?;
     } else {
         peft::save(adapter, cfg, out, Some(&base))?;

@@ -6,14 +6,14 @@
 //! llama.cpp and re-writing a parsed file reproduces it.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::reader::{
     ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, align_up, tensor_n_bytes,
 };
 use super::{GgufError, Metadata, Value};
+use crate::atomic_file::{self, AtomicWriteError};
 use crate::quant::GgmlType;
 
 /// The version this writer produces.
@@ -133,37 +133,15 @@ impl GgufWriter {
     /// synced, then renamed over `path` (so a reader mapping the old file never sees a
     /// half-written one).
     pub fn write_file(&self, path: &Path) -> Result<(), GgufError> {
-        let io_err = |path: &Path, op: &'static str| {
-            let path = path.to_owned();
-            move |source| GgufError::Io { path, op, source }
-        };
-        let Some(file_name) = path.file_name() else {
-            let e = io::Error::new(io::ErrorKind::InvalidInput, "not a file path");
-            return Err(io_err(path, "write")(e));
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-
-        let result = (|| {
-            let file = File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-            let mut out = BufWriter::with_capacity(1 << 20, file);
-            self.write_to(&mut out).map_err(|e| match e {
-                GgufError::Write(source) => io_err(&tmp, "write")(source),
-                other => other,
-            })?;
-            let file = out
-                .into_inner()
-                .map_err(|e| io_err(&tmp, "write")(e.into_error()))?;
-            file.sync_all().map_err(io_err(&tmp, "sync"))?;
-            std::fs::rename(&tmp, path).map_err(io_err(path, "rename a temporary file to"))
-        })();
-        if result.is_err() {
-            // Best effort: the temporary file may not exist.
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        atomic_file::write(path, |out| self.write_to(out)).map_err(|e| match e {
+            AtomicWriteError::Io { path, op, source } => GgufError::Io { path, op, source },
+            AtomicWriteError::Write(GgufError::Write(source)) => GgufError::Io {
+                path: path.to_owned(),
+                op: "write",
+                source,
+            },
+            AtomicWriteError::Write(other) => other,
+        })
     }
 
     /// Header, metadata, tensor infos and the padding up to the data section.

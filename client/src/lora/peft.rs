@@ -5,12 +5,14 @@
 //! of a llama model).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::{Value, json};
 
 use super::{LoraAdapter, LoraConfig, LoraError, LoraModule, proj_shape};
+use crate::atomic_file::{self, AtomicWriteError};
 use crate::llama::{LlamaConfig, Proj, RopeOrder};
 
 /// The weights file in an adapter directory.
@@ -356,17 +358,14 @@ fn row(m: &[f32], cols: usize, i: usize) -> &[f32] {
     &m[i * cols..][..cols]
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
+/// Replaces `path` with `bytes` atomically.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoraError> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    let io = |op, source| LoraError::Io {
-        path: path.to_path_buf(),
-        op,
-        source,
-    };
-    std::fs::write(&tmp, bytes).map_err(|e| io("write", e))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io("sync", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
+    atomic_file::write(path, |out| out.write_all(bytes)).map_err(|e| match e {
+        AtomicWriteError::Io { path, op, source } => LoraError::Io { path, op, source },
+        AtomicWriteError::Write(source) => LoraError::Io {
+            path: path.to_path_buf(),
+            op: "write",
+            source,
+        },
+    })
 }

@@ -108,11 +108,13 @@ impl LoraTrainer {
 
     /// The mean loss per target of `global` on this device's examples.
     pub fn loss(&self, global: &Bundle) -> Result<f64, TrainError> {
-        let adapter = adapter_from_bundle(global, &self.template)?;
+        self.eval(&adapter_from_bundle(global, &self.template)?)
+    }
+
+    fn eval(&self, adapter: &LoraAdapter) -> Result<f64, TrainError> {
         let base = BaseView::of_model(&self.model);
-        Ok(evaluate(&base, Some(&adapter), &self.examples, 8)
-            .map_err(train_error)?
-            .0)
+        let (loss, _) = evaluate(&base, Some(adapter), &self.examples, 8).map_err(train_error)?;
+        Ok(loss)
     }
 
     fn fit_config(&self, task: &TaskContext) -> Result<FitConfig, TrainError> {
@@ -167,10 +169,8 @@ impl Trainer for LoraTrainer {
     fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError> {
         let mut adapter = adapter_from_bundle(global, &self.template)?;
         let cfg = self.fit_config(task)?;
+        let loss_before = self.eval(&adapter)?;
         let base = BaseView::of_model(&self.model);
-        let loss_before = evaluate(&base, Some(&adapter), &self.examples, 8)
-            .map_err(train_error)?
-            .0;
         let summary = fit(&base, &mut adapter, &self.examples, &cfg, |_| {}).map_err(train_error)?;
         Ok(LocalUpdate {
             model: adapter_bundle(&adapter),
