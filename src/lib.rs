@@ -2,8 +2,12 @@
 //! running the real client runtime against the real server, in-process or over loopback gRPC),
 //! the built-in workloads, the benchmarks, and the `fedtune` command-line program.
 
+pub mod base_model;
 pub mod bench;
+pub mod job;
 pub mod models;
 pub mod npy;
+pub mod shakespeare;
 pub mod sim;
+pub mod task;
 pub mod text_data;

@@ -31,7 +31,8 @@ pub fn load_texts(path: &Path, field: &str) -> Result<Texts, DataError> {
 
 /// A `key=value` condition on JSONL records (`--where speaker=HAMLET`): records whose `key`
 /// is not `value` (a string, or a number of that value) are left out, not counted as
-/// skipped.
+/// skipped. Conditions on the same key are alternatives (`--where play=hamlet --where
+/// play=othello`: either play); conditions on different keys must all hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Where {
     pub key: String,
@@ -52,6 +53,13 @@ impl std::str::FromStr for Where {
 }
 
 impl Where {
+    /// Whether `record` meets `filters` (same key: any of them; different keys: all).
+    pub fn all_match(filters: &[Where], record: &serde_json::Value) -> bool {
+        filters
+            .iter()
+            .all(|f| filters.iter().any(|g| g.key == f.key && g.matches(record)))
+    }
+
     fn matches(&self, record: &serde_json::Value) -> bool {
         match record.get(&self.key) {
             Some(serde_json::Value::String(s)) => *s == self.value,
@@ -96,17 +104,26 @@ pub fn load_texts_where(path: &Path, field: &str, filters: &[Where]) -> Result<T
     Ok(out)
 }
 
-fn parse_jsonl(bytes: &[u8], field: &str, filters: &[Where]) -> Texts {
+/// Each non-blank line of JSON Lines `bytes` as a JSON value, or `None` when it is not UTF-8
+/// or not JSON.
+pub fn json_lines(bytes: &[u8]) -> impl Iterator<Item = Option<serde_json::Value>> + '_ {
+    bytes
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|line| {
+            std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        })
+}
+
+/// The `field` texts of JSON Lines `bytes` whose records meet `filters` (bad records skipped
+/// and counted).
+pub fn parse_jsonl(bytes: &[u8], field: &str, filters: &[Where]) -> Texts {
     let mut out = Texts::default();
-    for line in bytes.split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let record = std::str::from_utf8(line)
-            .ok()
-            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok());
+    for record in json_lines(bytes) {
         if let Some(r) = &record
-            && !filters.iter().all(|f| f.matches(r))
+            && !Where::all_match(filters, r)
         {
             continue;
         }
@@ -119,6 +136,102 @@ fn parse_jsonl(bytes: &[u8], field: &str, filters: &[Where]) -> Texts {
         }
     }
     out
+}
+
+/// The JSONL fields that make a federated record: whose it is, its text and (for
+/// smart reply) the reply to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordFields {
+    /// The client field; `a+b` joins several fields' values with `/` (`play+speaker`).
+    pub client: String,
+    pub text: String,
+    pub reply: Option<String>,
+}
+
+/// One usable record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The client field's value (a string, or a number written as text).
+    pub client: String,
+    pub text: String,
+    pub reply: Option<String>,
+}
+
+/// The usable records of a dataset and how many were skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Records {
+    pub records: Vec<Record>,
+    pub skipped: usize,
+}
+
+impl Records {
+    /// The number of distinct clients.
+    pub fn n_clients(&self) -> usize {
+        let mut ids: Vec<&str> = self.records.iter().map(|r| r.client.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    }
+}
+
+/// Reads JSON Lines records from `path` (see [`parse_records`]).
+pub fn load_records(path: &Path, fields: &RecordFields) -> Result<Records, DataError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let out = parse_records(&bytes, fields);
+    if out.records.is_empty() {
+        return Err(DataError::Empty {
+            path: p,
+            skipped: out.skipped,
+        });
+    }
+    Ok(out)
+}
+
+/// The records of JSON Lines `bytes`: a line that is not UTF-8 or not a JSON object, or whose
+/// client field is missing, or whose text (or reply, when asked for) is missing, not a string
+/// or blank, is skipped and counted. Blank lines are not records.
+pub fn parse_records(bytes: &[u8], fields: &RecordFields) -> Records {
+    let mut out = Records::default();
+    for record in json_lines(bytes) {
+        match record.and_then(|r| read_record(&r, fields)) {
+            Some(r) => out.records.push(r),
+            None => out.skipped += 1,
+        }
+    }
+    out
+}
+
+fn read_record(r: &serde_json::Value, fields: &RecordFields) -> Option<Record> {
+    let text_of = |field: &str| {
+        r.get(field)
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.trim().is_empty())
+            .map(str::to_string)
+    };
+    let mut client = String::new();
+    for (i, key) in fields.client.split('+').enumerate() {
+        if i > 0 {
+            client.push('/');
+        }
+        match r.get(key)? {
+            serde_json::Value::String(s) if !s.is_empty() => client.push_str(s),
+            serde_json::Value::Number(n) => client.push_str(&n.to_string()),
+            _ => return None,
+        }
+    }
+    let reply = match &fields.reply {
+        Some(f) => Some(text_of(f)?),
+        None => None,
+    };
+    Some(Record {
+        client,
+        text: text_of(&fields.text)?,
+        reply,
+    })
 }
 
 #[cfg(test)]
@@ -156,7 +269,55 @@ mod tests {
         let t = load_texts_where(&p, "text", &[w("who=A"), w("act=2")]).unwrap();
         assert_eq!((t.texts, t.skipped), (vec!["three".to_string()], 1));
         assert!(load_texts_where(&p, "text", &[w("who=C")]).is_err());
+        let either = load_texts_where(&p, "text", &[w("who=B"), w("act=1"), w("who=A")]).unwrap();
+        assert_eq!(either.texts, vec!["one".to_string(), "two".to_string()]);
         assert!("nokey".parse::<Where>().is_err());
+    }
+
+    #[test]
+    fn records_need_a_client_and_a_text_and_bad_lines_are_counted() {
+        let mut data = b"{\"who\": \"A\", \"text\": \"hi\", \"re\": \"yo\"}\n\n".to_vec();
+        data.extend_from_slice(b"{\"who\": 7, \"text\": \"num\"}\n{\"text\": \"no client\"}\n");
+        data.extend_from_slice(
+            b"{\"who\": \"B\", \"text\": \"  \"}\n{\"who\": \"B\", \"text\": \"\xff\"}\n",
+        );
+        data.extend_from_slice(
+            b"[1, 2]\n{\"who\": null, \"text\": \"x\"}\n{\"who\": \"A\", \"text\": \"again\"}",
+        );
+        let fields = RecordFields {
+            client: "who".into(),
+            text: "text".into(),
+            reply: None,
+        };
+        let r = parse_records(&data, &fields);
+        let got: Vec<(&str, &str)> = r
+            .records
+            .iter()
+            .map(|r| (r.client.as_str(), r.text.as_str()))
+            .collect();
+        assert_eq!(got, [("A", "hi"), ("7", "num"), ("A", "again")]);
+        assert_eq!((r.skipped, r.n_clients()), (5, 2));
+        let with_reply = parse_records(
+            &data,
+            &RecordFields {
+                reply: Some("re".into()),
+                ..fields
+            },
+        );
+        assert_eq!(with_reply.records.len(), 1);
+        assert_eq!(with_reply.records[0].reply.as_deref(), Some("yo"));
+        let joined = parse_records(
+            b"{\"a\": \"x\", \"b\": 2, \"t\": \"hi\"}\n{\"a\": \"x\", \"t\": \"no b\"}",
+            &RecordFields {
+                client: "a+b".into(),
+                text: "t".into(),
+                reply: None,
+            },
+        );
+        assert_eq!(
+            (joined.records[0].client.as_str(), joined.skipped),
+            ("x/2", 1)
+        );
     }
 
     #[test]

@@ -145,7 +145,15 @@ fn peft_and_gguf_files_round_trip_with_peft_names_and_shapes() {
     assert_eq!(cfg["task_type"], "CAUSAL_LM");
     assert_eq!(
         cfg["target_modules"],
-        serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        serde_json::json!([
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj"
+        ])
     );
 
     let gguf_path = dir.path().join("a.gguf");
@@ -154,7 +162,10 @@ fn peft_and_gguf_files_round_trip_with_peft_names_and_shapes() {
     let file = GgufFile::open(&gguf_path).unwrap();
     let t = file.tensor("blk.1.ffn_up.weight.lora_b").unwrap();
     assert_eq!(t.dims, [4, 96]);
-    assert_eq!(file.metadata().get_str("general.type").unwrap(), Some("adapter"));
+    assert_eq!(
+        file.metadata().get_str("general.type").unwrap(),
+        Some("adapter")
+    );
 }
 
 #[test]
@@ -204,7 +215,10 @@ fn adapters_that_do_not_fit_are_refused_with_the_reason() {
     let wrong = dir.path().join("wrong");
     peft::save(&adapter, &model.cfg, &wrong, None).unwrap();
     let e = lora::load(&wrong, &other.cfg).unwrap_err().to_string();
-    assert!(e.contains("has shape [4, 64], the base model needs [4, 96]"), "{e}");
+    assert!(
+        e.contains("has shape [4, 64], the base model needs [4, 96]"),
+        "{e}"
+    );
 
     // Rank 0, DoRA, a regex for target_modules.
     let edit = |field: &str, value: serde_json::Value| {
@@ -225,7 +239,10 @@ fn adapters_that_do_not_fit_are_refused_with_the_reason() {
     let nan_path = dir.path().join("nan.gguf");
     gguf_adapter::save(&nan, &model.cfg, &nan_path, None).unwrap();
     let e = err(&nan_path);
-    assert!(e.contains("blk.0.attn_output.weight.lora_b holds a non-finite value at index 5"), "{e}");
+    assert!(
+        e.contains("blk.0.attn_output.weight.lora_b holds a non-finite value at index 5"),
+        "{e}"
+    );
 
     // A model file is not an adapter; a missing path says so.
     let model_path = dir.path().join("model.gguf");

@@ -45,8 +45,7 @@ async fn federated_lora_lowers_the_global_adapters_loss() {
         vocab: VOCAB,
         tied: true,
     };
-    let (writer, _) =
-        random_model(&shape, fedtune_client::quant::GgmlType::Q8_0, 3, 0).unwrap();
+    let (writer, _) = random_model(&shape, fedtune_client::quant::GgmlType::Q8_0, 3, 0).unwrap();
     let file = GgufFile::from_bytes(writer.to_bytes().unwrap()).unwrap();
     let model = Arc::new(LlamaModel::from_file(Arc::new(file)).unwrap());
     let lora = LoraConfig {
@@ -98,7 +97,10 @@ async fn federated_lora_lowers_the_global_adapters_loss() {
     // And round by round, as the devices measured the global adapter they received.
     let curve = common::round_curve(&report.coordinator, "train_loss_before", rounds);
     eprintln!("global adapter loss {before:.4} -> {after:.4}; per round {curve:.4?}");
-    assert!(after < 0.7 * before, "loss should fall: {before} -> {after}");
+    assert!(
+        after < 0.7 * before,
+        "loss should fall: {before} -> {after}"
+    );
     assert!(
         curve.windows(2).all(|w| w[1] < w[0]),
         "per-round losses should fall: {curve:?}"

@@ -651,7 +651,14 @@ fn fit_trains_reproducibly_and_names_the_diverging_step() {
         optimizer: fedtune_client::train::OptimizerKind::Sgd { momentum: 0.0 },
         ..cfg.clone()
     };
-    let e = fit(&base, &mut a, &examples, &wild, |_| {}).unwrap_err().to_string();
+    let e = fit(&base, &mut a, &examples, &wild, |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("step ") && e.contains("not finite"), "{e}");
-    assert!(a.tensors().iter().all(|(_, v)| v.iter().all(|x| x.is_finite())), "{e}");
+    assert!(
+        a.tensors()
+            .iter()
+            .all(|(_, v)| v.iter().all(|x| x.is_finite())),
+        "{e}"
+    );
 }

@@ -13,6 +13,11 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
 
 use crate::registry::Registry;
+
+/// The `client_id` under which the server records its own per-round metrics (`cohort`: the
+/// devices selected; `round_seconds`: from opening to commit). No device can have it: client
+/// ids are never empty.
+pub const SERVER_METRICS: &str = "";
 use crate::round::{CommitReason, OpenRound, Phase, sample_cohort};
 use crate::store::{RoundCommit, Store, read_checkpoint};
 use crate::strategy::Strategy;
@@ -478,6 +483,14 @@ impl Coordinator {
             total_weight,
         };
         let saved = lock(&self.store).commit_round(&commit)?;
+        let server_metrics = [
+            ("cohort".to_string(), r.cohort.len() as f64),
+            (
+                "round_seconds".to_string(),
+                r.opened.elapsed().as_secs_f64(),
+            ),
+        ];
+        lock(&self.store).insert_metrics(r.round, SERVER_METRICS, &server_metrics)?;
         info!(round = r.round, updates = r.contributions.len(), ?reason, digest = %saved.digest.to_hex(), "aggregating -> committed");
         Global::new(r.round, next)
     }

@@ -20,7 +20,7 @@ mod upload;
 mod validate;
 
 pub use config::ServerConfig;
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, SERVER_METRICS};
 pub use error::ServerError;
 pub use service::{FederationService, bearer_token, serve};
 pub use store::Store;

@@ -70,6 +70,8 @@ pub struct OpenRound {
     /// Accepted, folded updates.
     pub contributions: Vec<Contribution>,
     pub deadline: Instant,
+    /// When this attempt opened.
+    pub opened: Instant,
     pub aggregator: Box<dyn Aggregator>,
 }
 
@@ -92,6 +94,7 @@ impl OpenRound {
             uploading: BTreeSet::new(),
             contributions: Vec::new(),
             deadline,
+            opened: Instant::now(),
             aggregator,
         }
     }

@@ -27,9 +27,9 @@ pub enum BenchCommand {
 
 #[derive(Debug, Args)]
 pub struct RandomAdapterArgs {
-    /// The base GGUF model.
+    /// The base model (`embedded`, `smollm2` or a GGUF file).
     #[arg(short = 'm', long)]
-    model: std::path::PathBuf,
+    model: fedtune::base_model::BaseModel,
     #[command(flatten)]
     lora: super::lora_args::LoraArgs,
     /// B is uniform in ±b_scale (A in ±1/√in).
@@ -138,7 +138,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let kernels = fedtune_client::kernels::cpu::level().name();
             println!(
                 "model={} params_bytes={} threads={threads} kernels={kernels} prompt_tokens={} gen_tokens={}",
-                a.model.model.display(),
+                a.model.model,
                 model.file().file_size(),
                 a.prompt_tokens,
                 a.gen_tokens
@@ -179,7 +179,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let threads = a.model.threads();
             println!(
                 "model={} threads={threads} seq={} batch={} grad_accum={} steps={} rank={} targets={} checkpoint={}",
-                a.model.model.display(),
+                a.model.model,
                 a.seq,
                 a.batch,
                 a.grad_accum,
@@ -204,12 +204,9 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             println!("train_tok_s={:.2} peak_rss_mb={peak:.1}", r.tok_s);
         }
         BenchCommand::RandomAdapter(a) => {
-            let model = fedtune_client::llama::LlamaModel::open(&a.model)?;
-            let adapter = fedtune_client::lora::LoraAdapter::random(
-                a.lora.config()?,
-                &model.cfg,
-                a.b_scale,
-            )?;
+            let model = a.model.open()?;
+            let adapter =
+                fedtune_client::lora::LoraAdapter::random(a.lora.config()?, &model.cfg, a.b_scale)?;
             super::lora_args::save_adapter(&adapter, &model.cfg, &a.out, &a.model)?;
             eprintln!("wrote {}", a.out.display());
         }

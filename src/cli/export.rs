@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use fedtune_client::llama::LlamaModel;
+use fedtune::base_model::BaseModel;
 use fedtune_client::lora;
 
 use super::lora_args::save_adapter_as;
@@ -19,15 +19,15 @@ pub struct ExportArgs {
     /// Output: a .gguf file, or a directory for `peft`.
     #[arg(long)]
     out: PathBuf,
-    /// The base model the adapter belongs to [default: the one recorded in the adapter].
+    /// The base model the adapter belongs to (`embedded`, `smollm2` or a GGUF file)
+    /// [default: the one recorded in the adapter].
     #[arg(short = 'm', long)]
-    model: Option<PathBuf>,
+    model: Option<BaseModel>,
 }
 
 pub fn run(a: ExportArgs) -> anyhow::Result<()> {
     let base = base_model(a.model.as_ref(), &a.adapter)?;
-    let model =
-        LlamaModel::open(&base).with_context(|| format!("loading the base {}", base.display()))?;
+    let model = base.open()?;
     let adapter = lora::load(&a.adapter, &model.cfg)
         .with_context(|| format!("loading the adapter {}", a.adapter.display()))?;
     save_adapter_as(&adapter, &model.cfg, &a.out, &base, a.format == "gguf")?;
@@ -43,14 +43,20 @@ pub fn run(a: ExportArgs) -> anyhow::Result<()> {
 }
 
 /// `--model`, else the base recorded in the adapter.
-pub(super) fn base_model(model: Option<&PathBuf>, adapter: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub(super) fn base_model(
+    model: Option<&BaseModel>,
+    adapter: &std::path::Path,
+) -> anyhow::Result<BaseModel> {
     match model {
         Some(m) => Ok(m.clone()),
-        None => lora::recorded_base(adapter).map(PathBuf::from).with_context(|| {
-            format!(
-                "{} does not record its base model: pass --model",
-                adapter.display()
-            )
-        }),
+        None => {
+            let recorded = lora::recorded_base(adapter).with_context(|| {
+                format!(
+                    "{} does not record its base model: pass --model",
+                    adapter.display()
+                )
+            })?;
+            Ok(recorded.parse().unwrap_or(BaseModel::Embedded))
+        }
     }
 }

@@ -4,14 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fedtune::text_data::{Where, load_texts_where};
-use fedtune_client::train::{
-    BaseView, FitConfig, OptimizerKind, Schedule, evaluate, fit, windows,
-};
 use fedtune_client::lora::LoraAdapter;
+use fedtune_client::train::{BaseView, evaluate, fit, windows};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::infer::ModelArgs;
 use super::lora_args::{LoraArgs, save_adapter};
+use super::train_args::{TrainArgs, TrainDefaults};
 
 #[derive(Debug, clap::Args)]
 pub struct FinetuneArgs {
@@ -28,41 +27,8 @@ pub struct FinetuneArgs {
     filters: Vec<Where>,
     #[command(flatten)]
     lora: LoraArgs,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 100)]
-    steps: u64,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// Sequences per step.
-    #[arg(long, default_value_t = 4)]
-    batch: usize,
-    /// Tokens per sequence (longer texts are cut into pieces).
-    #[arg(long, default_value_t = 64)]
-    seq: usize,
-    /// Micro-batches per step (gradient accumulation: same result, less memory).
-    #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
-    /// Learning-rate schedule after the warm-up.
-    #[arg(long, value_parser = ["constant", "linear", "cosine"], default_value = "cosine")]
-    schedule: String,
-    /// Warm-up steps (linear from 0).
-    #[arg(long, default_value_t = 0)]
-    warmup: u64,
-    #[arg(long, value_parser = ["adamw", "sgd"], default_value = "adamw")]
-    optimizer: String,
-    /// AdamW's decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f32,
-    /// SGD's momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
-    /// Clip gradients to this global norm (0: no clipping).
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    /// Recompute activations in the backward pass (less memory, ~30% slower).
-    #[arg(long)]
-    checkpoint: bool,
+    #[command(flatten)]
+    train: TrainArgs,
     /// Fraction of the texts (the last ones) held out to measure perplexity before and after.
     #[arg(long, default_value_t = 0.1)]
     holdout: f64,
@@ -71,47 +37,17 @@ pub struct FinetuneArgs {
     out: PathBuf,
 }
 
-impl FinetuneArgs {
-    fn fit_config(&self) -> FitConfig {
-        let schedule = match self.schedule.as_str() {
-            "constant" => Schedule::ConstantWithWarmup {
-                warmup: self.warmup,
-            },
-            "linear" => Schedule::Linear {
-                warmup: self.warmup,
-                total: self.steps,
-            },
-            _ => Schedule::Cosine {
-                warmup: self.warmup,
-                total: self.steps,
-                min_ratio: 0.0,
-            },
-        };
-        FitConfig {
-            steps: self.steps,
-            batch_size: self.batch,
-            grad_accum: self.grad_accum,
-            lr: self.lr,
-            schedule,
-            optimizer: match self.optimizer.as_str() {
-                "sgd" => OptimizerKind::Sgd {
-                    momentum: self.momentum,
-                },
-                _ => OptimizerKind::AdamW {
-                    weight_decay: self.weight_decay,
-                },
-            },
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
-            prox_mu: 0.0,
-            checkpoint: self.checkpoint,
-            seed: self.lora.seed,
-        }
-    }
-}
+/// What `finetune` trains with when a flag is not given.
+const DEFAULTS: TrainDefaults = TrainDefaults {
+    steps: 100,
+    batch: 4,
+    seq: 64,
+    lr: 1e-3,
+    warmup: 0,
+};
 
 pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.steps > 0 && a.batch > 0, "--steps and --batch must be positive");
-    anyhow::ensure!(a.seq >= 2, "--seq must be at least 2");
+    let cfg = a.train.fit_config(DEFAULTS, a.lora.seed)?;
     anyhow::ensure!(
         (0.0..1.0).contains(&a.holdout),
         "--holdout must be in [0, 1)"
@@ -120,15 +56,18 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     let data = load_texts_where(&a.data, &a.text_field, &a.filters)?;
     let n_eval = (data.texts.len() as f64 * a.holdout).round() as usize;
     let n_train = data.texts.len() - n_eval;
-    anyhow::ensure!(n_train > 0, "no training texts left after holding out {n_eval}");
+    anyhow::ensure!(
+        n_train > 0,
+        "no training texts left after holding out {n_eval}"
+    );
     let encode = |texts: &[String]| -> anyhow::Result<Vec<Vec<u32>>> {
         texts
             .iter()
             .map(|t| Ok(tok.encode(t, true, false)?))
             .collect()
     };
-    let train = windows(&encode(&data.texts[..n_train])?, a.seq);
-    let eval = windows(&encode(&data.texts[n_train..])?, a.seq);
+    let train = windows(&encode(&data.texts[..n_train])?, a.train.seq(DEFAULTS));
+    let eval = windows(&encode(&data.texts[n_train..])?, a.train.seq(DEFAULTS));
     anyhow::ensure!(
         !train.is_empty(),
         "{}: no training text has 2 tokens or more",
@@ -148,14 +87,15 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
         if eval.is_empty() {
             return Ok(None);
         }
-        let (loss, _) = a.model.run(|| evaluate(&base, adapter, &eval, a.batch))??;
+        let (loss, _) = a
+            .model
+            .run(|| evaluate(&base, adapter, &eval, cfg.batch_size))??;
         Ok(Some(loss.exp()))
     };
     let before = held_out(None)?;
-    let bar = ProgressBar::new(a.steps).with_style(ProgressStyle::with_template(
+    let bar = ProgressBar::new(cfg.steps).with_style(ProgressStyle::with_template(
         "{bar:40} step {pos}/{len} loss {msg} [{elapsed}<{eta}]",
     )?);
-    let cfg = a.fit_config();
     let started = std::time::Instant::now();
     let summary = a.model.run(|| {
         fit(&base, &mut adapter, &train, &cfg, |r| {
@@ -181,4 +121,3 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
-

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use fedtune::base_model::BaseModel;
 use fedtune_client::llama::LlamaModel;
 use fedtune_client::lora;
 use fedtune_client::tokenizer::Tokenizer;
@@ -11,9 +12,10 @@ use fedtune_client::tokenizer::Tokenizer;
 /// `--model` and `--threads`, as llama.cpp spells them.
 #[derive(Debug, clap::Args, Clone)]
 pub struct ModelArgs {
-    /// GGUF model file (llama family).
-    #[arg(short = 'm', long)]
-    pub model: PathBuf,
+    /// Base model: `embedded` (the tiny Shakespeare llama in the binary), `smollm2` (fetched
+    /// by scripts/fetch-model.sh) or a llama-family GGUF file.
+    #[arg(short = 'm', long, default_value = "embedded")]
+    pub model: BaseModel,
     /// CPU threads [default: all cores].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
@@ -25,8 +27,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The model, with `--adapter` applied when given.
     pub fn load(&self) -> anyhow::Result<LlamaModel> {
-        let mut model = LlamaModel::open(&self.model)
-            .with_context(|| format!("loading {}", self.model.display()))?;
+        let mut model = self.model.open()?;
         if let Some(path) = &self.adapter {
             let adapter = lora::load(path, &model.cfg)
                 .with_context(|| format!("loading the adapter {}", path.display()))?;
@@ -38,7 +39,7 @@ impl ModelArgs {
     pub fn load_with_tokenizer(&self) -> anyhow::Result<(LlamaModel, Tokenizer)> {
         let model = self.load()?;
         let tok = Tokenizer::from_gguf(model.file())
-            .with_context(|| format!("reading the tokenizer of {}", self.model.display()))?;
+            .with_context(|| format!("reading the tokenizer of {}", self.model))?;
         Ok((model, tok))
     }
 

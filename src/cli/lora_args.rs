@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use fedtune::base_model::BaseModel;
 use fedtune_client::llama::{LlamaConfig, Proj};
 use fedtune_client::lora::{LoraAdapter, LoraConfig, gguf_adapter, peft};
 
@@ -39,17 +39,7 @@ impl LoraArgs {
 
 /// `q,k,v,o` → projections; `all` is every one.
 pub fn parse_targets(s: &str) -> anyhow::Result<Vec<Proj>> {
-    if s.trim() == "all" {
-        return Ok(Proj::ALL.to_vec());
-    }
-    s.split(',')
-        .filter(|t| !t.trim().is_empty())
-        .map(|t| {
-            Proj::parse(t).with_context(|| {
-                format!("`{t}` is not a projection: use q, k, v, o, gate, up, down or all")
-            })
-        })
-        .collect()
+    fedtune::job::config::parse_targets(s).map_err(anyhow::Error::msg)
 }
 
 /// Writes `adapter` to `out`: a GGUF LoRA file if `out` ends in `.gguf`, else a PEFT
@@ -58,23 +48,28 @@ pub fn save_adapter(
     adapter: &LoraAdapter,
     cfg: &LlamaConfig,
     out: &Path,
-    base: &Path,
+    base: &BaseModel,
 ) -> anyhow::Result<()> {
     let gguf = out.extension().is_some_and(|e| e == "gguf");
     save_adapter_as(adapter, cfg, out, base, gguf)
 }
 
 /// Writes `adapter` to `out` as a GGUF LoRA file (`gguf`) or a PEFT directory, recording
-/// `base` (made absolute) as its base model.
+/// `base` (a file made absolute) as its base model.
 pub fn save_adapter_as(
     adapter: &LoraAdapter,
     cfg: &LlamaConfig,
     out: &Path,
-    base: &Path,
+    base: &BaseModel,
     gguf: bool,
 ) -> anyhow::Result<()> {
-    let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
-    let base = base.to_string_lossy();
+    let base = match base {
+        BaseModel::File(p) => std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.clone())
+            .to_string_lossy()
+            .into_owned(),
+        other => other.to_string(),
+    };
     if gguf {
         gguf_adapter::save(adapter, cfg, out, Some(&base))?;
     } else {

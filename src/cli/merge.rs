@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use fedtune_client::llama::LlamaModel;
+use fedtune::base_model::BaseModel;
 use fedtune_client::lora::{self, merge};
 use fedtune_client::quant::GgmlType;
 
@@ -11,9 +11,9 @@ use super::quantize::{report_sizes, tensor_bar};
 
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
-    /// Base GGUF model.
-    #[arg(short = 'm', long)]
-    model: PathBuf,
+    /// Base model: `embedded`, `smollm2` or a GGUF file.
+    #[arg(short = 'm', long, default_value = "embedded")]
+    model: BaseModel,
     /// The adapter: a PEFT directory or a GGUF LoRA file.
     #[arg(long)]
     adapter: PathBuf,
@@ -26,13 +26,11 @@ pub struct MergeArgs {
 }
 
 pub fn run(a: MergeArgs) -> anyhow::Result<()> {
-    let ty = a
-        .ty
-        .as_deref()
-        .map(|t| GgmlType::from_name(t).with_context(|| format!("unknown type {t}")))
-        .transpose()?;
-    let model = LlamaModel::open(&a.model)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let ty =
+        a.ty.as_deref()
+            .map(|t| GgmlType::from_name(t).with_context(|| format!("unknown type {t}")))
+            .transpose()?;
+    let model = a.model.open()?;
     let adapter = lora::load(&a.adapter, &model.cfg)
         .with_context(|| format!("loading the adapter {}", a.adapter.display()))?;
     let bar = tensor_bar(model.file().tensors().len())?;
@@ -47,6 +45,10 @@ pub fn run(a: MergeArgs) -> anyhow::Result<()> {
         adapter.config.rank,
         ty.map(|t| format!(", {t}")).unwrap_or_default()
     );
-    report_sizes(&a.model, &a.out, &what);
+    let input = a
+        .model
+        .path()
+        .unwrap_or_else(|| PathBuf::from(a.model.to_string()));
+    report_sizes(&input, &a.out, &what);
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod eval;
 mod export;
 mod finetune;
 mod generate;
@@ -10,10 +11,12 @@ mod logits;
 mod lora_args;
 mod merge;
 mod perplexity;
+mod pretrain;
 mod quantize;
 mod server;
 mod simulate;
 mod tokenize;
+mod train_args;
 
 use std::time::Duration;
 
@@ -26,9 +29,10 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins.
-    #[arg(long, global = true, default_value = "info")]
-    log: String,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive); RUST_LOG wins
+    /// [default: warn for simulate (thousands of devices), info otherwise].
+    #[arg(long, global = true)]
+    log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,7 +42,7 @@ enum Command {
     /// Run one device: join a server, train on local data each round, upload updates.
     Client(client::ClientArgs),
     /// Simulate a federation of virtual devices on this machine.
-    Simulate(simulate::SimulateArgs),
+    Simulate(Box<simulate::SimulateArgs>),
     /// Print the token ids of a text, comma-separated (as llama.cpp tokenizes it).
     Tokenize(tokenize::TokenizeArgs),
     /// Write the logits of every position of a token sequence as a NumPy .npy file.
@@ -47,10 +51,16 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Perplexity of a model on a text or JSONL file.
     Perplexity(perplexity::PerplexityArgs),
+    /// Measure a model (and adapter) on a JSONL dataset: perplexity and next-word accuracy,
+    /// printed as one JSON object.
+    Eval(eval::EvalArgs),
     /// Re-quantize a GGUF model's weight matrices (q4_0, q4_1, q8_0, ...).
     Quantize(quantize::QuantizeArgs),
     /// Train a LoRA adapter on a text or JSONL file (the base model stays frozen).
     Finetune(finetune::FinetuneArgs),
+    /// Train a small llama model from scratch (every weight) with a BPE vocabulary learnt from
+    /// the same text; writes a GGUF model.
+    Pretrain(pretrain::PretrainArgs),
     /// Convert a LoRA adapter between PEFT (safetensors) and llama.cpp's GGUF LoRA.
     Export(export::ExportArgs),
     /// Merge a LoRA adapter into its base model and write one GGUF model.
@@ -62,8 +72,15 @@ enum Command {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let level = cli.log.clone().unwrap_or_else(|| {
+        match cli.command {
+            Command::Simulate(_) => "warn",
+            _ => "info",
+        }
+        .to_string()
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -71,13 +88,15 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(a) => server::run(a),
         Command::Client(a) => client::run(a),
-        Command::Simulate(a) => simulate::run(a),
+        Command::Simulate(a) => simulate::run(*a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Perplexity(a) => perplexity::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Quantize(a) => quantize::run(a),
         Command::Finetune(a) => finetune::run(a),
+        Command::Pretrain(a) => pretrain::run(a),
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Bench(b) => bench::run(b),

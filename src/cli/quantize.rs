@@ -35,9 +35,11 @@ pub fn run(a: QuantizeArgs) -> anyhow::Result<()> {
 
 /// A progress bar over a model's tensors.
 pub(super) fn tensor_bar(n: usize) -> anyhow::Result<ProgressBar> {
-    Ok(ProgressBar::new(n as u64).with_style(ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} tensors {msg}",
-    )?))
+    Ok(
+        ProgressBar::new(n as u64).with_style(ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} tensors {msg}",
+        )?),
+    )
 }
 
 /// `IN (size) -> OUT (size, what)` on stderr.

@@ -1,120 +1,211 @@
-//! `fedtune simulate`.
+//! `fedtune simulate`: the main job, federated LoRA personalisation, on simulated devices.
+//! Settings come from the defaults, then `--config FILE` (TOML), then the flags.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
-use fedtune::sim::{self, FaultRates, SimConfig};
-use fedtune_client::trainer::{LinRegData, LinRegTrainer, linreg_model};
-use fedtune_proto::Compression;
-use fedtune_server::strategy::FedAvg;
-
-use super::server::RoundArgs;
+use fedtune::job::{self, JobConfig, Partition, Task};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Virtual devices.
-    #[arg(long, default_value_t = 50)]
-    clients: usize,
-    #[command(flatten)]
-    rounds: RoundArgs,
-    #[command(flatten)]
-    engine: super::EngineArgs,
-    /// Features of the linear-regression demo learner.
-    #[arg(long, default_value_t = 16)]
-    dim: usize,
-    /// Local examples per device.
-    #[arg(long, default_value_t = 64)]
-    examples: usize,
-    /// Probability that a selected device drops out (before download, mid-download or
-    /// mid-upload, in equal shares) in a round.
-    #[arg(long, default_value_t = 0.0)]
-    drop_rate: f64,
-    /// Probability that a device is a straggler in a round.
-    #[arg(long, default_value_t = 0.0)]
-    straggler_rate: f64,
-    /// Extra time a straggler takes.
-    #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
-    straggler_delay: Duration,
-    /// Compress uploads with zstd.
+    /// A TOML file with any of the settings below (keys as the flags, with `_` for `-`).
     #[arg(long)]
-    zstd: bool,
-    /// Server state directory [default: a fresh temporary directory].
+    config: Option<PathBuf>,
+    /// Where the run's files go [default: runs/<UTC timestamp>].
     #[arg(long)]
-    state: Option<PathBuf>,
+    out: Option<PathBuf>,
+
+    /// Base model: `embedded` (tiny Shakespeare llama), `smollm2`, or a llama GGUF file
+    /// [default: embedded].
+    #[arg(long)]
+    model: Option<String>,
+    /// What the devices learn [default: keyboard].
+    #[arg(long, value_enum)]
+    task: Option<Task>,
+    /// Your own data: a JSONL file [default: the embedded plays no base model saw].
+    #[arg(long)]
+    data: Option<String>,
+    /// JSONL field naming the client; `a+b` joins fields [default: play+speaker].
+    #[arg(long)]
+    client_field: Option<String>,
+    /// JSONL field with the text (the message, for smart reply) [default: text].
+    #[arg(long)]
+    text_field: Option<String>,
+    /// JSONL field with the reply (smart reply on your own data).
+    #[arg(long)]
+    reply_field: Option<String>,
+    /// How records become clients: natural (one per client field value), iid, dirichlet.
+    #[arg(long, value_parser = ["natural", "iid", "dirichlet"])]
+    partition: Option<String>,
+    /// Concentration of the Dirichlet client sizes (smaller: more skewed) [default: 0.5].
+    #[arg(long)]
+    dirichlet_alpha: Option<f64>,
+    /// Clients with fewer records are left out [default: 8].
+    #[arg(long)]
+    min_examples: Option<usize>,
+    /// Share of each client's records (its latest) kept as its local test split [default: 0.2].
+    #[arg(long)]
+    test_fraction: Option<f64>,
+    /// Share of clients that never train [default: 0.1].
+    #[arg(long)]
+    unseen_fraction: Option<f64>,
+    /// Clients measured: training clients every round, unseen ones before and after (0: all)
+    /// [default: 24].
+    #[arg(long)]
+    eval_clients: Option<usize>,
+
+    /// Rounds [default: 10].
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Updates each round aggregates (K) [default: 10].
+    #[arg(long)]
+    clients_per_round: Option<usize>,
+    /// Cohort size as a multiple of K (absorbs dropouts; the first K updates count) [default: 1].
+    #[arg(long)]
+    over_selection: Option<f64>,
+    /// Local optimiser steps per round [default: 6].
+    #[arg(long)]
+    local_steps: Option<u32>,
+    /// Local batch size (sequences) [default: 4].
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Local learning rate (AdamW) [default: 3e-3].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Tokens per training sequence [default: 64].
+    #[arg(long)]
+    seq: Option<usize>,
+    /// FedProx μ (0: plain FedAvg) [default: 0].
+    #[arg(long)]
+    prox_mu: Option<f32>,
+    /// Device tiers, `steps_scale:share,...` (e.g. 0.5:0.3,1:0.5,2:0.2) [default: one tier].
+    #[arg(long)]
+    tiers: Option<String>,
+    /// Probability that a selected device drops out in a round [default: 0].
+    #[arg(long)]
+    drop_rate: Option<f64>,
+    /// Probability that a device is a straggler in a round [default: 0].
+    #[arg(long)]
+    straggler_rate: Option<f64>,
+    /// How late a straggler is, in milliseconds [default: 200].
+    #[arg(long)]
+    straggler_delay_ms: Option<u64>,
+
+    /// LoRA rank [default: 8].
+    #[arg(long)]
+    rank: Option<usize>,
+    /// LoRA alpha (scale alpha/rank) [default: 16].
+    #[arg(long)]
+    alpha: Option<f32>,
+    /// Projections to adapt: q,k,v,o,gate,up,down or all [default: q,k,v,o].
+    #[arg(long)]
+    targets: Option<String>,
+
+    /// Local steps each measured unseen client fine-tunes the final adapter (0: skip)
+    /// [default: 5].
+    #[arg(long)]
+    personalize_steps: Option<u64>,
+    /// Skip the centralised baseline.
+    #[arg(long)]
+    no_centralized: bool,
+    /// Smart reply: candidate replies per message [default: 8].
+    #[arg(long)]
+    candidates: Option<usize>,
+
+    /// Seeds everything: clients, cohorts, batches, initialisation, faults [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// CPU threads (0: all cores) [default: 0].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Devices holding a model at once (0: twice the threads) [default: 0].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// How devices reach the server: inproc, or grpc (real loopback gRPC) [default: inproc].
+    #[arg(long, value_parser = ["inproc", "grpc"])]
+    transport: Option<String>,
+}
+
+impl SimulateArgs {
+    /// Defaults, then the config file, then the flags.
+    fn resolve(&self) -> anyhow::Result<JobConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                JobConfig::from_toml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => JobConfig::default(),
+        };
+        macro_rules! flags {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
+        }
+        flags!(
+            model,
+            task,
+            data,
+            client_field,
+            text_field,
+            reply_field,
+            min_examples,
+            test_fraction,
+            unseen_fraction,
+            eval_clients,
+            rounds,
+            clients_per_round,
+            over_selection,
+            local_steps,
+            batch_size,
+            lr,
+            seq,
+            prox_mu,
+            tiers,
+            drop_rate,
+            straggler_rate,
+            straggler_delay_ms,
+            rank,
+            alpha,
+            targets,
+            personalize_steps,
+            candidates,
+            seed,
+            threads,
+            concurrency,
+            transport
+        );
+        let alpha = self.dirichlet_alpha.unwrap_or(match cfg.partition {
+            Partition::Dirichlet { alpha } => alpha,
+            _ => 0.5,
+        });
+        match self.partition.as_deref() {
+            Some("natural") => cfg.partition = Partition::Natural,
+            Some("iid") => cfg.partition = Partition::Iid,
+            Some("dirichlet") => cfg.partition = Partition::Dirichlet { alpha },
+            _ => {
+                if let Partition::Dirichlet { .. } = cfg.partition {
+                    cfg.partition = Partition::Dirichlet { alpha };
+                }
+            }
+        }
+        if self.no_centralized {
+            cfg.centralized = false;
+        }
+        if !cfg.data.is_empty() && self.client_field.is_none() && self.config.is_none() {
+            anyhow::bail!("--data needs --client-field (the field naming each record's client)");
+        }
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
 }
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.clients > 0, "--clients must be at least 1");
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&a.drop_rate),
-        "--drop-rate must be within 0..1"
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&a.straggler_rate),
-        "--straggler-rate must be within 0..1"
-    );
-    let mut server = a.rounds.config()?;
-    server.min_clients = a.clients;
-    server.linger = Duration::ZERO;
-    server.long_poll = Duration::from_secs(30);
-    let threads = a.engine.threads();
-    let tmp = tempfile::tempdir()?;
-    let state_dir = a.state.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let seed = server.seed;
-    let cfg = SimConfig {
-        server,
-        clients: a.clients,
-        transport: a.engine.transport,
-        threads,
-        concurrency: a.engine.concurrency(),
-        faults: FaultRates {
-            drop_before_download: a.drop_rate / 3.0,
-            drop_during_download: a.drop_rate / 3.0,
-            drop_during_upload: a.drop_rate / 3.0,
-            straggler: a.straggler_rate,
-            straggler_delay: a.straggler_delay,
-        },
-        connections: a.engine.connections,
-        state_dir,
-        compression: if a.zstd {
-            Compression::Zstd
-        } else {
-            Compression::None
-        },
-    };
-    let (dim, examples) = (a.dim, a.examples);
-    let data = |i: usize| LinRegData::synthetic(seed, i as u64, examples, dim);
-    let report = super::runtime(threads)?.block_on(sim::run(
-        &cfg,
-        linreg_model(dim),
-        Box::new(FedAvg),
-        |i| LinRegTrainer::new(data(i), sim::trainer_seed(seed, i)),
-    ))?;
-    println!("{:>5} {:>8} {:>14}", "round", "updates", "loss_before");
-    let rounds = report.coordinator.with_store(|s| s.rounds())?;
-    for (round, n) in rounds.into_iter().filter(|(r, _)| *r > 0) {
-        let loss = report
-            .coordinator
-            .with_store(|s| s.mean_metric(round, "train_loss_before"))?;
-        println!("{round:>5} {n:>8} {:>14.6}", loss.unwrap_or(f64::NAN));
-    }
-    let pooled: Vec<LinRegData> = (0..a.clients).map(data).collect();
-    let loss = |m| {
-        pooled
-            .iter()
-            .map(|d| d.mse(m))
-            .sum::<Result<f64, _>>()
-            .map(|s| s / pooled.len() as f64)
-    };
-    let dropped: u64 = report.clients.iter().map(|c| c.dropped).sum();
-    let refused: usize = report.clients.iter().map(|c| c.refused.len()).sum();
-    println!(
-        "initial_loss={:.6} final_loss={:.6} version={} dropped={dropped} refused={refused} wall_s={:.3}",
-        loss(&linreg_model(dim))?,
-        loss(&report.model)?,
-        report.version,
-        report.wall.as_secs_f64()
-    );
+    let cfg = a.resolve()?;
+    let out = a.out.clone().unwrap_or_else(job::default_out_dir);
+    let prepared = job::prepare(&cfg)?;
+    let report = job::run::run(&prepared, &out)?;
+    print!("{}", job::report::table(&report));
+    println!("run files: {}", out.display());
     Ok(())
 }

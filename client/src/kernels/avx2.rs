@@ -213,7 +213,6 @@ pub unsafe fn dot_bf16_f32(w: &[u8], x: &[u8]) -> f32 {
     hsum(acc) + super::scalar::dot_bf16_f32(wc.remainder(), xc.remainder())
 }
 
-
 /// Bytes per weight block of format `F`.
 const fn block_bytes(f: u8) -> usize {
     match f {
@@ -311,7 +310,9 @@ pub unsafe fn gemm<const F: u8, const R: usize, const T: usize>(
             let p = unsafe { w.add(r * row_bytes + b * block_bytes(F)) };
             // [d_w, m_w (Q4_1; else two code bytes, unused), 0, 0] as f32 (exact).
             // SAFETY: a block holds at least 4 bytes.
-            let head = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe { p.cast::<i32>().read_unaligned() }));
+            let head = _mm_cvtph_ps(_mm_cvtsi32_si128(unsafe {
+                p.cast::<i32>().read_unaligned()
+            }));
             // SAFETY: as above.
             let (u, sw) = unsafe { weight_codes::<F>(p) };
             for t in 0..T {
@@ -385,14 +386,17 @@ pub unsafe fn gemm_rows<const F: u8>(
         let (a, s) = act(0);
         let mut r = 0;
         while r + 4 <= rows {
-            let o = unsafe { gemm::<F, 4, 1>(w[r * row_bytes..].as_ptr(), row_bytes, nb, [a], [s]) };
+            let o =
+                unsafe { gemm::<F, 4, 1>(w[r * row_bytes..].as_ptr(), row_bytes, nb, [a], [s]) };
             for (i, v) in o.iter().enumerate() {
                 out[r + i] = v[0];
             }
             r += 4;
         }
         for r in r..rows {
-            out[r] = unsafe { gemm::<F, 1, 1>(w[r * row_bytes..].as_ptr(), row_bytes, nb, [a], [s]) }[0][0];
+            out[r] =
+                unsafe { gemm::<F, 1, 1>(w[r * row_bytes..].as_ptr(), row_bytes, nb, [a], [s]) }[0]
+                    [0];
         }
         return;
     }
@@ -418,7 +422,8 @@ pub unsafe fn gemm_rows<const F: u8>(
                 r += rt;
             }
             for r in r..rows {
-                let o = unsafe { gemm::<F, 1, T>(w[r * row_bytes..].as_ptr(), row_bytes, nb, a, s) };
+                let o =
+                    unsafe { gemm::<F, 1, T>(w[r * row_bytes..].as_ptr(), row_bytes, nb, a, s) };
                 out[r * n + ts..][..T].copy_from_slice(&o[0]);
             }
             ts += T;

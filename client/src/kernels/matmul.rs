@@ -196,7 +196,11 @@ pub fn matmul_many(jobs: &mut [MatJob]) {
             .div_ceil(threads * 8)
             .max(if n == 1 { 16 } else { TILE_ROWS })
             .next_multiple_of(TILE_ROWS);
-        tasks.extend((0..w.rows).step_by(chunk).map(|r0| (j, r0, (r0 + chunk).min(w.rows))));
+        tasks.extend(
+            (0..w.rows)
+                .step_by(chunk)
+                .map(|r0| (j, r0, (r0 + chunk).min(w.rows))),
+        );
         plans.push((RowKernel::new(w.ty, acts), OutPtr(job.out.as_mut_ptr())));
     }
     let jobs = &*jobs;
@@ -307,7 +311,10 @@ fn gemm_rows(f: u8, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no AVX2 kernels here: {f} {w:?} {r0} {r1} {acts:?} {}", out.len());
+    unreachable!(
+        "no AVX2 kernels here: {f} {w:?} {r0} {r1} {acts:?} {}",
+        out.len()
+    );
 }
 
 /// Quantizes one activation row as ggml's CPU backend does before a matrix product. For Q8_0

@@ -775,7 +775,15 @@ fn gemm_matches_dot_products_bit_for_bit() {
     }
     let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2, 3]
         .iter()
-        .map(|&t| (t, rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap()))
+        .map(|&t| {
+            (
+                t,
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap(),
+            )
+        })
         .collect();
     let mut r = rng(0xE1);
     let mut checked = 0;
@@ -851,7 +859,10 @@ fn avx2_naive(m: &QMatrix, x: &[f32]) -> Vec<f32> {
 fn pool_runs_every_task_once() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     for threads in 1..=4 {
-        let p = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let p = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         p.install(|| {
             for tasks in [0, 1, 2, 3, 7, 100, 1000] {
                 let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
@@ -877,7 +888,10 @@ fn pool_runs_every_task_once() {
             let caught = std::panic::catch_unwind(|| {
                 pool::run(50, &|i| assert!(i != 31, "task 31 fails"));
             });
-            assert!(caught.is_err(), "{threads} threads: the panic reaches the caller");
+            assert!(
+                caught.is_err(),
+                "{threads} threads: the panic reaches the caller"
+            );
             let count = AtomicUsize::new(0);
             pool::run(64, &|_| {
                 count.fetch_add(1, Ordering::Relaxed);

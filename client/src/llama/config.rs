@@ -135,6 +135,43 @@ impl LlamaConfig {
         })
     }
 
+    /// Writes the config as GGUF metadata (`general.architecture` and the `{arch}.*` keys
+    /// [`Self::from_metadata`] reads), for model files this crate makes.
+    pub fn write_metadata(&self, w: &mut crate::gguf::GgufWriter) {
+        use crate::gguf::Value;
+        let u = |v: usize| Value::U32(u32::try_from(v).unwrap_or(u32::MAX));
+        let a = &self.arch;
+        w.add_kv("general.architecture", Value::String(a.clone()));
+        w.add_kv(format!("{a}.block_count"), u(self.n_layers));
+        w.add_kv(format!("{a}.context_length"), u(self.context_len));
+        w.add_kv(format!("{a}.embedding_length"), u(self.dim));
+        w.add_kv(format!("{a}.feed_forward_length"), u(self.ffn_dim));
+        w.add_kv(format!("{a}.attention.head_count"), u(self.n_heads));
+        w.add_kv(format!("{a}.attention.head_count_kv"), u(self.n_kv_heads));
+        if self.head_dim * self.n_heads != self.dim {
+            w.add_kv(format!("{a}.attention.key_length"), u(self.head_dim));
+            w.add_kv(format!("{a}.attention.value_length"), u(self.head_dim));
+        }
+        if self.rope_dim != self.head_dim {
+            w.add_kv(format!("{a}.rope.dimension_count"), u(self.rope_dim));
+        }
+        w.add_kv(format!("{a}.rope.freq_base"), Value::F32(self.rope_base));
+        if self.rope_freq_scale != 1.0 {
+            w.add_kv(
+                format!("{a}.rope.scaling.type"),
+                Value::String("linear".into()),
+            );
+            w.add_kv(
+                format!("{a}.rope.scaling.factor"),
+                Value::F32(1.0 / self.rope_freq_scale),
+            );
+        }
+        w.add_kv(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(self.rms_eps),
+        );
+    }
+
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
     }

@@ -138,7 +138,11 @@ impl LlamaModel {
             .zip(&mut outs)
             .map(|(m, out)| MatJob {
                 w: *m,
-                acts: &prepared.iter().find(|(ty, _)| *ty == m.ty).expect("prepared").1,
+                acts: &prepared
+                    .iter()
+                    .find(|(ty, _)| *ty == m.ty)
+                    .expect("prepared")
+                    .1,
                 out,
             })
             .collect();

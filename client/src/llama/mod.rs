@@ -23,6 +23,7 @@ pub use forward::Logits;
 pub use generate::{GenerateStats, nll};
 pub use kv_cache::KvCache;
 pub use model::LlamaModel;
+pub(crate) use quantize::file_type;
 pub use quantize::{requantize, rewrite};
 pub use sampling::{Sampler, SamplerConfig, argmax};
 pub use weights::{Layer, Linear, Proj, Weights};

@@ -8,7 +8,9 @@ use crate::gguf::GgufFile;
 use crate::lora::{self, LoraAdapter};
 use crate::train::TrainError;
 
-#[derive(Debug)]
+/// Cloning is cheap: the file is shared, only norms and tensor locations are copied (for
+/// running the same base with different adapters).
+#[derive(Debug, Clone)]
 pub struct LlamaModel {
     file: Arc<GgufFile>,
     pub cfg: LlamaConfig,

@@ -7,7 +7,7 @@ use crate::gguf::{GgufFile, GgufWriter, TensorInfo, Value};
 use crate::quant::{self, GgmlType};
 
 /// llama.cpp's `general.file_type` number for a model that is mostly `ty`.
-fn file_type(ty: GgmlType) -> Option<u32> {
+pub(crate) fn file_type(ty: GgmlType) -> Option<u32> {
     Some(match ty {
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,

@@ -7,9 +7,10 @@
 //! scale 1/√fan-in, norms are 1 + 0.1·u. The file carries a byte-level BPE vocabulary so
 //! llama.cpp loads it too.
 
-use super::LlamaError;
-use crate::gguf::{GgufWriter, Value};
+use super::{LlamaConfig, LlamaError, RopeOrder};
+use crate::gguf::GgufWriter;
 use crate::quant::{self, GgmlType};
+use crate::tokenizer::{VocabSpec, token_type};
 
 /// The hyper-parameters of a random model.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,46 +128,53 @@ pub fn random_model(
     Ok((w, tokens))
 }
 
+impl RandomShape {
+    /// The model's config (llama, RoPE base 10000, context 2048).
+    pub fn config(&self) -> LlamaConfig {
+        let hd = self.dim / self.heads;
+        LlamaConfig {
+            arch: "llama".into(),
+            n_layers: self.layers,
+            dim: self.dim,
+            ffn_dim: self.ffn,
+            n_heads: self.heads,
+            n_kv_heads: self.kv_heads,
+            head_dim: hd,
+            rope_dim: hd,
+            rope_base: 10_000.0,
+            rope_freq_scale: 1.0,
+            rope_order: RopeOrder::Normal,
+            rms_eps: 1e-5,
+            context_len: 2048,
+            n_vocab: self.vocab,
+        }
+    }
+}
+
 fn metadata(w: &mut GgufWriter, s: &RandomShape) {
-    let kv = |w: &mut GgufWriter, k: &str, v: Value| w.add_kv(k, v);
-    kv(w, "general.architecture", Value::String("llama".into()));
-    kv(w, "llama.block_count", Value::U32(s.layers as u32));
-    kv(w, "llama.context_length", Value::U32(2048));
-    kv(w, "llama.embedding_length", Value::U32(s.dim as u32));
-    kv(w, "llama.feed_forward_length", Value::U32(s.ffn as u32));
-    kv(w, "llama.attention.head_count", Value::U32(s.heads as u32));
-    kv(
-        w,
-        "llama.attention.head_count_kv",
-        Value::U32(s.kv_heads as u32),
-    );
-    kv(w, "llama.rope.freq_base", Value::F32(10_000.0));
-    kv(
-        w,
-        "llama.attention.layer_norm_rms_epsilon",
-        Value::F32(1e-5),
-    );
+    s.config().write_metadata(w);
     let (tokens, merges) = byte_level_vocab(s.vocab);
     let n = tokens.len();
-    kv(w, "tokenizer.ggml.model", Value::String("gpt2".into()));
-    kv(w, "tokenizer.ggml.pre", Value::String("default".into()));
-    kv(
-        w,
-        "tokenizer.ggml.tokens",
-        Value::Array(tokens.into_iter().map(Value::String).collect()),
-    );
-    let types = (0..n)
-        .map(|i| Value::I32(if i + 2 >= n { 3 } else { 1 }))
-        .collect();
-    kv(w, "tokenizer.ggml.token_type", Value::Array(types));
-    kv(
-        w,
-        "tokenizer.ggml.merges",
-        Value::Array(merges.into_iter().map(Value::String).collect()),
-    );
-    kv(w, "tokenizer.ggml.bos_token_id", Value::U32(n as u32 - 2));
-    kv(w, "tokenizer.ggml.eos_token_id", Value::U32(n as u32 - 1));
-    kv(w, "tokenizer.ggml.add_bos_token", Value::Bool(false));
+    VocabSpec {
+        model: "gpt2".into(),
+        pre: Some("default".into()),
+        token_types: (0..n)
+            .map(|i| {
+                if i + 2 >= n {
+                    token_type::CONTROL
+                } else {
+                    token_type::NORMAL
+                }
+            })
+            .collect(),
+        tokens,
+        merges,
+        bos: Some(n as u32 - 2),
+        eos: Some(n as u32 - 1),
+        add_bos: false,
+        ..VocabSpec::default()
+    }
+    .write_metadata(w);
 }
 
 /// GPT-2's 256 byte characters, then merged pairs, then `<s>` and `</s>`: `vocab` tokens.

@@ -98,9 +98,9 @@ impl Proj {
 
     /// Any of its names: short (`q`), Hugging Face (`q_proj`) or llama.cpp (`attn_q`).
     pub fn parse(name: &str) -> Option<Proj> {
-        Proj::ALL.into_iter().find(|p| {
-            [p.short_name(), p.peft_name(), p.gguf_name()].contains(&name.trim())
-        })
+        Proj::ALL
+            .into_iter()
+            .find(|p| [p.short_name(), p.peft_name(), p.gguf_name()].contains(&name.trim()))
     }
 }
 

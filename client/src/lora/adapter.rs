@@ -6,9 +6,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::train::TrainError;
 use crate::llama::random::SplitMix64;
 use crate::llama::{LlamaConfig, Proj};
+use crate::train::TrainError;
 
 /// The hyper-parameters of an adapter.
 #[derive(Debug, Clone, PartialEq)]

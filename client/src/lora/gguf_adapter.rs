@@ -36,8 +36,18 @@ pub fn to_gguf(
     for m in &adapter.modules {
         let (r, i, o) = (m.rank as u64, m.in_dim as u64, m.out_dim as u64);
         let bytes = |v: &[f32]| bytemuck::cast_slice(v).to_vec();
-        w.add_tensor(format!("{}.lora_a", m.name()), &[i, r], GgmlType::F32, bytes(&m.a))?;
-        w.add_tensor(format!("{}.lora_b", m.name()), &[r, o], GgmlType::F32, bytes(&m.b))?;
+        w.add_tensor(
+            format!("{}.lora_a", m.name()),
+            &[i, r],
+            GgmlType::F32,
+            bytes(&m.a),
+        )?;
+        w.add_tensor(
+            format!("{}.lora_b", m.name()),
+            &[r, o],
+            GgmlType::F32,
+            bytes(&m.b),
+        )?;
     }
     Ok(w)
 }
@@ -91,9 +101,15 @@ pub fn load(path: &Path, cfg: &LlamaConfig) -> Result<LoraAdapter, LoraError> {
             return Err(unexpected(format!("the base has {} blocks", cfg.n_layers)));
         }
         let (out_dim, in_dim) = proj_shape(cfg, proj);
-        let r = *rank.get_or_insert(if factor == 0 { t.dims.get(1) } else { t.dims.first() }
+        let r = *rank.get_or_insert(
+            if factor == 0 {
+                t.dims.get(1)
+            } else {
+                t.dims.first()
+            }
             .copied()
-            .unwrap_or(0) as usize);
+            .unwrap_or(0) as usize,
+        );
         let expected = if factor == 0 {
             [in_dim, r]
         } else {
@@ -161,7 +177,6 @@ pub fn load(path: &Path, cfg: &LlamaConfig) -> Result<LoraAdapter, LoraError> {
     adapter.validate(cfg)?;
     Ok(adapter)
 }
-
 
 /// `blk.{layer}.{proj}.weight.lora_{a|b}` → (layer, proj, 0 for A / 1 for B).
 fn parse_name(name: &str) -> Option<(usize, Proj, usize)> {

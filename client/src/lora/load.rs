@@ -27,13 +27,18 @@ pub fn load(path: &Path, cfg: &LlamaConfig) -> Result<LoraAdapter, LoraError> {
 pub fn recorded_base(path: &Path) -> Option<String> {
     if path.is_file() && starts_with_gguf_magic(path).ok()? {
         let file = crate::gguf::GgufFile::open(path).ok()?;
-        let base = file.metadata().get_str(gguf_adapter::BASE_MODEL_KEY).ok()??;
+        let base = file
+            .metadata()
+            .get_str(gguf_adapter::BASE_MODEL_KEY)
+            .ok()??;
         return Some(base.to_string());
     }
     let dir = if path.is_file() { path.parent()? } else { path };
     let text = std::fs::read_to_string(dir.join(peft::CONFIG_FILE)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("base_model_name_or_path")?.as_str().map(str::to_string)
+    v.get("base_model_name_or_path")?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn starts_with_gguf_magic(path: &Path) -> Result<bool, LoraError> {

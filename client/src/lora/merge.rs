@@ -24,7 +24,10 @@ pub fn merge(
             let m = adapter.modules.iter().find(|m| m.name() == t.name)?;
             // delta[o][i] = scale · Σ_k B[o][k]·A[k][i]
             let mut delta = vec![0f32; m.out_dim * m.in_dim];
-            for (drow, brow) in delta.chunks_exact_mut(m.in_dim).zip(m.b.chunks_exact(m.rank)) {
+            for (drow, brow) in delta
+                .chunks_exact_mut(m.in_dim)
+                .zip(m.b.chunks_exact(m.rank))
+            {
                 for (&bk, arow) in brow.iter().zip(m.a.chunks_exact(m.in_dim)) {
                     for (d, &a) in drow.iter_mut().zip(arow) {
                         *d += scale * bk * a;

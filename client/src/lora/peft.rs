@@ -46,7 +46,11 @@ pub fn save(
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for m in &adapter.modules {
         let b = match hf_row_order(cfg, m.proj) {
-            Some(order) => order.iter().flat_map(|&g| row(&m.b, m.rank, g)).copied().collect(),
+            Some(order) => order
+                .iter()
+                .flat_map(|&g| row(&m.b, m.rank, g))
+                .copied()
+                .collect(),
             None => m.b.clone(),
         };
         tensors.push((
@@ -91,7 +95,11 @@ fn config_json(c: &LoraConfig, base_model: Option<&str>) -> Value {
     } else {
         json!(c.alpha)
     };
-    let targets: Vec<&str> = c.canonical_targets().iter().map(|p| p.peft_name()).collect();
+    let targets: Vec<&str> = c
+        .canonical_targets()
+        .iter()
+        .map(|p| p.peft_name())
+        .collect();
     json!({
         "alpha_pattern": {},
         "auto_mapping": null,
@@ -233,12 +241,20 @@ fn read_config(path: &Path) -> Result<LoraConfig, LoraError> {
     }
     for field in ["rank_pattern", "alpha_pattern"] {
         if get(field).as_object().is_some_and(|o| !o.is_empty()) {
-            return Err(unsupported(field, get(field), "one rank and alpha for every module"));
+            return Err(unsupported(
+                field,
+                get(field),
+                "one rank and alpha for every module",
+            ));
         }
     }
     for field in ["layers_to_transform", "modules_to_save"] {
         if !get(field).is_null() {
-            return Err(unsupported(field, get(field), "adapters on every block's projections only"));
+            return Err(unsupported(
+                field,
+                get(field),
+                "adapters on every block's projections only",
+            ));
         }
     }
     if get("bias").as_str().is_some_and(|b| b != "none") {
@@ -248,10 +264,12 @@ fn read_config(path: &Path) -> Result<LoraConfig, LoraError> {
         .as_u64()
         .ok_or_else(|| bad(format!("r = {} is not a whole number", get("r"))))?
         as usize;
-    let alpha = get("lora_alpha")
-        .as_f64()
-        .ok_or_else(|| bad(format!("lora_alpha = {} is not a number", get("lora_alpha"))))?
-        as f32;
+    let alpha = get("lora_alpha").as_f64().ok_or_else(|| {
+        bad(format!(
+            "lora_alpha = {} is not a number",
+            get("lora_alpha")
+        ))
+    })? as f32;
     let dropout = get("lora_dropout").as_f64().unwrap_or(0.0) as f32;
     let names = get("target_modules")
         .as_array()

@@ -253,6 +253,7 @@ impl<T: Transport> Client<T> {
         }
         if plan.drop_before_download {
             self.drop_out(round, "before download");
+            self.report(round, vec![("dropped_out".into(), 1.0)]).await;
             return Ok(());
         }
         let _active = match &self.opts.active {
@@ -270,7 +271,11 @@ impl<T: Transport> Client<T> {
             .as_ref()
             .ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
         let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
+        let (down0, up0) = (self.summary.bytes_down, self.summary.bytes_up);
         let Some(global) = self.download(&task, header, &plan).await? else {
+            if self.dropped_rounds.contains(&round) {
+                self.report(round, vec![("dropped_out".into(), 1.0)]).await;
+            }
             return Ok(());
         };
         let ctx = TaskContext {
@@ -286,25 +291,35 @@ impl<T: Transport> Client<T> {
         let delta = delta(&update.model, &global)?;
         self.upload(&task, delta, update.num_examples, &plan)
             .await?;
-        if !update.metrics.is_empty() {
-            let report = v1::MetricsReport {
-                round,
-                metrics: update
-                    .metrics
-                    .iter()
-                    .map(|(n, v)| v1::Metric {
-                        name: n.clone(),
-                        value: *v,
-                    })
-                    .collect(),
-            };
-            if let Some(token) = self.token.clone()
-                && let Err(s) = self.transport.report_metrics(&token, report).await
-            {
-                debug!(status = %s, "metrics report failed (ignored)");
-            }
+        let mut metrics = update.metrics;
+        if self.dropped_rounds.contains(&round) {
+            metrics = vec![("dropped_out".into(), 1.0)];
+        } else {
+            metrics.push((
+                "bytes_down".into(),
+                (self.summary.bytes_down - down0) as f64,
+            ));
+            metrics.push(("bytes_up".into(), (self.summary.bytes_up - up0) as f64));
         }
+        self.report(round, metrics).await;
         Ok(())
+    }
+
+    /// Sends a round's metrics (best effort: a failed report is logged and dropped). A
+    /// device that dropped out reports it once back online, as phones send analytics later.
+    async fn report(&mut self, round: u64, metrics: Vec<(String, f64)>) {
+        let report = v1::MetricsReport {
+            round,
+            metrics: metrics
+                .into_iter()
+                .map(|(name, value)| v1::Metric { name, value })
+                .collect(),
+        };
+        if let Some(token) = self.token.clone()
+            && let Err(s) = self.transport.report_metrics(&token, report).await
+        {
+            debug!(status = %s, "metrics report failed (ignored)");
+        }
     }
 
     fn drop_out(&mut self, round: u64, when: &str) {

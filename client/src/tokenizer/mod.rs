@@ -29,12 +29,14 @@ mod spec;
 mod special;
 #[cfg(test)]
 mod tests;
+mod train;
 
 use std::path::Path;
 
 pub use error::TokenizerError;
 pub use pretokenize::supported_pre_tokenizers;
 pub use spec::{SUPPORTED_MODELS, VocabSpec, keys, token_type};
+pub use train::{END_OF_TEXT, train_bpe};
 
 use from_spec::Algo;
 use special::{Fragment, SpecialSplitter};

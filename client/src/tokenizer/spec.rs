@@ -226,6 +226,49 @@ impl VocabSpec {
     }
 }
 
+impl VocabSpec {
+    /// Writes the vocabulary as GGUF metadata (the keys [`Self::from_metadata`] reads), for
+    /// model files this crate makes.
+    pub fn write_metadata(&self, w: &mut crate::gguf::GgufWriter) {
+        use crate::gguf::Value;
+        let strings = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
+        w.add_kv(keys::MODEL, Value::String(self.model.clone()));
+        if let Some(pre) = &self.pre {
+            w.add_kv(keys::PRE, Value::String(pre.clone()));
+        }
+        w.add_kv(keys::TOKENS, strings(&self.tokens));
+        if !self.token_types.is_empty() {
+            let types = self.token_types.iter().map(|&t| Value::I32(t)).collect();
+            w.add_kv(keys::TOKEN_TYPE, Value::Array(types));
+        }
+        if !self.merges.is_empty() {
+            w.add_kv(keys::MERGES, strings(&self.merges));
+        }
+        if !self.scores.is_empty() {
+            let scores = self.scores.iter().map(|&s| Value::F32(s)).collect();
+            w.add_kv(keys::SCORES, Value::Array(scores));
+        }
+        for (key, id) in [
+            (keys::BOS, self.bos),
+            (keys::EOS, self.eos),
+            (keys::UNK, self.unk),
+            (keys::PAD, self.pad),
+        ] {
+            if let Some(id) = id {
+                w.add_kv(key, Value::U32(id));
+            }
+        }
+        w.add_kv(keys::ADD_BOS, Value::Bool(self.add_bos));
+        w.add_kv(keys::ADD_EOS, Value::Bool(self.add_eos));
+        if self.model == "llama" {
+            w.add_kv(keys::ADD_SPACE_PREFIX, Value::Bool(self.add_space_prefix));
+        }
+        if let Some(t) = &self.chat_template {
+            w.add_kv(keys::CHAT_TEMPLATE, Value::String(t.clone()));
+        }
+    }
+}
+
 fn meta_err(key: &str, e: crate::gguf::GgufError) -> TokenizerError {
     TokenizerError::Metadata {
         key: key.to_owned(),

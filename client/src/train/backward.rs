@@ -4,12 +4,12 @@
 
 use super::forward::{LayerActs, Pass};
 use super::linalg::{add, f32_matrix, matmul_acc, outer_acc};
-use crate::lora::proj_index;
 use super::ops::{rms_norm_back, swiglu_back};
 use super::{
     BaseView, Grads, LoraAdapter, LossStats, Params, Sequence, TrainError, TrainOptions, attention,
 };
 use crate::llama::Proj;
+use crate::lora::proj_index;
 
 /// The loss of a batch and its gradients with respect to every LoRA factor of `lora` (and
 /// every base weight with [`TrainOptions::base_grads`]).

@@ -8,7 +8,11 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::optim::{AdamW, Optimizer, Schedule, Sgd, clip_grad_norm};
-use super::{BaseView, Grads, LoraAdapter, Sequence, TrainError, TrainOptions, loss, loss_and_grads};
+use super::{
+    BaseView, Grads, LoraAdapter, LossStats, Params, Sequence, TrainError, TrainOptions, loss,
+    loss_and_grads,
+};
+use crate::llama::LlamaConfig;
 
 /// One training example: a token sequence and, optionally, which tokens are targets.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +132,31 @@ pub struct FitSummary {
     pub examples: usize,
 }
 
+/// What a run can train: a set of named f32 tensors, in the order their gradients come in
+/// [`Grads::tensors`].
+pub trait Weights: Clone {
+    fn named(&self) -> Vec<(String, &[f32])>;
+    fn values_mut(&mut self) -> Vec<&mut [f32]>;
+}
+
+impl Weights for LoraAdapter {
+    fn named(&self) -> Vec<(String, &[f32])> {
+        self.tensors()
+    }
+    fn values_mut(&mut self) -> Vec<&mut [f32]> {
+        self.tensors_mut()
+    }
+}
+
+impl Weights for Params {
+    fn named(&self) -> Vec<(String, &[f32])> {
+        self.tensors()
+    }
+    fn values_mut(&mut self) -> Vec<&mut [f32]> {
+        self.tensors_mut()
+    }
+}
+
 /// Trains `adapter` on `examples` for `cfg.steps` steps, calling `on_step` after each. A NaN
 /// or infinite loss, gradient or updated value stops the run with [`TrainError::NonFinite`]
 /// naming the step; the adapter then holds the last good step's values.
@@ -136,12 +165,46 @@ pub fn fit(
     adapter: &mut LoraAdapter,
     examples: &[Example],
     cfg: &FitConfig,
+    on_step: impl FnMut(&StepReport),
+) -> Result<FitSummary, TrainError> {
+    let grads = |a: &LoraAdapter, seqs: &[Sequence], opts: &TrainOptions| {
+        loss_and_grads(base, Some(a), seqs, opts)
+    };
+    fit_weights(adapter, examples, cfg, grads, on_step)
+}
+
+/// [`fit`] for every weight of a small f32 model of shape `model` (full-parameter training:
+/// what `fedtune pretrain` runs).
+pub fn fit_full(
+    model: &LlamaConfig,
+    params: &mut Params,
+    examples: &[Example],
+    cfg: &FitConfig,
+    on_step: impl FnMut(&StepReport),
+) -> Result<FitSummary, TrainError> {
+    let grads = |p: &Params, seqs: &[Sequence], opts: &TrainOptions| {
+        let opts = TrainOptions {
+            base_grads: true,
+            ..*opts
+        };
+        loss_and_grads(&p.view(model), None, seqs, &opts)
+    };
+    fit_weights(params, examples, cfg, grads, on_step)
+}
+
+/// The run behind [`fit`] and [`fit_full`]: `grads_of(weights, batch, options)` gives a
+/// micro-batch's loss and gradients.
+fn fit_weights<W: Weights>(
+    weights: &mut W,
+    examples: &[Example],
+    cfg: &FitConfig,
+    grads_of: impl Fn(&W, &[Sequence], &TrainOptions) -> Result<(LossStats, Grads), TrainError>,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<FitSummary, TrainError> {
     if examples.iter().all(|e| e.n_targets() == 0) {
         return Err(TrainError::EmptyBatch);
     }
-    let start = (cfg.prox_mu > 0.0).then(|| adapter.clone());
+    let start = (cfg.prox_mu > 0.0).then(|| weights.clone());
     let mut optimizer = cfg.optimizer.build();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = Vec::new();
@@ -156,7 +219,7 @@ pub fn fit(
                 &examples[order.pop().expect("refilled above")]
             })
             .collect();
-        let (loss, mut grads) = batch_grads(base, adapter, &batch, cfg, step)?;
+        let (loss, mut grads) = batch_grads(weights, &batch, cfg, step, &grads_of)?;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step,
@@ -170,21 +233,21 @@ pub fn fit(
             });
         }
         if let Some(start) = &start {
-            add_prox(&mut grads, adapter, start, cfg.prox_mu);
+            add_prox(&mut grads, weights, start, cfg.prox_mu);
         }
         let grad_norm = match cfg.max_grad_norm {
             Some(max) => clip_grad_norm(&mut grads, max),
             None => grads.norm(),
         };
         let lr = cfg.schedule.lr(cfg.lr, step);
-        let last_good = adapter.clone();
-        optimizer.step(&mut adapter.tensors_mut(), &grads.values(), lr)?;
-        if let Some((name, _)) = adapter
-            .tensors()
+        let last_good = weights.clone();
+        optimizer.step(&mut weights.values_mut(), &grads.values(), lr)?;
+        if let Some((name, _)) = weights
+            .named()
             .into_iter()
             .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
         {
-            *adapter = last_good;
+            *weights = last_good;
             return Err(TrainError::NonFinite {
                 step,
                 what: format!("the update of {name}"),
@@ -208,12 +271,12 @@ pub fn fit(
 
 /// Mean loss and summed gradients of `batch`, in `cfg.grad_accum` micro-batches that share
 /// the whole batch's target count.
-fn batch_grads(
-    base: &BaseView,
-    adapter: &LoraAdapter,
+fn batch_grads<W>(
+    weights: &W,
     batch: &[&Example],
     cfg: &FitConfig,
     step: u64,
+    grads_of: &impl Fn(&W, &[Sequence], &TrainOptions) -> Result<(LossStats, Grads), TrainError>,
 ) -> Result<(f64, Grads), TrainError> {
     let targets: usize = batch.iter().map(|e| e.n_targets()).sum();
     let opts = TrainOptions {
@@ -235,7 +298,7 @@ fn batch_grads(
         if seqs.is_empty() {
             continue;
         }
-        let (stats, grads) = loss_and_grads(base, Some(adapter), &seqs, &opts)?;
+        let (stats, grads) = grads_of(weights, &seqs, &opts)?;
         sum += stats.sum;
         match &mut total {
             Some(t) => t.add(&grads)?,
@@ -247,15 +310,10 @@ fn batch_grads(
 }
 
 /// `∇ += μ·(w − w_start)`, the gradient of FedProx's μ/2·‖w − w_start‖².
-fn add_prox(grads: &mut Grads, adapter: &LoraAdapter, start: &LoraAdapter, mu: f32) {
-    for ((g, w), w0) in grads.lora.iter_mut().zip(&adapter.modules).zip(&start.modules) {
-        for ((g, &w), &w0) in g
-            .a
-            .iter_mut()
-            .zip(&w.a)
-            .zip(&w0.a)
-            .chain(g.b.iter_mut().zip(&w.b).zip(&w0.b))
-        {
+fn add_prox<W: Weights>(grads: &mut Grads, weights: &W, start: &W, mu: f32) {
+    let (now, then) = (weights.named(), start.named());
+    for ((g, (_, w)), (_, w0)) in grads.tensors_mut().into_iter().zip(&now).zip(&then) {
+        for ((g, &w), &w0) in g.iter_mut().zip(w.iter()).zip(w0.iter()) {
             *g += mu * (w - w0);
         }
     }

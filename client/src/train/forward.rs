@@ -9,12 +9,12 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::linalg::{axpy, f32_matrix, matmul_acc, matmul_t, outer_acc};
-use crate::lora::proj_index;
 use super::ops::{RopeTable, dropout_scales, rms_norm, rms_norm_back, step_seed, swiglu};
 use super::{
     BaseView, LoraAdapter, LossStats, Params, Sequence, TrainError, TrainOptions, attention,
 };
 use crate::llama::{LlamaConfig, Proj};
+use crate::lora::proj_index;
 
 /// Target rows whose logits are formed at once (bounds the logits buffer to
 /// `HEAD_CHUNK × n_vocab`).

@@ -95,7 +95,16 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError>
                 }
                 // out [n × nr] = x [n × cols] · wrowsᵀ [cols × nr]
                 let mut out = vec![0f32; n * nr];
-                gemm((n, cols, nr), x, (cols, 1), &wrows, (1, cols), 0.0, &mut out, nr);
+                gemm(
+                    (n, cols, nr),
+                    x,
+                    (cols, 1),
+                    &wrows,
+                    (1, cols),
+                    0.0,
+                    &mut out,
+                    nr,
+                );
                 Ok(out)
             })
             .collect::<Result<Vec<_>, QuantError>>()?;
@@ -174,7 +183,16 @@ pub fn outer_acc(dy: &[f32], x: &[f32], rows: usize, cols: usize, dw: &mut [f32]
             let r0 = b * OUTER_ROWS;
             let nr = dwb.len() / cols;
             // dwb [nr × cols] += dy[:, r0..r0+nr]ᵀ [nr × n] · x [n × cols]
-            gemm((nr, n, cols), &dy[r0..], (1, rows), x, (cols, 1), 1.0, dwb, cols);
+            gemm(
+                (nr, n, cols),
+                &dy[r0..],
+                (1, rows),
+                x,
+                (cols, 1),
+                1.0,
+                dwb,
+                cols,
+            );
         });
 }
 

@@ -16,7 +16,9 @@
 //!   the backward pass;
 //! - [`grads`]: gradient sets (accumulation, scaling, norms);
 //! - [`optim`]: SGD with momentum, AdamW, learning-rate schedules, gradient clipping;
-//! - [`fit`]: a run of steps over a dataset (batches, accumulation, schedule, FedProx);
+//! - [`fit`]: a run of steps over a dataset (batches, accumulation, schedule, FedProx), for an
+//!   adapter ([`fit()`]) or every weight of a small model ([`fit_full`]);
+//! - [`pretrain`]: initial weights of a new small model, and its GGUF file;
 //! - [`step`]: [`train_step`] (plain SGD) and [`train_step_with`] (any optimiser, clipping),
 //!   which refuse to apply a non-finite loss or gradient.
 
@@ -31,14 +33,18 @@ pub mod linalg;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod pretrain;
 pub mod step;
 
+pub use crate::lora::{LoraAdapter, LoraConfig, LoraModule};
 pub use backward::loss_and_grads;
 pub use error::TrainError;
-pub use fit::{Example, FitConfig, FitSummary, OptimizerKind, StepReport, evaluate, fit, windows};
+pub use fit::{
+    Example, FitConfig, FitSummary, OptimizerKind, StepReport, Weights, evaluate, fit, fit_full,
+    windows,
+};
 pub use forward::loss;
 pub use grads::Grads;
-pub use crate::lora::{LoraAdapter, LoraConfig, LoraModule};
 pub use optim::{AdamW, Optimizer, Schedule, Sgd, clip_grad_norm};
 pub use params::{BaseView, LayerParams, LayerView, Params};
 pub use step::{StepStats, sgd_step, train_step, train_step_with};

@@ -4,9 +4,9 @@
 //! gradients).
 
 use super::TrainError;
-use crate::lora::{proj_index, proj_shape};
 use crate::kernels::QMatrix;
 use crate::llama::{LlamaConfig, LlamaModel, Proj};
+use crate::lora::{proj_index, proj_shape};
 use crate::quant::GgmlType;
 
 /// One block's weights.

@@ -15,9 +15,7 @@ use fedtune_proto::{Bundle, Tensor};
 use super::{LocalUpdate, TaskContext, TrainError, Trainer};
 use crate::llama::LlamaModel;
 use crate::lora::LoraAdapter;
-use crate::train::{
-    self, BaseView, Example, FitConfig, OptimizerKind, Schedule, evaluate, fit,
-};
+use crate::train::{self, BaseView, Example, FitConfig, OptimizerKind, Schedule, evaluate, fit};
 
 /// `adapter` as a bundle of f32 tensors.
 pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
@@ -27,7 +25,11 @@ pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
         .flat_map(|m| {
             [
                 Tensor::from_f32(format!("{}.lora_a", m.name()), vec![m.rank, m.in_dim], &m.a),
-                Tensor::from_f32(format!("{}.lora_b", m.name()), vec![m.out_dim, m.rank], &m.b),
+                Tensor::from_f32(
+                    format!("{}.lora_b", m.name()),
+                    vec![m.out_dim, m.rank],
+                    &m.b,
+                ),
             ]
         })
         .collect::<Result<Vec<_>, _>>()
@@ -79,6 +81,11 @@ pub struct LoraTrainer {
     template: LoraAdapter,
     examples: Vec<Example>,
     seed: u64,
+    /// Multiplies the round's local steps (device tiers: slower devices do less).
+    steps_scale: f64,
+    /// Measure the received adapter on every local example before training
+    /// (`train_loss_before`); costs a forward pass over the data.
+    eval_before: bool,
 }
 
 impl LoraTrainer {
@@ -103,7 +110,21 @@ impl LoraTrainer {
             template,
             examples,
             seed,
+            steps_scale: 1.0,
+            eval_before: true,
         })
+    }
+
+    /// Runs `scale` × the round's local steps (at least one).
+    pub fn with_steps_scale(mut self, scale: f64) -> Self {
+        self.steps_scale = scale;
+        self
+    }
+
+    /// Whether to report `train_loss_before` (a forward pass over all local examples).
+    pub fn with_eval_before(mut self, on: bool) -> Self {
+        self.eval_before = on;
+        self
     }
 
     /// The mean loss per target of `global` on this device's examples.
@@ -122,8 +143,9 @@ impl LoraTrainer {
         let extra = |k: &str| c.extra.get(k).map(String::as_str);
         let num = |k: &str, default: f64| -> Result<f64, TrainError> {
             extra(k).map_or(Ok(default), |v| {
-                v.parse()
-                    .map_err(|_| TrainError::Model(format!("training config {k}={v} is not a number")))
+                v.parse().map_err(|_| {
+                    TrainError::Model(format!("training config {k}={v} is not a number"))
+                })
             })
         };
         let optimizer = match extra("optimizer").unwrap_or("adamw") {
@@ -141,7 +163,7 @@ impl LoraTrainer {
         };
         let max_norm = num("max_grad_norm", 1.0)?;
         Ok(FitConfig {
-            steps: u64::from(c.local_steps.max(1)),
+            steps: ((f64::from(c.local_steps) * self.steps_scale).round() as u64).max(1),
             batch_size: (c.batch_size as usize).max(1),
             grad_accum: num("grad_accum", 1.0)? as usize,
             lr: c.learning_rate,
@@ -169,17 +191,19 @@ impl Trainer for LoraTrainer {
     fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError> {
         let mut adapter = adapter_from_bundle(global, &self.template)?;
         let cfg = self.fit_config(task)?;
-        let loss_before = self.eval(&adapter)?;
+        let mut metrics = Vec::with_capacity(3);
+        if self.eval_before {
+            metrics.push(("train_loss_before".into(), self.eval(&adapter)?));
+        }
         let base = BaseView::of_model(&self.model);
-        let summary = fit(&base, &mut adapter, &self.examples, &cfg, |_| {}).map_err(train_error)?;
+        let summary =
+            fit(&base, &mut adapter, &self.examples, &cfg, |_| {}).map_err(train_error)?;
+        metrics.push(("train_loss".into(), summary.mean_loss));
+        metrics.push(("train_tokens".into(), summary.tokens as f64));
         Ok(LocalUpdate {
             model: adapter_bundle(&adapter),
             num_examples: self.examples.len() as u64,
-            metrics: vec![
-                ("train_loss_before".into(), loss_before),
-                ("train_loss".into(), summary.mean_loss),
-                ("train_tokens".into(), summary.tokens as f64),
-            ],
+            metrics,
         })
     }
 }

@@ -246,6 +246,15 @@ impl Store {
         Ok(())
     }
 
+    /// Count and sum of a metric over a round's reports.
+    pub fn metric_total(&self, round: u64, name: &str) -> Result<(usize, f64), StoreError> {
+        Ok(self.db.query_row(
+            "SELECT COUNT(value), COALESCE(SUM(value), 0.0) FROM metrics WHERE round = ?1 AND name = ?2",
+            params![round as i64, name],
+            |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?)),
+        )?)
+    }
+
     /// Mean of a client-reported metric over a round's reports.
     pub fn mean_metric(&self, round: u64, name: &str) -> Result<Option<f64>, StoreError> {
         Ok(self.db.query_row(

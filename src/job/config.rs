@@ -1,0 +1,281 @@
+//! The main job's configuration: every setting of a run, with defaults that run the embedded
+//! Shakespeare keyboard federation in about a minute. A TOML file (`--config`) may set any of
+//! them, flags override the file, and the resolved config is saved with the run.
+
+use serde::{Deserialize, Serialize};
+
+use fedtune_client::llama::Proj;
+
+use super::clients::Partition;
+
+/// What the federation learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Next-word prediction: causal language modelling on each client's text.
+    Keyboard,
+    /// Replies to messages: the loss counts the reply only.
+    SmartReply,
+}
+
+/// A whole run. Field names are the TOML keys (and, with `-` for `_`, the flags).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobConfig {
+    pub task: Task,
+    /// Base model: "" (the embedded tiny Shakespeare model), "smollm2", or a GGUF path.
+    pub model: String,
+    /// Data: "" (the embedded plays) or a JSONL file.
+    pub data: String,
+    /// JSONL field(s) naming the client; `a+b` joins several (the plays: `play+speaker`).
+    pub client_field: String,
+    pub text_field: String,
+    /// JSONL field with the reply (smart reply on users' data; the plays pair consecutive
+    /// utterances instead).
+    pub reply_field: String,
+    pub partition: Partition,
+    /// Clients with fewer records are left out.
+    pub min_examples: usize,
+    /// Share of each client's records (its latest) kept as its local test split.
+    pub test_fraction: f64,
+    /// Share of clients that never train (the global model is measured on them too).
+    pub unseen_fraction: f64,
+    /// Clients measured (their test splits): of the training clients every round, of the
+    /// unseen ones before and after the federation (0: all).
+    pub eval_clients: usize,
+
+    pub rounds: u64,
+    pub clients_per_round: usize,
+    pub over_selection: f64,
+    /// Local optimiser steps per round (scaled per device tier).
+    pub local_steps: u32,
+    pub batch_size: u32,
+    pub lr: f32,
+    /// Tokens per training sequence.
+    pub seq: usize,
+    /// FedProx μ (0: FedAvg's plain local objective).
+    pub prox_mu: f32,
+    /// Device tiers as `steps_scale:share` pairs, e.g. "0.5:0.3,1:0.5,2:0.2": a share of the
+    /// clients runs that multiple of the local steps (slow phones do less work).
+    pub tiers: String,
+    /// Probability that a selected device drops out in a round.
+    pub drop_rate: f64,
+    /// Probability that a device is a straggler in a round (late by `straggler_delay_ms`).
+    pub straggler_rate: f64,
+    pub straggler_delay_ms: u64,
+
+    pub rank: usize,
+    pub alpha: f32,
+    /// Projections to adapt: q,k,v,o,gate,up,down or all.
+    pub targets: String,
+
+    /// Local fine-tuning steps of the global adapter on each measured client (0: skip).
+    pub personalize_steps: u64,
+    /// Also train the same adapter on the pooled training data with the same token budget.
+    pub centralized: bool,
+    /// Smart reply: candidate replies ranked per message (the true one among them).
+    pub candidates: usize,
+
+    pub seed: u64,
+    /// CPU threads (0: all cores).
+    pub threads: usize,
+    /// Devices holding a model at once (0: twice the threads).
+    pub concurrency: usize,
+    /// "inproc" or "grpc" (real loopback gRPC).
+    pub transport: String,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            task: Task::Keyboard,
+            model: String::new(),
+            data: String::new(),
+            client_field: "play+speaker".into(),
+            text_field: "text".into(),
+            reply_field: String::new(),
+            partition: Partition::Natural,
+            min_examples: 8,
+            test_fraction: 0.2,
+            unseen_fraction: 0.1,
+            eval_clients: 24,
+            rounds: 10,
+            clients_per_round: 10,
+            over_selection: 1.0,
+            local_steps: 6,
+            batch_size: 4,
+            lr: 3e-3,
+            seq: 64,
+            prox_mu: 0.0,
+            tiers: String::new(),
+            drop_rate: 0.0,
+            straggler_rate: 0.0,
+            straggler_delay_ms: 200,
+            rank: 8,
+            alpha: 16.0,
+            targets: "q,k,v,o".into(),
+            personalize_steps: 5,
+            centralized: true,
+            candidates: 8,
+            seed: 0,
+            threads: 0,
+            concurrency: 0,
+            transport: "inproc".into(),
+        }
+    }
+}
+
+/// A device tier: a share of the clients and the multiple of the local steps they run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tier {
+    pub steps_scale: f64,
+    pub share: f64,
+}
+
+impl JobConfig {
+    /// Reads a TOML file (unknown keys are errors, missing ones keep their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot write the config: {e}\n"))
+    }
+
+    /// The device tiers ([`Self::tiers`] parsed; one tier of scale 1 when empty).
+    pub fn tiers(&self) -> Result<Vec<Tier>, String> {
+        if self.tiers.trim().is_empty() {
+            return Ok(vec![Tier {
+                steps_scale: 1.0,
+                share: 1.0,
+            }]);
+        }
+        let tiers = self
+            .tiers
+            .split(',')
+            .map(|t| {
+                let (scale, share) = t
+                    .split_once(':')
+                    .ok_or_else(|| format!("tier `{t}` is not steps_scale:share"))?;
+                let num = |s: &str| {
+                    s.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                        .ok_or_else(|| format!("`{s}` in tier `{t}` is not a positive number"))
+                };
+                Ok(Tier {
+                    steps_scale: num(scale)?,
+                    share: num(share)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(tiers)
+    }
+
+    /// Checks the settings that have a valid range.
+    pub fn validate(&self) -> Result<(), String> {
+        let prob = |name: &str, v: f64, max: f64| {
+            if (0.0..max).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v} must be in [0, {max})"))
+            }
+        };
+        prob("test_fraction", self.test_fraction, 1.0)?;
+        prob("unseen_fraction", self.unseen_fraction, 1.0)?;
+        prob("drop_rate", self.drop_rate, 1.0)?;
+        prob("straggler_rate", self.straggler_rate, 1.0 + f64::EPSILON)?;
+        if self.rounds == 0 || self.clients_per_round == 0 {
+            return Err("rounds and clients_per_round must be at least 1".into());
+        }
+        if self.local_steps == 0 || self.batch_size == 0 || self.seq < 2 {
+            return Err("local_steps and batch_size must be at least 1, seq at least 2".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("lr = {} must be a positive number", self.lr));
+        }
+        if self.over_selection < 1.0 {
+            return Err(format!(
+                "over_selection = {} must be at least 1",
+                self.over_selection
+            ));
+        }
+        if let Partition::Dirichlet { alpha } = self.partition
+            && !(alpha.is_finite() && alpha > 0.0)
+        {
+            return Err(format!("dirichlet alpha = {alpha} must be positive"));
+        }
+        if !matches!(self.transport.as_str(), "inproc" | "grpc") {
+            return Err(format!(
+                "transport `{}`: use inproc or grpc",
+                self.transport
+            ));
+        }
+        if self.task == Task::SmartReply && self.candidates < 2 {
+            return Err("candidates must be at least 2".into());
+        }
+        parse_targets(&self.targets)?;
+        self.tiers().map(|_| ())
+    }
+}
+
+/// `q,k,v,o` → projections; `all` is every one.
+pub fn parse_targets(s: &str) -> Result<Vec<Proj>, String> {
+    if s.trim() == "all" {
+        return Ok(Proj::ALL.to_vec());
+    }
+    s.split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            Proj::parse(t.trim()).ok_or_else(|| {
+                format!("`{t}` is not a projection: use q, k, v, o, gate, up, down or all")
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trips_and_keeps_defaults_for_missing_keys() {
+        let c = JobConfig::from_toml(
+            "rounds = 3\ntask = \"smart-reply\"\n[partition]\nkind = \"dirichlet\"\nalpha = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.rounds, 3);
+        assert_eq!(c.task, Task::SmartReply);
+        assert_eq!(c.partition, Partition::Dirichlet { alpha: 0.5 });
+        assert_eq!(c.clients_per_round, JobConfig::default().clients_per_round);
+        assert_eq!(JobConfig::from_toml(&c.to_toml()).unwrap(), c);
+        let err = JobConfig::from_toml("roundz = 3").unwrap_err();
+        assert!(err.contains("roundz"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let bad = |f: fn(&mut JobConfig)| {
+            let mut c = JobConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert!(bad(|c| c.drop_rate = 1.5).contains("drop_rate"));
+        assert!(bad(|c| c.tiers = "0.5".into()).contains("steps_scale:share"));
+        assert!(bad(|c| c.tiers = "0.5:x".into()).contains("`x`"));
+        assert!(bad(|c| c.transport = "udp".into()).contains("udp"));
+        assert!(JobConfig::default().validate().is_ok());
+        let t = JobConfig {
+            tiers: "0.5:0.3, 2:0.7".into(),
+            ..JobConfig::default()
+        };
+        assert_eq!(
+            t.tiers().unwrap()[1],
+            Tier {
+                steps_scale: 2.0,
+                share: 0.7
+            }
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! Running the job: data → clients → a simulated federation (the real server core and client
+//! runtime) → every round's global adapter measured → personalisation and the centralised
+//! baseline → the run's files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fedtune_client::llama::LlamaModel;
+use fedtune_client::lora::{LoraAdapter, LoraConfig};
+use fedtune_client::tokenizer::Tokenizer;
+use fedtune_client::train::{BaseView, Example, FitConfig, OptimizerKind, Schedule, fit};
+use fedtune_client::trainer::{LoraTrainer, adapter_bundle, adapter_from_bundle};
+use fedtune_client::{LocalUpdate, TaskContext, Trainer};
+use fedtune_proto::{Bundle, Compression, v1::TrainingConfig};
+use fedtune_server::ServerConfig;
+use fedtune_server::strategy::FedAvg;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::evaluate::TaskIo;
+use super::report::{CompareScores, JobReport, RoundRecord, ScoreSummary};
+use super::{ClientData, ClientSplit, JobConfig, JobError, Task, build_clients, hold_out};
+use crate::base_model::BaseModel;
+use crate::sim::{self, FaultRates, SimConfig, TransportKind};
+use crate::task::Scores;
+use crate::text_data::{Record, RecordFields, Records, load_records, parse_records};
+
+/// Everything a run works on, prepared from its config.
+pub struct Prepared {
+    pub cfg: JobConfig,
+    pub base: BaseModel,
+    pub model: Arc<LlamaModel>,
+    pub io: TaskIo,
+    pub template: LoraAdapter,
+    /// Clients that train, with their examples.
+    pub clients: Vec<ClientData>,
+    pub examples: Vec<Vec<Example>>,
+    /// Clients that never train.
+    pub unseen: Vec<ClientData>,
+    /// Records left out of the data (malformed, empty).
+    pub skipped: usize,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("base", &self.base)
+            .field("clients", &self.clients.len())
+            .field("unseen", &self.unseen.len())
+            .finish()
+    }
+}
+
+/// The records a run trains and tests on.
+fn records(cfg: &JobConfig) -> Result<Records, JobError> {
+    let fields = RecordFields {
+        client: cfg.client_field.clone(),
+        text: cfg.text_field.clone(),
+        reply: (cfg.task == Task::SmartReply).then(|| cfg.reply_field.clone()),
+    };
+    if !cfg.data.is_empty() {
+        if cfg.task == Task::SmartReply && cfg.reply_field.is_empty() {
+            return Err(JobError::Config(
+                "smart reply on your own data needs --reply-field".into(),
+            ));
+        }
+        return Ok(load_records(Path::new(&cfg.data), &fields)?);
+    }
+    let bytes = crate::shakespeare::jsonl()?;
+    let mut records = match cfg.task {
+        Task::Keyboard => parse_records(&bytes, &fields),
+        Task::SmartReply => crate::shakespeare::reply_pairs(&bytes),
+    };
+    records
+        .records
+        .retain(|r| !crate::shakespeare::is_pretraining(&r.client));
+    Ok(records)
+}
+
+/// Loads the model and data and builds the clients.
+pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
+    cfg.validate().map_err(JobError::Config)?;
+    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
+    let model = Arc::new(base.open()?);
+    let tok = Arc::new(Tokenizer::from_gguf(model.file())?);
+    let io = TaskIo::new(cfg.task, tok, cfg.seq, cfg.candidates, cfg.seed)?;
+    let data = records(cfg)?;
+    let split = ClientSplit {
+        partition: cfg.partition,
+        min_examples: cfg.min_examples,
+        test_fraction: cfg.test_fraction,
+        seed: cfg.seed,
+    };
+    let all = build_clients(&data.records, &split);
+    let (train, unseen) = hold_out(all, cfg.unseen_fraction, cfg.seed);
+    let mut clients = Vec::with_capacity(train.len());
+    let mut examples = Vec::with_capacity(train.len());
+    for c in train {
+        let ex = io.examples(&c.train)?;
+        if !ex.is_empty() {
+            clients.push(c);
+            examples.push(ex);
+        }
+    }
+    if clients.len() < cfg.clients_per_round {
+        return Err(JobError::Config(format!(
+            "{} clients have at least {} records, fewer than clients_per_round = {}",
+            clients.len(),
+            cfg.min_examples,
+            cfg.clients_per_round
+        )));
+    }
+    let lora = LoraConfig {
+        rank: cfg.rank,
+        alpha: cfg.alpha,
+        dropout: 0.0,
+        targets: super::config::parse_targets(&cfg.targets).map_err(JobError::Config)?,
+        seed: cfg.seed,
+    };
+    let template = LoraAdapter::new(lora, &model.cfg)?;
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        base,
+        model,
+        io,
+        template,
+        clients,
+        examples,
+        unseen,
+        skipped: data.skipped,
+    })
+}
+
+/// Counts local training runs for the progress bar.
+struct Counted {
+    inner: LoraTrainer,
+    done: Arc<AtomicUsize>,
+    bar: ProgressBar,
+}
+
+impl Trainer for Counted {
+    fn train(
+        &mut self,
+        global: &Bundle,
+        task: &TaskContext,
+    ) -> Result<LocalUpdate, fedtune_client::TrainError> {
+        let out = self.inner.train(global, task);
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bar
+            .set_message(format!("round {} · {n} local runs", task.round));
+        out
+    }
+}
+
+/// The steps multiple of each training client (device tiers assigned by a seeded shuffle).
+fn tier_scales(cfg: &JobConfig, n: usize) -> Result<Vec<f64>, JobError> {
+    let tiers = cfg.tiers().map_err(JobError::Config)?;
+    let total: f64 = tiers.iter().map(|t| t.share).sum();
+    let mut scales = Vec::with_capacity(n);
+    for t in &tiers {
+        let k = ((t.share / total) * n as f64).round() as usize;
+        scales.extend(std::iter::repeat_n(t.steps_scale, k));
+    }
+    let last = tiers.last().map_or(1.0, |t| t.steps_scale);
+    scales.resize(n, last);
+    scales.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x71E2));
+    Ok(scales)
+}
+
+fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
+    let k = cfg.clients_per_round;
+    let mut extra = std::collections::HashMap::new();
+    if cfg.prox_mu > 0.0 {
+        extra.insert("prox_mu".to_string(), cfg.prox_mu.to_string());
+    }
+    ServerConfig {
+        rounds: cfg.rounds,
+        clients_per_round: k,
+        over_selection: cfg.over_selection,
+        min_commit: ((k as f64 * 0.8).ceil() as usize).clamp(1, k),
+        min_clients: n_clients,
+        round_timeout: Duration::from_secs(
+            30 + cfg.straggler_delay_ms / 1000 + 10 * u64::from(cfg.local_steps),
+        ),
+        long_poll: Duration::from_secs(30),
+        seed: cfg.seed,
+        training: TrainingConfig {
+            local_steps: cfg.local_steps,
+            batch_size: cfg.batch_size,
+            learning_rate: cfg.lr,
+            extra,
+        },
+        durable: false,
+        linger: Duration::ZERO,
+        ..ServerConfig::default()
+    }
+}
+
+/// Runs the federation; its server state (SQLite, every round's checkpoint) goes to `state`.
+fn federate(p: &Prepared, state: &Path, threads: usize) -> Result<sim::SimReport, JobError> {
+    let cfg = &p.cfg;
+    let scales = tier_scales(cfg, p.clients.len())?;
+    let sim_cfg = SimConfig {
+        server: server_config(cfg, p.clients.len()),
+        clients: p.clients.len(),
+        transport: if cfg.transport == "grpc" {
+            TransportKind::Grpc
+        } else {
+            TransportKind::Inproc
+        },
+        threads,
+        concurrency: if cfg.concurrency == 0 {
+            2 * threads
+        } else {
+            cfg.concurrency
+        },
+        faults: FaultRates {
+            drop_before_download: cfg.drop_rate / 3.0,
+            drop_during_download: cfg.drop_rate / 3.0,
+            drop_during_upload: cfg.drop_rate / 3.0,
+            straggler: cfg.straggler_rate,
+            straggler_delay: Duration::from_millis(cfg.straggler_delay_ms),
+        },
+        connections: 0,
+        state_dir: state.to_path_buf(),
+        compression: Compression::None,
+    };
+    let bar = ProgressBar::new(cfg.rounds).with_style(
+        ProgressStyle::with_template("{bar:30} round {pos}/{len} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let done = Arc::new(AtomicUsize::new(0));
+    let trainer = |i: usize| {
+        let inner = LoraTrainer::new(
+            Arc::clone(&p.model),
+            p.template.clone(),
+            p.examples[i].clone(),
+            sim::trainer_seed(cfg.seed, i),
+        )
+        .expect("examples were checked in prepare")
+        .with_steps_scale(scales[i])
+        .with_eval_before(false);
+        Counted {
+            inner,
+            done: Arc::clone(&done),
+            bar: bar.clone(),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    let ticker = {
+        let bar = bar.clone();
+        let state = state.to_path_buf();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let n = std::fs::read_dir(state.join("checkpoints")).map_or(0, |d| d.count());
+                bar.set_position(n.saturating_sub(1) as u64);
+            }
+        })
+    };
+    let report = rt.block_on(sim::run(
+        &sim_cfg,
+        adapter_bundle(&p.template),
+        Box::new(FedAvg),
+        trainer,
+    ));
+    ticker.abort();
+    bar.finish_and_clear();
+    Ok(report?)
+}
+
+/// The records a scoring pass uses: up to `eval_clients` clients' test splits (spread evenly
+/// over the list, so the set is fixed for a given data and seed).
+fn eval_set(clients: &[ClientData], max: usize) -> (Vec<usize>, Vec<Record>) {
+    let n = clients.len();
+    let k = if max == 0 { n } else { max.min(n) };
+    let picked: Vec<usize> = (0..k).map(|i| i * n / k.max(1)).collect();
+    let records = picked
+        .iter()
+        .flat_map(|&i| clients[i].test.iter().cloned())
+        .collect();
+    (picked, records)
+}
+
+fn fit_config(cfg: &JobConfig, steps: u64, seed: u64) -> FitConfig {
+    FitConfig {
+        steps,
+        batch_size: cfg.batch_size as usize,
+        grad_accum: 1,
+        lr: cfg.lr,
+        schedule: Schedule::Constant,
+        optimizer: OptimizerKind::AdamW { weight_decay: 0.0 },
+        max_grad_norm: Some(1.0),
+        prox_mu: 0.0,
+        checkpoint: false,
+        seed,
+    }
+}
+
+/// Runs the whole job and writes its files under `out`.
+pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
+    let cfg = &p.cfg;
+    let threads = if cfg.threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        cfg.threads
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| JobError::Config(format!("thread pool: {e}")))?;
+    let started = Instant::now();
+    let state = out.join("state");
+    if state.exists() {
+        return Err(JobError::Config(format!(
+            "{} already holds a run: choose another --out",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(&state)?;
+    super::report::write_config(out, cfg)?;
+    eprintln!(
+        "{} training clients ({} unseen), {} records skipped; base {}; adapter of {} parameters",
+        p.clients.len(),
+        p.unseen.len(),
+        p.skipped,
+        p.base,
+        p.template.n_params()
+    );
+    let report = federate(p, &state, threads)?;
+    let fed_secs = started.elapsed().as_secs_f64();
+
+    let (seen_idx, seen_records) = eval_set(&p.clients, cfg.eval_clients);
+    let (unseen_idx, unseen_records) = eval_set(&p.unseen, cfg.eval_clients);
+    let score = |adapter: Option<&LoraAdapter>, records: &[Record]| {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        pool.install(|| p.io.score(&p.model, adapter, records))
+            .map(Some)
+    };
+    let bar = ProgressBar::new(cfg.rounds + 1).with_style(
+        ProgressStyle::with_template("{bar:30} measuring round {pos}/{len} [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut rounds = Vec::new();
+    let mut final_adapter = p.template.clone();
+    let mut budget_tokens = 0.0;
+    for r in 0..=cfg.rounds {
+        let path = state
+            .join("checkpoints")
+            .join(format!("round-{r:06}.safetensors"));
+        let (bundle, _) = fedtune_server::store::read_checkpoint(&path, None)?;
+        let adapter = adapter_from_bundle(&bundle, &p.template)?;
+        let seen = score(Some(&adapter), &seen_records)?;
+        // Unseen clients are measured before and after the federation (each pass costs as
+        // much as a round of training on the tiny model).
+        let unseen = if r == 0 || r == cfg.rounds {
+            score(Some(&adapter), &unseen_records)?
+        } else {
+            None
+        };
+        let record = report
+            .coordinator
+            .with_store(|s| -> Result<RoundRecord, JobError> {
+                let sum = |name: &str| s.metric_total(r, name).map(|(_, v)| v);
+                let (n_loss, loss_sum) = s.metric_total(r, "train_loss")?;
+                let participants = s.contributors(r)?.len();
+                Ok(RoundRecord {
+                    round: r,
+                    train_loss: (n_loss > 0).then(|| loss_sum / n_loss as f64),
+                    seen: seen.map(ScoreSummary::from),
+                    unseen: unseen.map(ScoreSummary::from),
+                    participants,
+                    cohort: sum("cohort")? as usize,
+                    dropouts: sum("dropped_out")? as usize,
+                    bytes_up: sum("bytes_up")? as u64,
+                    bytes_down: sum("bytes_down")? as u64,
+                    train_tokens: sum("train_tokens")? as u64,
+                    seconds: sum("round_seconds")?,
+                })
+            })?;
+        budget_tokens += record.train_tokens as f64;
+        rounds.push(record);
+        final_adapter = adapter;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let base_seen = score(None, &seen_records)?;
+    let base_unseen = score(None, &unseen_records)?;
+
+    // Personalisation: each measured unseen client fine-tunes the final global adapter on its
+    // own training split for a few steps, then is measured on its test split.
+    let personalized = if cfg.personalize_steps > 0 && !unseen_idx.is_empty() {
+        let per_client: Vec<Scores> = pool.install(|| {
+            unseen_idx
+                .iter()
+                .map(|&i| {
+                    let c = &p.unseen[i];
+                    let examples = p.io.examples(&c.train)?;
+                    let mut a = final_adapter.clone();
+                    if !examples.is_empty() {
+                        let f = fit_config(cfg, cfg.personalize_steps, cfg.seed ^ i as u64);
+                        fit(&BaseView::of_model(&p.model), &mut a, &examples, &f, |_| {})?;
+                    }
+                    Ok(p.io.score(&p.model, Some(&a), &c.test)?)
+                })
+                .collect::<Result<_, JobError>>()
+        })?;
+        let mut total = Scores::default();
+        per_client.iter().for_each(|s| total.add(s));
+        Some(total)
+    } else {
+        None
+    };
+
+    // The centralised baseline: the same adapter trained on the pooled training examples with
+    // the federation's token budget, as minibatch training with a round's worth of sequences
+    // per step (clients per round × local batch) and a cosine schedule.
+    let centralized = if cfg.centralized {
+        let pooled: Vec<Example> = p.examples.iter().flatten().cloned().collect();
+        let mean_len =
+            pooled.iter().map(|e| e.tokens.len()).sum::<usize>() as f64 / pooled.len() as f64;
+        let batch = cfg.batch_size as usize * cfg.clients_per_round;
+        let steps = ((budget_tokens / (mean_len * batch as f64)).round() as u64).max(1);
+        let mut a = p.template.clone();
+        let f = FitConfig {
+            batch_size: batch,
+            grad_accum: cfg.clients_per_round,
+            schedule: Schedule::Cosine {
+                warmup: steps / 10,
+                total: steps,
+                min_ratio: 0.0,
+            },
+            ..fit_config(cfg, steps, cfg.seed)
+        };
+        let cbar = ProgressBar::new(steps).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} centralised baseline step {pos}/{len} [{elapsed}<{eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pool.install(|| {
+            fit(&BaseView::of_model(&p.model), &mut a, &pooled, &f, |r| {
+                cbar.set_position(r.step + 1)
+            })
+        })?;
+        cbar.finish_and_clear();
+        Some((a, steps))
+    } else {
+        None
+    };
+    let (central_seen, central_unseen) = match &centralized {
+        Some((a, _)) => (
+            score(Some(a), &seen_records)?,
+            score(Some(a), &unseen_records)?,
+        ),
+        None => (None, None),
+    };
+
+    let last = rounds.last().cloned();
+    let job = JobReport {
+        task: cfg.task,
+        base: p.base.to_string(),
+        clients: p.clients.len(),
+        unseen_clients: p.unseen.len(),
+        measured_clients: seen_idx.len(),
+        measured_unseen_clients: unseen_idx.len(),
+        skipped_records: p.skipped,
+        adapter_params: p.template.n_params(),
+        rounds,
+        seen: CompareScores {
+            base: base_seen.map(ScoreSummary::from),
+            federated: last.as_ref().and_then(|l| l.seen.clone()),
+            centralized: central_seen.map(ScoreSummary::from),
+            personalized: None,
+        },
+        unseen: CompareScores {
+            base: base_unseen.map(ScoreSummary::from),
+            federated: last.as_ref().and_then(|l| l.unseen.clone()),
+            centralized: central_unseen.map(ScoreSummary::from),
+            personalized: personalized.map(ScoreSummary::from),
+        },
+        budget_tokens: budget_tokens as u64,
+        centralized_steps: centralized.as_ref().map(|(_, s)| *s),
+        federation_seconds: fed_secs,
+        total_seconds: started.elapsed().as_secs_f64(),
+        bytes_up: report.clients.iter().map(|c| c.bytes_up).sum(),
+        bytes_down: report.clients.iter().map(|c| c.bytes_down).sum(),
+    };
+    super::report::write_outputs(out, p, &job, &final_adapter)?;
+    Ok(job)
+}
+
+/// `runs/<UTC timestamp>`: the default output directory of a run.
+pub fn default_out_dir() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    PathBuf::from(format!(
+        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_422), (2025, 11, 30));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn tiers_cover_every_client_in_their_shares() {
+        let cfg = JobConfig {
+            tiers: "0.5:1,2:3".into(),
+            ..JobConfig::default()
+        };
+        let s = tier_scales(&cfg, 8).unwrap();
+        assert_eq!(s.iter().filter(|&&x| x == 0.5).count(), 2);
+        assert_eq!(s.iter().filter(|&&x| x == 2.0).count(), 6);
+        assert_eq!(s, tier_scales(&cfg, 8).unwrap());
+    }
+}

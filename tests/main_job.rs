@@ -1,0 +1,321 @@
+//! The main job end to end: `fedtune pretrain` makes a model llama.cpp-style files can hold,
+//! `fedtune eval` keeps its JSON contract on messy data, and a small federated LoRA run on the
+//! embedded base model and plays writes its files, improves the model and is reproducible.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use fedtune::job::{self, JobConfig, Task};
+
+fn fedtune(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fedtune"))
+        .args(args)
+        .output()
+        .expect("run fedtune")
+}
+
+fn hamlet_jsonl(dir: &Path) -> std::path::PathBuf {
+    let bytes = fedtune::shakespeare::jsonl().unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"play\": \"hamlet\""))
+        .take(120)
+        .collect();
+    // Records `fedtune eval` must skip and count: not JSON, no client, empty text, a number
+    // as text, invalid UTF-8 (written below).
+    lines.extend([
+        "not json",
+        "{\"text\": \"no speaker\"}",
+        "{\"speaker\": \"X\", \"text\": \"  \"}",
+        "{\"speaker\": \"X\", \"text\": 7}",
+    ]);
+    let path = dir.join("hamlet.jsonl");
+    let mut data = lines.join("\n").into_bytes();
+    data.extend_from_slice(b"\n{\"speaker\": \"X\", \"text\": \"\xff\xfe\"}\n");
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn eval_prints_one_json_object_and_counts_skipped_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = hamlet_jsonl(dir.path());
+    let out = fedtune(&[
+        "eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--client-field",
+        "speaker",
+        "--text-field",
+        "text",
+        "--task",
+        "keyboard",
+        "-t",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    for key in [
+        "perplexity",
+        "top1",
+        "top3",
+        "n_tokens",
+        "n_words",
+        "n_clients",
+        "skipped_records",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    assert_eq!(v["skipped_records"], 5);
+    assert_eq!(v["n_records"], 120);
+    let ppl = v["perplexity"].as_f64().unwrap();
+    let (top1, top3) = (v["top1"].as_f64().unwrap(), v["top3"].as_f64().unwrap());
+    // The embedded model knows Shakespeare: far better than the 4096-way uniform guess.
+    assert!(ppl > 1.0 && ppl < 1000.0, "{ppl}");
+    assert!(top1 > 0.0 && top1 <= top3 && top3 < 1.0, "{top1} {top3}");
+    assert!(v["n_words"].as_u64().unwrap() > 1000);
+    assert!(v["n_clients"].as_u64().unwrap() >= 5);
+
+    // A missing file and a file with no usable record are clear errors.
+    let out = fedtune(&[
+        "eval",
+        "--data",
+        "/nonexistent.jsonl",
+        "--client-field",
+        "speaker",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.jsonl"));
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "bad\n{\"speaker\": \"A\"}\n").unwrap();
+    let out = fedtune(&[
+        "eval",
+        "--data",
+        empty.to_str().unwrap(),
+        "--client-field",
+        "speaker",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 records skipped"));
+}
+
+#[test]
+fn pretrain_writes_a_model_that_eval_and_generate_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = hamlet_jsonl(dir.path());
+    let model = dir.path().join("tiny.gguf");
+    let out = fedtune(&[
+        "pretrain",
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab",
+        "320",
+        "--dim",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--ffn",
+        "64",
+        "--steps",
+        "30",
+        "--batch",
+        "4",
+        "--seq",
+        "32",
+        "--lr",
+        "1e-2",
+        "--warmup",
+        "3",
+        "--type",
+        "q8_0",
+        "-t",
+        "2",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+            .parse()
+            .unwrap()
+    };
+    // Trained from scratch: held-out perplexity well under the 320-way uniform guess, and the
+    // Q8_0 file predicts as the f32 weights did.
+    let (f32_ppl, q8_ppl) = (field("heldout_ppl_f32"), field("heldout_ppl_q8_0"));
+    assert!(f32_ppl < 150.0, "{line}");
+    assert!((q8_ppl / f32_ppl - 1.0).abs() < 0.02, "{line}");
+
+    let out = fedtune(&[
+        "eval",
+        "-m",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--client-field",
+        "speaker",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = fedtune(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        "To be",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = fedtune(&["pretrain", "--dim", "30", "--heads", "4", "--out", "x.gguf"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--dim 30"));
+}
+
+fn small_config() -> JobConfig {
+    JobConfig {
+        rounds: 3,
+        clients_per_round: 4,
+        local_steps: 4,
+        batch_size: 4,
+        lr: 5e-3,
+        eval_clients: 6,
+        personalize_steps: 2,
+        threads: 2,
+        ..JobConfig::default()
+    }
+}
+
+/// metrics.jsonl without the timings.
+fn metrics_without_time(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_keyboard_federation_improves_writes_its_files_and_repeats_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config();
+    let prepared = job::prepare(&cfg).unwrap();
+    let a = dir.path().join("a");
+    let report = job::run::run(&prepared, &a).unwrap();
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "curves.png",
+        "adapter.gguf",
+    ] {
+        assert!(a.join(f).is_file(), "{f} missing");
+    }
+    assert!(a.join("adapter/adapter_model.safetensors").is_file());
+    assert_eq!(
+        JobConfig::from_toml(&std::fs::read_to_string(a.join("config.toml")).unwrap()).unwrap(),
+        cfg
+    );
+
+    let rounds = metrics_without_time(&a);
+    assert_eq!(rounds.len(), 4);
+    let ppl = |r: &serde_json::Value| r["seen"]["perplexity"].as_f64().unwrap();
+    assert!(
+        ppl(&rounds[3]) < ppl(&rounds[0]),
+        "{} -> {}",
+        ppl(&rounds[0]),
+        ppl(&rounds[3])
+    );
+    assert!(
+        rounds[1..]
+            .iter()
+            .all(|r| r["participants"] == 4 && r["bytes_up"].as_u64().unwrap() > 0)
+    );
+    let unseen = report.unseen.federated.as_ref().unwrap();
+    assert!(unseen.perplexity < report.unseen.base.as_ref().unwrap().perplexity);
+    assert!(report.unseen.personalized.is_some() && report.unseen.centralized.is_some());
+
+    // The same seed again: the same metrics and the same adapter bytes.
+    let b = dir.path().join("b");
+    job::run::run(&job::prepare(&cfg).unwrap(), &b).unwrap();
+    assert_eq!(metrics_without_time(&b), rounds);
+    assert_eq!(
+        std::fs::read(a.join("adapter.gguf")).unwrap(),
+        std::fs::read(b.join("adapter.gguf")).unwrap()
+    );
+    // A run directory is never overwritten.
+    let again = job::run::run(&job::prepare(&cfg).unwrap(), &a).unwrap_err();
+    assert!(again.to_string().contains("already holds a run"), "{again}");
+}
+
+#[test]
+fn smart_reply_ranks_replies_and_bad_configs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = JobConfig {
+        task: Task::SmartReply,
+        rounds: 2,
+        candidates: 4,
+        centralized: false,
+        personalize_steps: 0,
+        ..small_config()
+    };
+    let report = job::run::run(&job::prepare(&cfg).unwrap(), dir.path()).unwrap();
+    let base = report.seen.base.as_ref().unwrap();
+    assert!(base.n_items > 0 && base.top1 <= base.top3 && base.top3 <= 1.0);
+    // With 4 candidates, chance recall@3 is 0.75, recall@1 0.25: the model does better.
+    assert!(base.top1 > 0.25, "{base:?}");
+
+    let bad = JobConfig {
+        data: "/nonexistent.jsonl".into(),
+        ..small_config()
+    };
+    assert!(
+        job::prepare(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent.jsonl")
+    );
+    let bad = JobConfig {
+        clients_per_round: 100_000,
+        ..small_config()
+    };
+    assert!(
+        job::prepare(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("clients_per_round")
+    );
+}
