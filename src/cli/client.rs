@@ -33,26 +33,56 @@ pub struct ClientArgs {
     /// CPU threads for training.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Take part in the main job of this TOML file (as the server's `--job`): train its LoRA
+    /// adapter on `--data`; `--index` is this device's number among `--clients`, its id
+    /// defaults to the simulation's (`client-00003`), and the demo-learner flags are ignored.
+    #[arg(long, requires = "data")]
+    job: Option<std::path::PathBuf>,
+    /// This device's own records (JSONL, the job's fields), in the order they were written.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// How many devices the job has (places this one in the job's device tiers).
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
 }
 
 pub fn run(a: ClientArgs) -> anyhow::Result<()> {
+    if let (Some(job), Some(data)) = (&a.job, &a.data) {
+        let cfg = super::simulate::read_job(job)?;
+        let trainer = fedtune::job::run::device_from_file(&cfg, data, a.index as usize, a.clients)?;
+        let id =
+            a.id.clone()
+                .unwrap_or_else(|| fedtune::sim::client_id(a.index as usize));
+        return serve(&a, id, cfg.seed, trainer);
+    }
     anyhow::ensure!(
         a.examples > 0 && a.dim > 0,
         "--examples and --dim must be at least 1"
     );
     let data = LinRegData::synthetic(a.seed, a.index, a.examples, a.dim);
     let trainer = LinRegTrainer::new(data, fedtune::sim::trainer_seed(a.seed, a.index as usize));
-    let mut opts = ClientOptions::new(
+    let id =
         a.id.clone()
-            .unwrap_or_else(|| format!("device-{}", a.index)),
-    );
-    opts.seed = a.seed;
+            .unwrap_or_else(|| format!("device-{}", a.index));
+    serve(&a, id, a.seed, trainer)
+}
+
+/// Runs the device loop until the federation finishes.
+fn serve(
+    a: &ClientArgs,
+    id: String,
+    seed: u64,
+    trainer: impl fedtune_client::Trainer,
+) -> anyhow::Result<()> {
+    let mut opts = ClientOptions::new(id);
+    opts.seed = seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
     if let Some(delay) = a.delay {
         opts.faults = Some(Arc::new(Slow(delay)));
     }
+    let server = a.server.clone();
     super::runtime(a.threads.max(1))?.block_on(async move {
-        let transport = GrpcTransport::connect_lazy(&a.server)?;
+        let transport = GrpcTransport::connect_lazy(&server)?;
         let summary = Client::new(transport, opts).run(trainer).await?;
         println!(
             "client={} rounds_trained={} accepted={} refused={} final_version={}",

@@ -23,6 +23,11 @@ pub struct ServerArgs {
     /// Initial global model when the state is new: linreg:DIM, sin:PARAMS or FILE.safetensors.
     #[arg(long, default_value = "linreg:16")]
     model: ModelSpec,
+    /// Serve the main job of this TOML file (as `fedtune simulate --config`): the global model
+    /// is its LoRA adapter and its settings set the rounds; the round flags are then ignored
+    /// but `--min-clients` (the number of devices).
+    #[arg(long)]
+    job: Option<PathBuf>,
     /// Aggregation strategy.
     #[arg(long, default_value = "fedavg", value_parser = ["fedavg"])]
     strategy: String,
@@ -106,14 +111,27 @@ impl RoundArgs {
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<()> {
-    let mut config = a.rounds.config()?;
+    let strategy = strategy::by_name(&a.strategy).context("unknown strategy")?;
+    let (mut config, initial) = match &a.job {
+        Some(path) => {
+            let job = super::simulate::read_job(path)?;
+            let devices = a
+                .rounds
+                .min_clients
+                .context("--job needs --min-clients: how many devices take part")?;
+            let (initial, config) = fedtune::job::run::server_setup(&job, devices)?;
+            (config, initial)
+        }
+        None => {
+            let initial = a
+                .model
+                .build()
+                .with_context(|| format!("building the initial model {:?}", a.model))?;
+            (a.rounds.config()?, initial)
+        }
+    };
     config.linger = a.linger;
     config.durable = !a.no_fsync;
-    let strategy = strategy::by_name(&a.strategy).context("unknown strategy")?;
-    let initial = a
-        .model
-        .build()
-        .with_context(|| format!("building the initial model {:?}", a.model))?;
     super::runtime(super::default_threads())?.block_on(async move {
         let coord = Coordinator::open(config, &a.state, initial, strategy)
             .with_context(|| format!("opening server state in {}", a.state.display()))?;

@@ -131,12 +131,7 @@ impl SimulateArgs {
     /// Defaults, then the config file, then the flags.
     fn resolve(&self) -> anyhow::Result<JobConfig> {
         let mut cfg = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                JobConfig::from_toml(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-            }
+            Some(path) => read_job(path)?,
             None => JobConfig::default(),
         };
         macro_rules! flags {
@@ -198,6 +193,13 @@ impl SimulateArgs {
         cfg.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }
+}
+
+/// A job's TOML file (unknown keys are errors; missing ones take their defaults).
+pub fn read_job(path: &std::path::Path) -> anyhow::Result<JobConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    JobConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub fn run(a: SimulateArgs) -> anyhow::Result<()> {

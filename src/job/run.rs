@@ -114,14 +114,7 @@ pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
             cfg.clients_per_round
         )));
     }
-    let lora = LoraConfig {
-        rank: cfg.rank,
-        alpha: cfg.alpha,
-        dropout: 0.0,
-        targets: super::config::parse_targets(&cfg.targets).map_err(JobError::Config)?,
-        seed: cfg.seed,
-    };
-    let template = LoraAdapter::new(lora, &model.cfg)?;
+    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
     Ok(Prepared {
         cfg: cfg.clone(),
         base,
@@ -169,6 +162,93 @@ fn tier_scales(cfg: &JobConfig, n: usize) -> Result<Vec<f64>, JobError> {
     scales.resize(n, last);
     scales.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x71E2));
     Ok(scales)
+}
+
+/// The trainer of training client `index` (steps multiple `scale`): built the same way by the
+/// simulation and by a `fedtune client` process, so both train alike for the same seed.
+pub fn device_trainer(
+    cfg: &JobConfig,
+    model: Arc<LlamaModel>,
+    template: &LoraAdapter,
+    examples: Vec<Example>,
+    index: usize,
+    scale: f64,
+) -> Result<LoraTrainer, JobError> {
+    Ok(LoraTrainer::new(
+        model,
+        template.clone(),
+        examples,
+        sim::trainer_seed(cfg.seed, index),
+    )?
+    .with_steps_scale(scale)
+    .with_eval_before(false))
+}
+
+/// A deployed device of the job: training client `index` of `n_clients`, holding only its
+/// own records in `data` (one client's JSONL, in the order it wrote them). Its latest
+/// `test_fraction` stays out of training, as in the simulation.
+pub fn device_from_file(
+    cfg: &JobConfig,
+    data: &Path,
+    index: usize,
+    n_clients: usize,
+) -> Result<LoraTrainer, JobError> {
+    cfg.validate().map_err(JobError::Config)?;
+    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
+    let model = Arc::new(base.open()?);
+    let tok = Arc::new(Tokenizer::from_gguf(model.file())?);
+    let io = TaskIo::new(cfg.task, tok, cfg.seq, cfg.candidates, cfg.seed)?;
+    let fields = RecordFields {
+        client: cfg.client_field.clone(),
+        text: cfg.text_field.clone(),
+        reply: (cfg.task == Task::SmartReply).then(|| cfg.reply_field.clone()),
+    };
+    let records = load_records(data, &fields)?;
+    let split = ClientSplit {
+        partition: super::Partition::Natural,
+        min_examples: 2,
+        test_fraction: cfg.test_fraction,
+        seed: cfg.seed,
+    };
+    let mut mine = build_clients(&records.records, &split);
+    if mine.len() != 1 {
+        return Err(JobError::Config(format!(
+            "{} holds {} clients' records (by `{}`): a device holds its own only",
+            data.display(),
+            mine.len(),
+            cfg.client_field
+        )));
+    }
+    let client = mine.remove(0);
+    let examples = io.examples(&client.train)?;
+    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
+    let scale = tier_scales(cfg, n_clients.max(index + 1))?[index];
+    device_trainer(cfg, model, &template, examples, index, scale)
+}
+
+/// The server side of a deployed job: the initial global adapter and the round settings for
+/// `n_clients` devices (the simulation's, but durable and lingering for late devices).
+pub fn server_setup(cfg: &JobConfig, n_clients: usize) -> Result<(Bundle, ServerConfig), JobError> {
+    cfg.validate().map_err(JobError::Config)?;
+    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
+    let model = base.open()?;
+    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
+    let server = ServerConfig {
+        durable: true,
+        linger: Duration::from_secs(3),
+        ..server_config(cfg, n_clients)
+    };
+    Ok((adapter_bundle(&template), server))
+}
+
+fn lora_config(cfg: &JobConfig) -> Result<LoraConfig, JobError> {
+    Ok(LoraConfig {
+        rank: cfg.rank,
+        alpha: cfg.alpha,
+        dropout: 0.0,
+        targets: super::config::parse_targets(&cfg.targets).map_err(JobError::Config)?,
+        seed: cfg.seed,
+    })
 }
 
 fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
@@ -235,15 +315,15 @@ fn federate(p: &Prepared, state: &Path, threads: usize) -> Result<sim::SimReport
     );
     let done = Arc::new(AtomicUsize::new(0));
     let trainer = |i: usize| {
-        let inner = LoraTrainer::new(
+        let inner = device_trainer(
+            cfg,
             Arc::clone(&p.model),
-            p.template.clone(),
+            &p.template,
             p.examples[i].clone(),
-            sim::trainer_seed(cfg.seed, i),
+            i,
+            scales[i],
         )
-        .expect("examples were checked in prepare")
-        .with_steps_scale(scales[i])
-        .with_eval_before(false);
+        .expect("examples were checked in prepare");
         Counted {
             inner,
             done: Arc::clone(&done),

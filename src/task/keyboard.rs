@@ -131,6 +131,51 @@ impl WordTable {
     }
 }
 
+/// The `k` words a keyboard would suggest after `prefix`: the most likely distinct
+/// word-starting tokens, each completed greedily while the next most likely token continues
+/// the word (at most `max_tokens` tokens a word). With their probabilities (of the first
+/// token).
+pub fn suggest(
+    model: &LlamaModel,
+    tok: &Tokenizer,
+    table: &WordTable,
+    prefix: &str,
+    k: usize,
+) -> Result<Vec<(String, f64)>, ScoreError> {
+    const MAX_TOKENS: usize = 6;
+    let ids = tok.encode(prefix.trim_end(), true, false)?;
+    let mut cache = model.new_cache(None);
+    let logits = model.forward(&mut cache, &ids, Logits::Last)?;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let z: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let mut order: Vec<usize> = (0..logits.len())
+        .filter(|&t| matches!(table.kinds[t], Kind::Glued | Kind::Spaced))
+        .collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    let mut out: Vec<(String, f64)> = Vec::with_capacity(k);
+    for first in order {
+        if out.len() >= k {
+            break;
+        }
+        let mut cache = cache.clone();
+        let mut word = vec![first as u32];
+        let mut next = model.forward(&mut cache, &word, Logits::Last)?;
+        while word.len() < MAX_TOKENS {
+            let t = argmax(&next);
+            if table.kind(t) != Kind::Glued {
+                break;
+            }
+            word.push(t);
+            next = model.forward(&mut cache, &[t], Logits::Last)?;
+        }
+        let text = tok.decode(&word)?.trim().to_string();
+        if !text.is_empty() && !out.iter().any(|(w, _)| *w == text) {
+            out.push((text, f64::from(logits[first] - max).exp() / z));
+        }
+    }
+    Ok(out)
+}
+
 /// Scores one text with `model` (and whatever adapter it carries): the text is tokenized as
 /// the model's tokenizer does (BOS included when it adds one) and scored in windows of at most
 /// `ctx` tokens.

@@ -99,6 +99,24 @@ impl ReplyFormat {
         Ok((sum, tokens.len() - start))
     }
 
+    /// `candidates` ranked for `message`, best first: (index, how much the message raises
+    /// the candidate's log-likelihood, in nats).
+    pub fn rank(
+        &self,
+        model: &LlamaModel,
+        tok: &Tokenizer,
+        message: &str,
+        candidates: &[&str],
+    ) -> Result<Vec<(usize, f64)>, ScoreError> {
+        let mut out = candidates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Ok((i, self.pmi(model, tok, message, c)?.0)))
+            .collect::<Result<Vec<_>, ScoreError>>()?;
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
+    }
+
     /// How much `message` raises the log-likelihood of `reply` (nats), and the reply's NLL
     /// given the message with its token count.
     fn pmi(
