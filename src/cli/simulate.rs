@@ -55,6 +55,10 @@ pub struct SimulateArgs {
     #[arg(long)]
     eval_clients: Option<usize>,
 
+    /// Measure the training clients every this many rounds (and the first and last) [default: 1].
+    #[arg(long)]
+    eval_every: Option<u64>,
+
     /// Rounds [default: 10].
     #[arg(long)]
     rounds: Option<u64>,
@@ -106,6 +110,9 @@ pub struct SimulateArgs {
     /// [default: 5].
     #[arg(long)]
     personalize_steps: Option<u64>,
+    /// Learning rate of the personalisation steps [default: 1e-3].
+    #[arg(long)]
+    personalize_lr: Option<f32>,
     /// Skip the centralised baseline.
     #[arg(long)]
     no_centralized: bool,
@@ -148,6 +155,7 @@ impl SimulateArgs {
             test_fraction,
             unseen_fraction,
             eval_clients,
+            eval_every,
             rounds,
             clients_per_round,
             over_selection,
@@ -164,6 +172,7 @@ impl SimulateArgs {
             alpha,
             targets,
             personalize_steps,
+            personalize_lr,
             candidates,
             seed,
             threads,

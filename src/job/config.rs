@@ -40,9 +40,11 @@ pub struct JobConfig {
     pub test_fraction: f64,
     /// Share of clients that never train (the global model is measured on them too).
     pub unseen_fraction: f64,
-    /// Clients measured (their test splits): of the training clients every round, of the
-    /// unseen ones before and after the federation (0: all).
+    /// Clients measured (their test splits): of the training clients every `eval_every`
+    /// rounds, of the unseen ones before and after the federation (0: all).
     pub eval_clients: usize,
+    /// Measure the training clients every this many rounds (and always the first and last).
+    pub eval_every: u64,
 
     pub rounds: u64,
     pub clients_per_round: usize,
@@ -71,6 +73,9 @@ pub struct JobConfig {
 
     /// Local fine-tuning steps of the global adapter on each measured client (0: skip).
     pub personalize_steps: u64,
+    /// Their learning rate (lower than the federation's: a few of a client's own lines are
+    /// easy to overfit).
+    pub personalize_lr: f32,
     /// Also train the same adapter on the pooled training data with the same token budget.
     pub centralized: bool,
     /// Smart reply: candidate replies ranked per message (the true one among them).
@@ -99,6 +104,7 @@ impl Default for JobConfig {
             test_fraction: 0.2,
             unseen_fraction: 0.1,
             eval_clients: 24,
+            eval_every: 1,
             rounds: 10,
             clients_per_round: 10,
             over_selection: 1.0,
@@ -115,6 +121,7 @@ impl Default for JobConfig {
             alpha: 16.0,
             targets: "q,k,v,o".into(),
             personalize_steps: 5,
+            personalize_lr: 1e-3,
             centralized: true,
             candidates: 8,
             seed: 0,
@@ -189,11 +196,16 @@ impl JobConfig {
         if self.rounds == 0 || self.clients_per_round == 0 {
             return Err("rounds and clients_per_round must be at least 1".into());
         }
+        if self.eval_every == 0 {
+            return Err("eval_every must be at least 1".into());
+        }
         if self.local_steps == 0 || self.batch_size == 0 || self.seq < 2 {
             return Err("local_steps and batch_size must be at least 1, seq at least 2".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("lr = {} must be a positive number", self.lr));
+        for (name, lr) in [("lr", self.lr), ("personalize_lr", self.personalize_lr)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(format!("{name} = {lr} must be a positive number"));
+            }
         }
         if self.over_selection < 1.0 {
             return Err(format!(

@@ -309,10 +309,7 @@ fn federate(p: &Prepared, state: &Path, threads: usize) -> Result<sim::SimReport
         state_dir: state.to_path_buf(),
         compression: Compression::None,
     };
-    let bar = ProgressBar::new(cfg.rounds).with_style(
-        ProgressStyle::with_template("{bar:30} round {pos}/{len} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let progress = bar(cfg.rounds, "{bar:30} round {pos}/{len} {msg} [{elapsed}]");
     let done = Arc::new(AtomicUsize::new(0));
     let trainer = |i: usize| {
         let inner = device_trainer(
@@ -327,7 +324,7 @@ fn federate(p: &Prepared, state: &Path, threads: usize) -> Result<sim::SimReport
         Counted {
             inner,
             done: Arc::clone(&done),
-            bar: bar.clone(),
+            bar: progress.clone(),
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -335,13 +332,13 @@ fn federate(p: &Prepared, state: &Path, threads: usize) -> Result<sim::SimReport
         .enable_all()
         .build()?;
     let ticker = {
-        let bar = bar.clone();
+        let progress = progress.clone();
         let state = state.to_path_buf();
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let n = std::fs::read_dir(state.join("checkpoints")).map_or(0, |d| d.count());
-                bar.set_position(n.saturating_sub(1) as u64);
+                progress.set_position(n.saturating_sub(1) as u64);
             }
         })
     };
@@ -352,7 +349,7 @@ fn federate(p: &Prepared, state: &Path, threads: usize) -> Result<sim::SimReport
         trainer,
     ));
     ticker.abort();
-    bar.finish_and_clear();
+    progress.finish_and_clear();
     Ok(report?)
 }
 
@@ -382,6 +379,164 @@ fn fit_config(cfg: &JobConfig, steps: u64, seed: u64) -> FitConfig {
         checkpoint: false,
         seed,
     }
+}
+
+/// A progress bar of `len` steps in `template`'s words.
+fn bar(len: u64, template: &str) -> ProgressBar {
+    ProgressBar::new(len).with_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
+}
+
+/// What the measurements score: the records of the chosen training and unseen clients.
+struct EvalSets {
+    seen_idx: Vec<usize>,
+    seen: Vec<Record>,
+    unseen_idx: Vec<usize>,
+    unseen: Vec<Record>,
+}
+
+/// Scores `adapter` on `records` on `pool` (`None` when there is nothing to score).
+fn score(
+    p: &Prepared,
+    pool: &rayon::ThreadPool,
+    adapter: Option<&LoraAdapter>,
+    records: &[Record],
+) -> Result<Option<Scores>, JobError> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        pool.install(|| p.io.score(&p.model, adapter, records))?,
+    ))
+}
+
+/// Every round's record: its global adapter (from the server's checkpoint) scored, and what the
+/// server and devices recorded of it. Returns the records and the final adapter.
+fn measure_rounds(
+    p: &Prepared,
+    pool: &rayon::ThreadPool,
+    report: &sim::SimReport,
+    state: &Path,
+    sets: &EvalSets,
+) -> Result<(Vec<RoundRecord>, LoraAdapter), JobError> {
+    let cfg = &p.cfg;
+    let progress = bar(
+        cfg.rounds + 1,
+        "{bar:30} measuring round {pos}/{len} [{elapsed}<{eta}]",
+    );
+    let mut rounds = Vec::new();
+    let mut adapter = p.template.clone();
+    for r in 0..=cfg.rounds {
+        let path = state
+            .join("checkpoints")
+            .join(format!("round-{r:06}.safetensors"));
+        let (bundle, _) = fedtune_server::store::read_checkpoint(&path, None)?;
+        adapter = adapter_from_bundle(&bundle, &p.template)?;
+        let last = r == cfg.rounds;
+        let seen = if r % cfg.eval_every == 0 || last {
+            score(p, pool, Some(&adapter), &sets.seen)?
+        } else {
+            None
+        };
+        // Unseen clients are measured before and after the federation (each pass costs as
+        // much as a round of training).
+        let unseen = if r == 0 || last {
+            score(p, pool, Some(&adapter), &sets.unseen)?
+        } else {
+            None
+        };
+        let record = report
+            .coordinator
+            .with_store(|s| -> Result<RoundRecord, JobError> {
+                let sum = |name: &str| s.metric_total(r, name).map(|(_, v)| v);
+                let (n_loss, loss_sum) = s.metric_total(r, "train_loss")?;
+                Ok(RoundRecord {
+                    round: r,
+                    train_loss: (n_loss > 0).then(|| loss_sum / n_loss as f64),
+                    seen: seen.map(ScoreSummary::from),
+                    unseen: unseen.map(ScoreSummary::from),
+                    participants: s.contributors(r)?.len(),
+                    cohort: sum("cohort")? as usize,
+                    dropouts: sum("dropped_out")? as usize,
+                    bytes_up: sum("bytes_up")? as u64,
+                    bytes_down: sum("bytes_down")? as u64,
+                    train_tokens: sum("train_tokens")? as u64,
+                    seconds: sum("round_seconds")?,
+                })
+            })?;
+        rounds.push(record);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    Ok((rounds, adapter))
+}
+
+/// Personalisation: each measured unseen client fine-tunes `global` on its own training split
+/// for a few steps, then is scored on its test split.
+fn personalize(
+    p: &Prepared,
+    pool: &rayon::ThreadPool,
+    global: &LoraAdapter,
+    clients: &[usize],
+) -> Result<Option<Scores>, JobError> {
+    let cfg = &p.cfg;
+    if cfg.personalize_steps == 0 || clients.is_empty() {
+        return Ok(None);
+    }
+    let mut total = Scores::default();
+    for &i in clients {
+        let c = &p.unseen[i];
+        let examples = p.io.examples(&c.train)?;
+        let mut a = global.clone();
+        if !examples.is_empty() {
+            let f = FitConfig {
+                lr: cfg.personalize_lr,
+                ..fit_config(cfg, cfg.personalize_steps, cfg.seed ^ i as u64)
+            };
+            pool.install(|| fit(&BaseView::of_model(&p.model), &mut a, &examples, &f, |_| {}))?;
+        }
+        total.add(&pool.install(|| p.io.score(&p.model, Some(&a), &c.test))?);
+    }
+    Ok(Some(total))
+}
+
+/// The centralised baseline: the same adapter trained on the pooled training examples with
+/// the federation's token budget, as minibatch training with a round's worth of sequences per
+/// step (clients per round × local batch) and a cosine schedule. Returns it and its steps.
+fn centralized_baseline(
+    p: &Prepared,
+    pool: &rayon::ThreadPool,
+    budget_tokens: f64,
+) -> Result<(LoraAdapter, u64), JobError> {
+    let cfg = &p.cfg;
+    let pooled: Vec<Example> = p.examples.iter().flatten().cloned().collect();
+    let mean_len =
+        pooled.iter().map(|e| e.tokens.len()).sum::<usize>() as f64 / pooled.len().max(1) as f64;
+    let batch = cfg.batch_size as usize * cfg.clients_per_round;
+    let steps = ((budget_tokens / (mean_len * batch as f64)).round() as u64).max(1);
+    let mut a = p.template.clone();
+    let f = FitConfig {
+        batch_size: batch,
+        grad_accum: cfg.clients_per_round,
+        schedule: Schedule::Cosine {
+            warmup: steps / 10,
+            total: steps,
+            min_ratio: 0.0,
+        },
+        ..fit_config(cfg, steps, cfg.seed)
+    };
+    let progress = bar(
+        steps,
+        "{bar:30} centralised baseline step {pos}/{len} [{elapsed}<{eta}]",
+    );
+    pool.install(|| {
+        fit(&BaseView::of_model(&p.model), &mut a, &pooled, &f, |r| {
+            progress.set_position(r.step + 1)
+        })
+    })?;
+    progress.finish_and_clear();
+    Ok((a, steps))
 }
 
 /// Runs the whole job and writes its files under `out`.
@@ -417,158 +572,55 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
     let report = federate(p, &state, threads)?;
     let fed_secs = started.elapsed().as_secs_f64();
 
-    let (seen_idx, seen_records) = eval_set(&p.clients, cfg.eval_clients);
-    let (unseen_idx, unseen_records) = eval_set(&p.unseen, cfg.eval_clients);
-    let score = |adapter: Option<&LoraAdapter>, records: &[Record]| {
-        if records.is_empty() {
-            return Ok(None);
-        }
-        pool.install(|| p.io.score(&p.model, adapter, records))
-            .map(Some)
+    let (seen_idx, seen) = eval_set(&p.clients, cfg.eval_clients);
+    let (unseen_idx, unseen) = eval_set(&p.unseen, cfg.eval_clients);
+    let sets = EvalSets {
+        seen_idx,
+        seen,
+        unseen_idx,
+        unseen,
     };
-    let bar = ProgressBar::new(cfg.rounds + 1).with_style(
-        ProgressStyle::with_template("{bar:30} measuring round {pos}/{len} [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let mut rounds = Vec::new();
-    let mut final_adapter = p.template.clone();
-    let mut budget_tokens = 0.0;
-    for r in 0..=cfg.rounds {
-        let path = state
-            .join("checkpoints")
-            .join(format!("round-{r:06}.safetensors"));
-        let (bundle, _) = fedtune_server::store::read_checkpoint(&path, None)?;
-        let adapter = adapter_from_bundle(&bundle, &p.template)?;
-        let seen = score(Some(&adapter), &seen_records)?;
-        // Unseen clients are measured before and after the federation (each pass costs as
-        // much as a round of training on the tiny model).
-        let unseen = if r == 0 || r == cfg.rounds {
-            score(Some(&adapter), &unseen_records)?
-        } else {
-            None
-        };
-        let record = report
-            .coordinator
-            .with_store(|s| -> Result<RoundRecord, JobError> {
-                let sum = |name: &str| s.metric_total(r, name).map(|(_, v)| v);
-                let (n_loss, loss_sum) = s.metric_total(r, "train_loss")?;
-                let participants = s.contributors(r)?.len();
-                Ok(RoundRecord {
-                    round: r,
-                    train_loss: (n_loss > 0).then(|| loss_sum / n_loss as f64),
-                    seen: seen.map(ScoreSummary::from),
-                    unseen: unseen.map(ScoreSummary::from),
-                    participants,
-                    cohort: sum("cohort")? as usize,
-                    dropouts: sum("dropped_out")? as usize,
-                    bytes_up: sum("bytes_up")? as u64,
-                    bytes_down: sum("bytes_down")? as u64,
-                    train_tokens: sum("train_tokens")? as u64,
-                    seconds: sum("round_seconds")?,
-                })
-            })?;
-        budget_tokens += record.train_tokens as f64;
-        rounds.push(record);
-        final_adapter = adapter;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let base_seen = score(None, &seen_records)?;
-    let base_unseen = score(None, &unseen_records)?;
-
-    // Personalisation: each measured unseen client fine-tunes the final global adapter on its
-    // own training split for a few steps, then is measured on its test split.
-    let personalized = if cfg.personalize_steps > 0 && !unseen_idx.is_empty() {
-        let per_client: Vec<Scores> = pool.install(|| {
-            unseen_idx
-                .iter()
-                .map(|&i| {
-                    let c = &p.unseen[i];
-                    let examples = p.io.examples(&c.train)?;
-                    let mut a = final_adapter.clone();
-                    if !examples.is_empty() {
-                        let f = fit_config(cfg, cfg.personalize_steps, cfg.seed ^ i as u64);
-                        fit(&BaseView::of_model(&p.model), &mut a, &examples, &f, |_| {})?;
-                    }
-                    Ok(p.io.score(&p.model, Some(&a), &c.test)?)
-                })
-                .collect::<Result<_, JobError>>()
-        })?;
-        let mut total = Scores::default();
-        per_client.iter().for_each(|s| total.add(s));
-        Some(total)
-    } else {
-        None
-    };
-
-    // The centralised baseline: the same adapter trained on the pooled training examples with
-    // the federation's token budget, as minibatch training with a round's worth of sequences
-    // per step (clients per round × local batch) and a cosine schedule.
+    let (rounds, final_adapter) = measure_rounds(p, &pool, &report, &state, &sets)?;
+    let budget_tokens: u64 = rounds.iter().map(|r| r.train_tokens).sum();
+    let personalized = personalize(p, &pool, &final_adapter, &sets.unseen_idx)?;
     let centralized = if cfg.centralized {
-        let pooled: Vec<Example> = p.examples.iter().flatten().cloned().collect();
-        let mean_len =
-            pooled.iter().map(|e| e.tokens.len()).sum::<usize>() as f64 / pooled.len() as f64;
-        let batch = cfg.batch_size as usize * cfg.clients_per_round;
-        let steps = ((budget_tokens / (mean_len * batch as f64)).round() as u64).max(1);
-        let mut a = p.template.clone();
-        let f = FitConfig {
-            batch_size: batch,
-            grad_accum: cfg.clients_per_round,
-            schedule: Schedule::Cosine {
-                warmup: steps / 10,
-                total: steps,
-                min_ratio: 0.0,
-            },
-            ..fit_config(cfg, steps, cfg.seed)
-        };
-        let cbar = ProgressBar::new(steps).with_style(
-            ProgressStyle::with_template(
-                "{bar:30} centralised baseline step {pos}/{len} [{elapsed}<{eta}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pool.install(|| {
-            fit(&BaseView::of_model(&p.model), &mut a, &pooled, &f, |r| {
-                cbar.set_position(r.step + 1)
-            })
-        })?;
-        cbar.finish_and_clear();
-        Some((a, steps))
+        Some(centralized_baseline(p, &pool, budget_tokens as f64)?)
     } else {
         None
     };
     let (central_seen, central_unseen) = match &centralized {
         Some((a, _)) => (
-            score(Some(a), &seen_records)?,
-            score(Some(a), &unseen_records)?,
+            score(p, &pool, Some(a), &sets.seen)?,
+            score(p, &pool, Some(a), &sets.unseen)?,
         ),
         None => (None, None),
     };
 
-    let last = rounds.last().cloned();
+    // Round 0's adapter has B = 0: its scores are the base model's, bit for bit.
+    let (first, last) = (rounds.first().cloned(), rounds.last().cloned());
     let job = JobReport {
         task: cfg.task,
         base: p.base.to_string(),
         clients: p.clients.len(),
         unseen_clients: p.unseen.len(),
-        measured_clients: seen_idx.len(),
-        measured_unseen_clients: unseen_idx.len(),
+        measured_clients: sets.seen_idx.len(),
+        measured_unseen_clients: sets.unseen_idx.len(),
         skipped_records: p.skipped,
         adapter_params: p.template.n_params(),
         rounds,
         seen: CompareScores {
-            base: base_seen.map(ScoreSummary::from),
+            base: first.as_ref().and_then(|f| f.seen.clone()),
             federated: last.as_ref().and_then(|l| l.seen.clone()),
             centralized: central_seen.map(ScoreSummary::from),
             personalized: None,
         },
         unseen: CompareScores {
-            base: base_unseen.map(ScoreSummary::from),
+            base: first.as_ref().and_then(|f| f.unseen.clone()),
             federated: last.as_ref().and_then(|l| l.unseen.clone()),
             centralized: central_unseen.map(ScoreSummary::from),
             personalized: personalized.map(ScoreSummary::from),
         },
-        budget_tokens: budget_tokens as u64,
+        budget_tokens,
         centralized_steps: centralized.as_ref().map(|(_, s)| *s),
         federation_seconds: fed_secs,
         total_seconds: started.elapsed().as_secs_f64(),
