@@ -6,7 +6,6 @@ use fedtune_client::llama::LlamaModel;
 use fedtune_client::lora::LoraAdapter;
 use fedtune_client::tokenizer::Tokenizer;
 use fedtune_client::train::Example;
-use rayon::prelude::*;
 
 use super::Task;
 use crate::task::keyboard::{WordTable, score_text};
@@ -81,10 +80,21 @@ impl TaskIo {
     ) -> Result<Scores, ScoreError> {
         let mut model = base.clone();
         model.set_adapter(adapter.map(|a| Arc::new(a.clone())))?;
-        let per_record: Vec<Scores> = (0..records.len())
-            .into_par_iter()
-            .map(|i| self.score_one(&model, records, i))
-            .collect::<Result<_, _>>()?;
+        // Smart reply: every reply's unconditional NLLs, once (each is a candidate of several
+        // messages).
+        let alone: Vec<Vec<f64>> = match self.task {
+            Task::SmartReply => each_on_one_thread(records.len(), |i| {
+                let reply = records[i].reply.as_deref().unwrap_or("");
+                Ok(self
+                    .reply
+                    .unconditional(&model, &self.tok, &[reply])?
+                    .remove(0))
+            })?,
+            Task::Keyboard => Vec::new(),
+        };
+        let per_record = each_on_one_thread(records.len(), |i| {
+            self.score_one(&model, records, &alone, i)
+        })?;
         let mut total = Scores::default();
         for s in &per_record {
             total.add(s);
@@ -96,24 +106,67 @@ impl TaskIo {
         &self,
         model: &LlamaModel,
         records: &[Record],
+        alone: &[Vec<f64>],
         i: usize,
     ) -> Result<Scores, ScoreError> {
         let r = &records[i];
         match (self.task, &r.reply) {
             (Task::Keyboard, _) => score_text(model, &self.tok, &self.words, &r.text, 512),
-            (Task::SmartReply, Some(reply)) => {
-                let others: Vec<&str> = distractors(
+            (Task::SmartReply, Some(_)) => {
+                // The true reply first, then the distractors.
+                let mut idx = vec![i];
+                idx.extend(distractors(
                     i,
                     records.len(),
                     self.candidates.saturating_sub(1),
                     self.seed,
-                )
-                .into_iter()
-                .filter_map(|j| records[j].reply.as_deref())
-                .collect();
-                self.reply.score(model, &self.tok, &r.text, reply, &others)
+                ));
+                idx.retain(|&j| records[j].reply.is_some());
+                let texts: Vec<&str> = idx
+                    .iter()
+                    .filter_map(|&j| records[j].reply.as_deref())
+                    .collect();
+                let alone: Vec<Vec<f64>> = idx.iter().map(|&j| alone[j].clone()).collect();
+                self.reply.score(model, &self.tok, &r.text, &texts, &alone)
             }
             (Task::SmartReply, None) => Ok(Scores::default()),
         }
     }
+}
+
+/// `f(0..n)` in order, the indices split into as many contiguous runs as the current rayon
+/// pool has threads, each run on its own single-threaded pool: scoring many short texts is
+/// faster one text per thread than each text's small matrix products split across threads.
+fn each_on_one_thread<T: Send>(
+    n: usize,
+    f: impl Fn(usize) -> Result<T, ScoreError> + Sync,
+) -> Result<Vec<T>, ScoreError> {
+    let threads = rayon::current_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(threads);
+    let runs: Vec<Result<Vec<T>, ScoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = &f;
+                s.spawn(move || {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .map_err(|e| ScoreError::Pool(e.to_string()))?;
+                    pool.install(|| (t * per..((t + 1) * per).min(n)).map(f).collect())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ScoreError::Pool("a scoring thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(n);
+    for run in runs {
+        out.extend(run?);
+    }
+    Ok(out)
 }

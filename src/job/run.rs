@@ -128,7 +128,9 @@ pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
     })
 }
 
-/// Counts local training runs for the progress bar.
+/// A simulated device: counts local training runs for the progress bar, and trains on one
+/// thread (the engine runs as many devices at once as there are threads; splitting each
+/// device's small products across threads as well only adds synchronisation).
 struct Counted {
     inner: LoraTrainer,
     done: Arc<AtomicUsize>,
@@ -141,7 +143,11 @@ impl Trainer for Counted {
         global: &Bundle,
         task: &TaskContext,
     ) -> Result<LocalUpdate, fedtune_client::TrainError> {
-        let out = self.inner.train(global, task);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| fedtune_client::TrainError::Other(format!("thread pool: {e}")))?;
+        let out = pool.install(|| self.inner.train(global, task));
         let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         self.bar
             .set_message(format!("round {} · {n} local runs", task.round));

@@ -54,6 +54,9 @@ pub enum ScoreError {
     Tokenizer(#[from] fedtune_client::tokenizer::TokenizerError),
     #[error(transparent)]
     Model(#[from] LlamaError),
+    /// A scoring thread could not start or failed.
+    #[error("scoring threads: {0}")]
+    Pool(String),
     /// The adapter does not fit the model.
     #[error(transparent)]
     Adapter(#[from] fedtune_client::train::TrainError),

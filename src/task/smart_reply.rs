@@ -40,6 +40,29 @@ impl ReplyFormat {
         })
     }
 
+    /// The message's tokens as a pair begins: its last tokens (at most half the length), then
+    /// the separator.
+    fn message_tokens(&self, tok: &Tokenizer, message: &str) -> Result<Vec<u32>, ScoreError> {
+        let msg = tok.encode(message, true, false)?;
+        let msg = &msg[msg.len().saturating_sub(self.max_len / 2)..];
+        let mut out = msg.to_vec();
+        out.extend_from_slice(&self.sep);
+        Ok(out)
+    }
+
+    /// The reply's first tokens (its end token included) that fit in `room`.
+    fn reply_tokens(
+        &self,
+        tok: &Tokenizer,
+        reply: &str,
+        room: usize,
+    ) -> Result<Vec<u32>, ScoreError> {
+        let mut rep = tok.encode(reply, false, false)?;
+        rep.extend(self.end);
+        rep.truncate(room);
+        Ok(rep)
+    }
+
     /// The tokens of a pair and where its reply starts. The message keeps its last tokens
     /// (at most half the length), the reply its first.
     pub fn encode(
@@ -48,18 +71,10 @@ impl ReplyFormat {
         message: &str,
         reply: &str,
     ) -> Result<(Vec<u32>, usize), ScoreError> {
-        let msg = tok.encode(message, true, false)?;
-        let mut rep = tok.encode(reply, false, false)?;
-        rep.extend(self.end);
-        let msg_room = self.max_len / 2;
-        let msg = &msg[msg.len().saturating_sub(msg_room)..];
-        let rep_room = self.max_len - msg.len() - self.sep.len().min(self.max_len - msg.len());
-        let rep = &rep[..rep.len().min(rep_room)];
-        let mut tokens = Vec::with_capacity(msg.len() + self.sep.len() + rep.len());
-        tokens.extend_from_slice(msg);
-        tokens.extend_from_slice(&self.sep);
+        let mut tokens = self.message_tokens(tok, message)?;
         let start = tokens.len();
-        tokens.extend_from_slice(rep);
+        let room = self.max_len.saturating_sub(start);
+        tokens.extend(self.reply_tokens(tok, reply, room)?);
         Ok((tokens, start))
     }
 
@@ -78,25 +93,75 @@ impl ReplyFormat {
         })
     }
 
-    /// Summed NLL of the reply given the message, and its token count.
-    fn reply_nll(
+    /// The NLL of every token of each of `replies` after `message`. The message runs once;
+    /// each reply continues a copy of its cache.
+    pub fn reply_nlls(
         &self,
         model: &LlamaModel,
         tok: &Tokenizer,
         message: &str,
-        reply: &str,
-    ) -> Result<(f64, usize), ScoreError> {
-        let (tokens, start) = self.encode(tok, message, reply)?;
-        if start == 0 || start >= tokens.len() {
-            return Ok((0.0, 0));
-        }
+        replies: &[&str],
+    ) -> Result<Vec<Vec<f64>>, ScoreError> {
+        let msg = self.message_tokens(tok, message)?;
+        let room = self.max_len.saturating_sub(msg.len());
         let mut cache = model.new_cache(None);
-        let logits = model.forward(&mut cache, &tokens[..tokens.len() - 1], Logits::All)?;
+        let first = model.forward(&mut cache, &msg, Logits::Last)?;
         let v = model.cfg.n_vocab;
-        let sum = (start..tokens.len())
-            .map(|i| nll(&logits[(i - 1) * v..i * v], tokens[i] as usize))
-            .sum();
-        Ok((sum, tokens.len() - start))
+        replies
+            .iter()
+            .map(|r| {
+                let rep = self.reply_tokens(tok, r, room)?;
+                let Some(&head) = rep.first() else {
+                    return Ok(Vec::new());
+                };
+                let mut out = vec![nll(&first, head as usize)];
+                if rep.len() > 1 {
+                    let mut c = cache.clone();
+                    let logits = model.forward(&mut c, &rep[..rep.len() - 1], Logits::All)?;
+                    out.extend(
+                        logits
+                            .chunks_exact(v)
+                            .zip(&rep[1..])
+                            .map(|(row, &t)| nll(row, t as usize)),
+                    );
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// The per-token NLLs of `replies` with an empty message (the second term of the ranking
+    /// score; the same for every message, so computed once per reply).
+    pub fn unconditional(
+        &self,
+        model: &LlamaModel,
+        tok: &Tokenizer,
+        replies: &[&str],
+    ) -> Result<Vec<Vec<f64>>, ScoreError> {
+        self.reply_nlls(model, tok, "", replies)
+    }
+
+    /// Ranking scores of `candidates` for `message`: Σ log p(token | message) − Σ log p(token)
+    /// over each candidate's tokens (`alone[i]`: candidate i's unconditional per-token NLLs).
+    /// Also returns the candidates' NLL sums and token counts given the message.
+    fn pmi(
+        &self,
+        model: &LlamaModel,
+        tok: &Tokenizer,
+        message: &str,
+        candidates: &[&str],
+        alone: &[Vec<f64>],
+    ) -> Result<Vec<(f64, f64, usize)>, ScoreError> {
+        let given = self.reply_nlls(model, tok, message, candidates)?;
+        Ok(given
+            .iter()
+            .zip(alone)
+            .map(|(g, a)| {
+                let k = g.len().min(a.len());
+                let (sg, sa): (f64, f64) = (g[..k].iter().sum(), a[..k].iter().sum());
+                (sa - sg, g.iter().sum(), g.len())
+            })
+            .collect())
     }
 
     /// `candidates` ranked for `message`, best first: (index, how much the message raises
@@ -108,50 +173,39 @@ impl ReplyFormat {
         message: &str,
         candidates: &[&str],
     ) -> Result<Vec<(usize, f64)>, ScoreError> {
-        let mut out = candidates
-            .iter()
+        let alone = self.unconditional(model, tok, candidates)?;
+        let mut out: Vec<(usize, f64)> = self
+            .pmi(model, tok, message, candidates, &alone)?
+            .into_iter()
             .enumerate()
-            .map(|(i, c)| Ok((i, self.pmi(model, tok, message, c)?.0)))
-            .collect::<Result<Vec<_>, ScoreError>>()?;
+            .map(|(i, (score, _, _))| (i, score))
+            .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(out)
     }
 
-    /// How much `message` raises the log-likelihood of `reply` (nats), and the reply's NLL
-    /// given the message with its token count.
-    fn pmi(
-        &self,
-        model: &LlamaModel,
-        tok: &Tokenizer,
-        message: &str,
-        reply: &str,
-    ) -> Result<(f64, f64, usize), ScoreError> {
-        let (given, n) = self.reply_nll(model, tok, message, reply)?;
-        let (alone, _) = self.reply_nll(model, tok, "", reply)?;
-        Ok((alone - given, given, n))
-    }
-
-    /// Scores one pair: its reply's NLL, and whether the true reply ranks first or in the
-    /// first three among itself and `distractors`.
+    /// Scores one pair: the true reply is `candidates[0]`, the others distractors (`alone`:
+    /// their unconditional per-token NLLs, as [`Self::unconditional`] gives). Returns the true
+    /// reply's NLL and whether it ranks first or in the first three.
     pub fn score(
         &self,
         model: &LlamaModel,
         tok: &Tokenizer,
         message: &str,
-        reply: &str,
-        distractors: &[&str],
+        candidates: &[&str],
+        alone: &[Vec<f64>],
     ) -> Result<Scores, ScoreError> {
-        let (pmi, sum, n) = self.pmi(model, tok, message, reply)?;
+        let scored = self.pmi(model, tok, message, candidates, alone)?;
+        let Some(&(truth, sum, n)) = scored.first() else {
+            return Ok(Scores::default());
+        };
         if n == 0 {
             return Ok(Scores::default());
         }
-        let mut better = 0;
-        for d in distractors {
-            let (other, _, k) = self.pmi(model, tok, message, d)?;
-            if k > 0 && other > pmi {
-                better += 1;
-            }
-        }
+        let better = scored[1..]
+            .iter()
+            .filter(|(s, _, k)| *k > 0 && *s > truth)
+            .count();
         Ok(Scores {
             nll: sum,
             n_tokens: n,
@@ -209,6 +263,36 @@ mod tests {
         let ex = f.example(&tok, &long, &long).unwrap();
         assert_eq!(ex.tokens.len(), 24);
         assert!(ex.n_targets() >= 8);
+    }
+
+    #[test]
+    fn shared_prefix_scoring_equals_whole_pairs_and_rank_agrees_with_score() {
+        let model = crate::base_model::BaseModel::Embedded.open().unwrap();
+        let tok = Tokenizer::from_gguf(model.file()).unwrap();
+        let f = ReplyFormat::new(&tok, 48).unwrap();
+        let message = "Who's there?";
+        let replies = ["Nay, answer me: stand, and unfold yourself.", "Good night.", "Ay."];
+        let nlls = f.reply_nlls(&model, &tok, message, &replies).unwrap();
+        for (reply, got) in replies.iter().zip(&nlls) {
+            // The same NLLs from one forward pass over the whole pair.
+            let (tokens, start) = f.encode(&tok, message, reply).unwrap();
+            let mut cache = model.new_cache(None);
+            let logits = model.forward(&mut cache, &tokens, Logits::All).unwrap();
+            let v = model.cfg.n_vocab;
+            let want: Vec<f64> = (start..tokens.len())
+                .map(|i| nll(&logits[(i - 1) * v..i * v], tokens[i] as usize))
+                .collect();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-3, "{reply}: {g} vs {w}");
+            }
+        }
+        let ranked = f.rank(&model, &tok, message, &replies).unwrap();
+        let alone = f.unconditional(&model, &tok, &replies).unwrap();
+        let s = f.score(&model, &tok, message, &replies, &alone).unwrap();
+        assert_eq!(s.n_items, 1);
+        assert_eq!(s.top1 == 1, ranked[0].0 == 0, "{ranked:?}");
+        assert!((s.nll - nlls[0].iter().sum::<f64>()).abs() < 1e-9);
     }
 
     #[test]

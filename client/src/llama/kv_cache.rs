@@ -7,8 +7,10 @@
 //! absolute positions, so evicting old positions never changes the ones kept. Memory grows
 //! with use up to the window or the context length, never beyond.
 
-/// Positions the cache grows by.
-const GROW: usize = 256;
+/// Positions the cache grows by. Small steps keep each layer's buffers under the allocator's
+/// mmap threshold for the short sequences of scoring (a fresh 256-position step cost a mapping
+/// and its page faults per buffer, per scored text).
+const GROW: usize = 64;
 /// Attention sinks a window keeps (at most half the window).
 const SINKS: usize = 4;
 
@@ -109,7 +111,7 @@ impl KvCache {
         self.window.is_none_or(|w| self.pos + n <= w)
     }
 
-    /// Makes room for slots up to position `end` (exclusive), growing 256 positions at a
+    /// Makes room for slots up to position `end` (exclusive), growing [`GROW`] positions at a
     /// time but never past the window or the context.
     pub(super) fn reserve(&mut self, end: usize) {
         let limit = self.window.unwrap_or(self.context_len);
