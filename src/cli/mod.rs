@@ -41,7 +41,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run one device: join a server, train on local data each round, upload updates.
     Client(client::ClientArgs),
-    /// Simulate a federation of virtual devices on this machine.
+    /// The main job: federated LoRA fine-tuning on simulated devices (keyboard next-word or
+    /// smart reply), with measurements, personalisation and a centralised baseline.
     Simulate(Box<simulate::SimulateArgs>),
     /// Print the token ids of a text, comma-separated (as llama.cpp tokenizes it).
     Tokenize(tokenize::TokenizeArgs),

@@ -216,13 +216,19 @@ pub fn device_from_file(
         test_fraction: cfg.test_fraction,
         seed: cfg.seed,
     };
-    let mut mine = build_clients(&records.records, &split);
-    if mine.len() != 1 {
+    if records.n_clients() != 1 {
         return Err(JobError::Config(format!(
             "{} holds {} clients' records (by `{}`): a device holds its own only",
             data.display(),
-            mine.len(),
+            records.n_clients(),
             cfg.client_field
+        )));
+    }
+    let mut mine = build_clients(&records.records, &split);
+    if mine.is_empty() {
+        return Err(JobError::Config(format!(
+            "{}: a device needs at least 2 records (one to train on, one to test)",
+            data.display()
         )));
     }
     let client = mine.remove(0);

@@ -271,7 +271,11 @@ mod tests {
         let tok = Tokenizer::from_gguf(model.file()).unwrap();
         let f = ReplyFormat::new(&tok, 48).unwrap();
         let message = "Who's there?";
-        let replies = ["Nay, answer me: stand, and unfold yourself.", "Good night.", "Ay."];
+        let replies = [
+            "Nay, answer me: stand, and unfold yourself.",
+            "Good night.",
+            "Ay.",
+        ];
         let nlls = f.reply_nlls(&model, &tok, message, &replies).unwrap();
         for (reply, got) in replies.iter().zip(&nlls) {
             // The same NLLs from one forward pass over the whole pair.
