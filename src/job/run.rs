@@ -55,13 +55,38 @@ impl std::fmt::Debug for Prepared {
     }
 }
 
-/// The records a run trains and tests on.
-fn records(cfg: &JobConfig) -> Result<Records, JobError> {
-    let fields = RecordFields {
+/// The JSONL fields a run's records come from.
+fn record_fields(cfg: &JobConfig) -> RecordFields {
+    RecordFields {
         client: cfg.client_field.clone(),
         text: cfg.text_field.clone(),
         reply: (cfg.task == Task::SmartReply).then(|| cfg.reply_field.clone()),
-    };
+    }
+}
+
+/// Checks `cfg` and opens its base model.
+fn open_base(cfg: &JobConfig) -> Result<(BaseModel, Arc<LlamaModel>), JobError> {
+    cfg.validate().map_err(JobError::Config)?;
+    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
+    let model = Arc::new(base.open()?);
+    Ok((base, model))
+}
+
+/// The task's tokenization and scoring for `model`.
+fn task_io(cfg: &JobConfig, model: &LlamaModel) -> Result<TaskIo, JobError> {
+    let tok = Arc::new(Tokenizer::from_gguf(model.file())?);
+    Ok(TaskIo::new(
+        cfg.task,
+        tok,
+        cfg.seq,
+        cfg.candidates,
+        cfg.seed,
+    )?)
+}
+
+/// The records a run trains and tests on.
+fn records(cfg: &JobConfig) -> Result<Records, JobError> {
+    let fields = record_fields(cfg);
     if !cfg.data.is_empty() {
         if cfg.task == Task::SmartReply && cfg.reply_field.is_empty() {
             return Err(JobError::Config(
@@ -83,11 +108,8 @@ fn records(cfg: &JobConfig) -> Result<Records, JobError> {
 
 /// Loads the model and data and builds the clients.
 pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
-    cfg.validate().map_err(JobError::Config)?;
-    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
-    let model = Arc::new(base.open()?);
-    let tok = Arc::new(Tokenizer::from_gguf(model.file())?);
-    let io = TaskIo::new(cfg.task, tok, cfg.seq, cfg.candidates, cfg.seed)?;
+    let (base, model) = open_base(cfg)?;
+    let io = task_io(cfg, &model)?;
     let data = records(cfg)?;
     let split = ClientSplit {
         partition: cfg.partition,
@@ -199,17 +221,9 @@ pub fn device_from_file(
     index: usize,
     n_clients: usize,
 ) -> Result<LoraTrainer, JobError> {
-    cfg.validate().map_err(JobError::Config)?;
-    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
-    let model = Arc::new(base.open()?);
-    let tok = Arc::new(Tokenizer::from_gguf(model.file())?);
-    let io = TaskIo::new(cfg.task, tok, cfg.seq, cfg.candidates, cfg.seed)?;
-    let fields = RecordFields {
-        client: cfg.client_field.clone(),
-        text: cfg.text_field.clone(),
-        reply: (cfg.task == Task::SmartReply).then(|| cfg.reply_field.clone()),
-    };
-    let records = load_records(data, &fields)?;
+    let (_, model) = open_base(cfg)?;
+    let io = task_io(cfg, &model)?;
+    let records = load_records(data, &record_fields(cfg))?;
     let split = ClientSplit {
         partition: super::Partition::Natural,
         min_examples: 2,
@@ -241,9 +255,7 @@ pub fn device_from_file(
 /// The server side of a deployed job: the initial global adapter and the round settings for
 /// `n_clients` devices (the simulation's, but durable and lingering for late devices).
 pub fn server_setup(cfg: &JobConfig, n_clients: usize) -> Result<(Bundle, ServerConfig), JobError> {
-    cfg.validate().map_err(JobError::Config)?;
-    let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
-    let model = base.open()?;
+    let (_, model) = open_base(cfg)?;
     let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
     let server = ServerConfig {
         durable: true,
