@@ -70,6 +70,45 @@ fn random_models_match_llama_cpp_logits() {
     );
 }
 
+/// Q4_0 models with their matrices interleaved for the AVX-512 VNNI kernels (what the
+/// inference commands run on such CPUs): the same agreement with llama.cpp, and the same
+/// logits as the stored layout up to float summation order.
+#[test]
+fn interleaved_q4_0_models_match_llama_cpp_logits() {
+    let avx512 = fedtune_client::kernels::cpu::level() >= fedtune_client::kernels::Level::Avx512;
+    for g in goldens().into_iter().filter(|g| g.ty == GgmlType::Q4_0) {
+        let mut cache = g.model.new_cache(None);
+        let plain = g.model.forward(&mut cache, &g.tokens, Logits::All).unwrap();
+        let mut model = g.model.clone();
+        let bytes = model.interleave_for_cpu();
+        assert_eq!(bytes > 0, avx512, "{}: interleaved {bytes} bytes", g.name);
+        let mut cache = model.new_cache(None);
+        let ours = model.forward(&mut cache, &g.tokens, Logits::All).unwrap();
+        let c = compare(&ours, &g.logits, model.cfg.n_vocab);
+        eprintln!(
+            "{:>10} interleaved ({bytes} bytes): mean|Δ| {:.2e} (max|logit| {:.3}), argmax \
+             agreement {:.1}%",
+            g.name,
+            c.mean_abs,
+            c.max_logit,
+            100.0 * c.argmax_agree
+        );
+        assert!(
+            c.argmax_agree >= 0.99,
+            "{}: argmax {}",
+            g.name,
+            c.argmax_agree
+        );
+        let same = compare(&ours, &plain, model.cfg.n_vocab);
+        assert!(
+            same.max_abs <= 1e-4 * same.max_logit.max(1.0),
+            "{}: interleaved vs stored layout max|Δ| {}",
+            g.name,
+            same.max_abs
+        );
+    }
+}
+
 #[test]
 fn batched_prompt_equals_one_token_at_a_time() {
     let g = goldens()

@@ -7,6 +7,9 @@
 //! * `matmul_q4_1`: SmolLM2's FFN gate/up shape, a 1536×576 Q4_1 matrix, times 1 token (decode)
 //!   and 64 tokens (prefill), activation quantization included, in the global rayon pool and in
 //!   a pool of 1 thread; throughput in multiply-adds and in weight bytes.
+//! * `matmul_q4_0_1thread::{stored,interleaved}`: the same shape in Q4_0 on one thread, rows
+//!   as stored (the AVX2 tiles) and interleaved sixteen at a time (the AVX-512 VNNI kernels;
+//!   on CPUs without them the interleaved copy is ignored and both run the same code).
 //!
 //! Without AVX2+FMA+F16C the `avx2` benches run the scalar kernels ([`kernels::dot_fn`] falls
 //! back), which `main` points out.
@@ -71,10 +74,24 @@ mod dot {
 }
 
 fn bench_matmul(bencher: Bencher, tokens: usize, pool: Option<&rayon::ThreadPool>) {
+    bench_matmul_of(bencher, GgmlType::Q4_1, false, tokens, pool);
+}
+
+fn bench_matmul_of(
+    bencher: Bencher,
+    ty: GgmlType,
+    interleaved: bool,
+    tokens: usize,
+    pool: Option<&rayon::ThreadPool>,
+) {
     let (rows, cols) = (1536, 576);
-    let ty = GgmlType::Q4_1;
-    let w = quant::quantize(ty, &values(rows * cols, 3)).expect("Q4_1 quantizes");
+    let w = quant::quantize(ty, &values(rows * cols, 3)).expect("the format quantizes");
     let m = QMatrix::new(ty, rows, cols, &w).expect("whole blocks");
+    let packed = kernels::Q4_0x16::pack(&m).filter(|_| interleaved);
+    let m = match &packed {
+        Some(p) => m.with_packed(p).expect("same shape"),
+        None => m,
+    };
     let x = values(tokens * cols, 4);
     let mut out = vec![0.0f32; tokens * rows];
     let bencher = bencher
@@ -102,4 +119,27 @@ fn matmul_q4_1_1thread(bencher: Bencher, tokens: usize) {
         .build()
         .expect("a 1-thread pool");
     bench_matmul(bencher, tokens, Some(&pool));
+}
+
+/// 1536×576 Q4_0 · `tokens` rows of activations on one thread, in both layouts.
+mod matmul_q4_0_1thread {
+    use super::*;
+
+    fn run(bencher: Bencher, tokens: usize, interleaved: bool) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a 1-thread pool");
+        bench_matmul_of(bencher, GgmlType::Q4_0, interleaved, tokens, Some(&pool));
+    }
+
+    #[divan::bench(args = [1, 64])]
+    fn stored(bencher: Bencher, tokens: usize) {
+        run(bencher, tokens, false);
+    }
+
+    #[divan::bench(args = [1, 64])]
+    fn interleaved(bencher: Bencher, tokens: usize) {
+        run(bencher, tokens, true);
+    }
 }

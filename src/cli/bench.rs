@@ -133,7 +133,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
                 a.prompt_tokens > 0 && a.gen_tokens > 0 && a.reps > 0,
                 "token counts and --reps must be positive"
             );
-            let model = a.model.load()?;
+            let model = a.model.load_for_inference()?;
             let threads = a.model.threads();
             let kernels = fedtune_client::kernels::cpu::level().name();
             println!(

@@ -52,7 +52,9 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
         (0.0..1.0).contains(&a.holdout),
         "--holdout must be in [0, 1)"
     );
-    let (model, tok) = a.model.load_with_tokenizer()?;
+    // Training reads the stored blocks (dequantized tiles), not interleaved copies.
+    let model = a.model.load()?;
+    let tok = a.model.tokenizer(&model)?;
     let data = load_texts_where(&a.data, &a.text_field, &a.filters)?;
     let n_eval = (data.texts.len() as f64 * a.holdout).round() as usize;
     let n_train = data.texts.len() - n_eval;

@@ -21,7 +21,7 @@ pub struct LogitsArgs {
 pub fn run(a: LogitsArgs) -> anyhow::Result<()> {
     let tokens = parse_tokens(&a.tokens)?;
     anyhow::ensure!(!tokens.is_empty(), "--tokens is empty");
-    let model = a.model.load()?;
+    let model = a.model.load_for_inference()?;
     let logits = a.model.run(|| {
         let mut cache = model.new_cache(None);
         model.forward(&mut cache, &tokens, Logits::All)

@@ -643,6 +643,28 @@ impl GgufFile {
             .unwrap_or(&[])
     }
 
+    /// Tells the kernel this process no longer needs `t`'s pages (a model that keeps its own
+    /// interleaved copy of a matrix): they leave the resident set, and a later read of the
+    /// tensor pages them back in from the file, unchanged. Nothing for a file held in memory.
+    pub fn release_pages(&self, t: &TensorInfo) {
+        let (Backing::Mapped(map), Some(range)) = (&self.backing, self.layout.data_range(t)) else {
+            return;
+        };
+        const PAGE: usize = 4096;
+        let start = range.start.next_multiple_of(PAGE);
+        let end = range.end / PAGE * PAGE;
+        if end > start {
+            // SAFETY: a private read-only file mapping: MADV_DONTNEED drops pages this process
+            // only reads, and the next access maps the file's (unchanged) contents again, so
+            // no slice borrowed from the map sees different bytes. Whole pages inside the
+            // tensor only; a failure just leaves the pages resident.
+            #[allow(unsafe_code)]
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+
     /// The data of the tensor called `name`.
     pub fn tensor_bytes(&self, name: &str) -> Option<&[u8]> {
         self.tensor(name).map(|t| self.tensor_data(t))

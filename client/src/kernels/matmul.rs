@@ -2,9 +2,10 @@
 //! activations `x` [n × cols], split by weight rows across the threads of the current rayon
 //! pool ([`pool::run`]).
 
-#[cfg(target_arch = "x86_64")]
-use super::avx2;
+use super::q4_0x16::{GROUP_ROWS, Q4_0x16};
 use super::{DotFn, Level, TILE_ROWS, act_type, cpu, dot_fn, pool};
+#[cfg(target_arch = "x86_64")]
+use super::{avx2, avx512};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix borrowed from a model file: `rows` rows of `cols` values of type `ty`.
@@ -15,6 +16,8 @@ pub struct QMatrix<'a> {
     pub cols: usize,
     data: &'a [u8],
     row_bytes: usize,
+    /// The same rows interleaved for the AVX-512 kernels, when the model made them.
+    packed: Option<&'a Q4_0x16>,
 }
 
 impl<'a> QMatrix<'a> {
@@ -27,7 +30,18 @@ impl<'a> QMatrix<'a> {
             cols,
             data,
             row_bytes,
+            packed: None,
         })
+    }
+
+    /// Products take `packed` (the same rows, interleaved) where the CPU runs its kernels.
+    /// `None` (and `self` unchanged) if `packed` is not this matrix's shape.
+    pub fn with_packed(self, packed: &'a Q4_0x16) -> Option<Self> {
+        (self.ty == GgmlType::Q4_0 && packed.rows() == self.rows && packed.cols() == self.cols)
+            .then_some(Self {
+                packed: Some(packed),
+                ..self
+            })
     }
 
     pub fn row(&self, i: usize) -> &'a [u8] {
@@ -72,6 +86,8 @@ struct SimdActs {
     format: u8,
     blocks: Vec<ActBlock>,
     scales: Vec<[f32; 4]>,
+    /// `8·Σ a` per block (Q4_0 weights: the offset of the interleaved kernels).
+    sums8: Vec<i32>,
 }
 
 impl Acts {
@@ -121,6 +137,7 @@ impl SimdActs {
         let f16_at = |b: &[u8], i: usize| half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
         let mut blocks = Vec::with_capacity(data.len() / (header + 32));
         let mut scales = Vec::with_capacity(blocks.capacity());
+        let mut sums8 = Vec::new();
         for b in data.chunks_exact(header + 32) {
             let mut blk = ActBlock {
                 qs: [0; 32],
@@ -128,10 +145,13 @@ impl SimdActs {
             };
             blk.qs.copy_from_slice(&b[header..]);
             if format == GEMM_Q4_0 {
+                let mut total = 0;
                 for (g, e) in blk.qs.chunks_exact(4).zip(blk.extra.chunks_exact_mut(4)) {
                     let sum: i32 = g.iter().map(|&q| i32::from(q as i8)).sum();
                     e.copy_from_slice(&(8 * sum).to_le_bytes());
+                    total += 8 * sum;
                 }
+                sums8.push(total);
             }
             let d = f16_at(b, 0);
             let s = if has_sum { f16_at(b, 2) } else { 0.0 };
@@ -142,6 +162,7 @@ impl SimdActs {
             format,
             blocks,
             scales,
+            sums8,
         }
     }
 }
@@ -191,17 +212,22 @@ pub fn matmul_many(jobs: &mut [MatJob]) {
         let n = acts.n();
         assert_eq!(job.out.len(), n * w.rows, "matmul output size");
         // About 8 tasks per thread and matrix: enough to balance, few enough to be cheap.
+        let kernel = RowKernel::new(w, acts);
+        let unit = match kernel {
+            RowKernel::Packed => GROUP_ROWS,
+            _ => TILE_ROWS,
+        };
         let chunk = w
             .rows
             .div_ceil(threads * 8)
             .max(if n == 1 { 16 } else { TILE_ROWS })
-            .next_multiple_of(TILE_ROWS);
+            .next_multiple_of(unit);
         tasks.extend(
             (0..w.rows)
                 .step_by(chunk)
                 .map(|r0| (j, r0, (r0 + chunk).min(w.rows))),
         );
-        plans.push((RowKernel::new(w.ty, acts), OutPtr(job.out.as_mut_ptr())));
+        plans.push((kernel, OutPtr(job.out.as_mut_ptr())));
     }
     let jobs = &*jobs;
     let plans = &plans;
@@ -209,6 +235,15 @@ pub fn matmul_many(jobs: &mut [MatJob]) {
         let (j, r0, r1) = tasks[i];
         let (job, (kernel, out)) = (&jobs[j], &plans[j]);
         let n = job.acts.n();
+        if let RowKernel::Packed = kernel {
+            // SAFETY: this task alone writes rows r0..r1 (multiples of 16) of every output row
+            // of `job.out`, which is n × rows long and borrowed mutably for the whole call.
+            #[allow(unsafe_code)]
+            unsafe {
+                packed_rows(&job.w, r0, r1, job.acts, out.0)
+            };
+            return;
+        }
         if n == 1 {
             // SAFETY: tasks cover disjoint row ranges of this job's output, which `job.out`
             // borrows mutably for the whole call (here: the values r0..r1).
@@ -243,6 +278,8 @@ unsafe impl Send for OutPtr {}
 /// How weight rows meet activation rows.
 #[derive(Clone, Copy)]
 enum RowKernel {
+    /// The AVX-512 kernels on interleaved Q4_0 rows, writing the output in place.
+    Packed,
     /// The AVX2 kernels on the quantized bytes and prepared activations.
     Gemm(u8),
     /// A direct kernel on the quantized bytes, one pair at a time.
@@ -252,8 +289,14 @@ enum RowKernel {
 }
 
 impl RowKernel {
-    fn new(w: GgmlType, acts: &Acts) -> Self {
-        let level = cpu::level();
+    fn new(m: &QMatrix, acts: &Acts) -> Self {
+        let (w, level) = (m.ty, cpu::level());
+        if m.packed.is_some()
+            && level >= Level::Avx512
+            && acts.simd.as_ref().is_some_and(|s| s.format == GEMM_Q4_0)
+        {
+            return Self::Packed;
+        }
         let f32_dot = dot_fn(GgmlType::F32, level).expect("f32 kernel");
         if acts.ty != act_type(w) {
             return Self::Dequantize(w, f32_dot);
@@ -271,6 +314,7 @@ impl RowKernel {
     fn rows(&self, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f32]) {
         let n = acts.n();
         match *self {
+            Self::Packed => unreachable!("interleaved rows are written in place"),
             Self::Gemm(f) => gemm_rows(f, w, r0, r1, acts, out),
             Self::Direct(f) => {
                 for (k, vals) in out.chunks_exact_mut(n).enumerate() {
@@ -315,6 +359,45 @@ fn gemm_rows(f: u8, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f
         "no AVX2 kernels here: {f} {w:?} {r0} {r1} {acts:?} {}",
         out.len()
     );
+}
+
+/// Rows `r0..r1` (multiples of 16) of `w`'s interleaved copy times every activation row,
+/// straight into the `[n × rows]` output at `out`.
+///
+/// # Safety
+/// `out` is valid for `n × w.rows` floats and nothing else touches the elements of rows
+/// `r0..r1` during the call.
+#[allow(unsafe_code)]
+unsafe fn packed_rows(w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: *mut f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = w.packed.expect("interleaved rows");
+        let s = acts.simd.as_ref().expect("prepared for the SIMD kernels");
+        let rows = avx512::ActRows {
+            blocks: &s.blocks,
+            sums8: &s.sums8,
+            scales: &s.scales,
+            nb: p.blocks(),
+        };
+        assert!(r0.is_multiple_of(GROUP_ROWS) && r1.is_multiple_of(GROUP_ROWS) && r1 <= p.rows());
+        assert!(s.blocks.len() >= acts.n() * p.blocks() && s.sums8.len() == s.blocks.len());
+        // SAFETY: `Packed` is chosen only at `Level::Avx512`; the activation arrays hold n rows
+        // of `blocks()` items (asserted); the groups are inside the matrix; `out` is the
+        // caller's contract.
+        unsafe {
+            avx512::gemm_q4_0x16(
+                p,
+                r0 / GROUP_ROWS,
+                r1 / GROUP_ROWS,
+                rows,
+                acts.n(),
+                out,
+                w.rows,
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no AVX-512 kernels here: {w:?} {r0} {r1} {acts:?} {out:?}");
 }
 
 /// Quantizes one activation row as ggml's CPU backend does before a matrix product. For Q8_0

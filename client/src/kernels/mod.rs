@@ -5,7 +5,8 @@
 //! Q4_1/Q5_1), then runs integer dot products against every weight row. The weights are never
 //! expanded to f32 (formats without a direct kernel dequantize one row at a time into a
 //! scratch buffer). Each kernel has a portable [`scalar`] reference and, where the CPU allows,
-//! an AVX2 path chosen at run time ([`cpu::level`]).
+//! an AVX2 path chosen at run time ([`cpu::level`]); on AVX-512 VNNI parts, Q4_0 matrices a
+//! model has interleaved ([`q4_0x16`]) take the `vpdpbusd` kernels.
 
 pub mod cpu;
 mod matmul;
@@ -14,11 +15,15 @@ pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod q4_0x16;
 #[cfg(test)]
 mod tests;
 
 pub use cpu::Level;
 pub use matmul::{Acts, MatJob, QMatrix, matmul, matmul_into, matmul_many};
+pub use q4_0x16::Q4_0x16;
 
 use crate::quant::GgmlType;
 
@@ -44,9 +49,9 @@ pub fn dot_fn(w: GgmlType, level: Level) -> Option<DotFn> {
     match level {
         Level::Scalar => scalar_fn(w),
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2 => avx2_fn(w),
+        Level::Avx2 | Level::Avx512 => avx2_fn(w),
         #[cfg(not(target_arch = "x86_64"))]
-        Level::Avx2 => scalar_fn(w),
+        Level::Avx2 | Level::Avx512 => scalar_fn(w),
     }
 }
 

@@ -19,7 +19,7 @@ pub fn attend(
     let mut out = vec![0f32; q.len()];
     let store_token = |cache: &mut KvCache, t: usize| {
         let (kt, vt) = (&k[t * kv_dim..][..kv_dim], &v[t * kv_dim..][..kv_dim]);
-        store(cache, l, pos0 + t, kt, vt);
+        cache.store(l, pos0 + t, kt, vt);
     };
     let head_of = |cache: &KvCache, t: usize, h: usize, o: &mut [f32]| {
         head(
@@ -49,13 +49,6 @@ pub fn attend(
         }
     }
     out
-}
-
-fn store(cache: &mut KvCache, l: usize, p: usize, k: &[f32], v: &[f32]) {
-    let s = cache.slot(p) * k.len();
-    let layer = &mut cache.layers[l];
-    layer.k[s..s + k.len()].copy_from_slice(k);
-    layer.v[s..s + v.len()].copy_from_slice(v);
 }
 
 /// One query head at position `p`: softmax(q·Kᵀ / √d) · V over the visible positions, in the
@@ -110,14 +103,13 @@ fn head_impl(
     out: &mut [f32],
 ) {
     let hd = cfg.head_dim;
-    let kv_dim = cfg.kv_dim();
     let g = h / (cfg.n_heads / cfg.n_kv_heads);
-    let layer = &cache.layers[l];
+    let (keys, values) = cache.head(l, g);
     // Without a window these are 0..=p; with one, the sinks and then the recent positions.
     let visible: Vec<usize> = cache.visible(p).collect();
     let scale = 1.0 / (hd as f32).sqrt();
-    let key = |j: usize| &layer.k[cache.slot(j) * kv_dim + g * hd..][..hd];
-    let value = |j: usize| &layer.v[cache.slot(j) * kv_dim + g * hd..][..hd];
+    let key = |j: usize| &keys[cache.slot(j) * hd..][..hd];
+    let value = |j: usize| &values[cache.slot(j) * hd..][..hd];
     // Plain loops (no iterator closures) so that everything inlines into the FMA variant.
     let mut w = Vec::with_capacity(visible.len());
     for &j in &visible {

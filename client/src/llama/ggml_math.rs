@@ -20,7 +20,7 @@ fn fma(x: f32, y: f32, z: f32) -> f32 {
 #[inline]
 pub fn use_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return crate::kernels::cpu::level() == crate::kernels::Level::Avx2;
+    return crate::kernels::cpu::level() >= crate::kernels::Level::Avx2;
     #[cfg(not(target_arch = "x86_64"))]
     return false;
 }

@@ -6,6 +6,10 @@
 //! (the bounded-memory scheme of "LLM in a flash"). Keys are stored after RoPE, at their
 //! absolute positions, so evicting old positions never changes the ones kept. Memory grows
 //! with use up to the window or the context length, never beyond.
+//!
+//! Each KV head keeps its own buffers, slot after slot: a query head reads its keys and
+//! values as one contiguous stream (the prefetchers' best case) instead of a head-sized
+//! piece every `kv_dim` values.
 
 /// Positions the cache grows by. Small steps keep each layer's buffers under the allocator's
 /// mmap threshold for the short sequences of scoring (a fresh 256-position step cost a mapping
@@ -14,15 +18,16 @@ const GROW: usize = 64;
 /// Attention sinks a window keeps (at most half the window).
 const SINKS: usize = 4;
 
+/// One layer: per KV head, `[slot][head_dim]` keys and values.
 #[derive(Debug, Clone)]
 pub(super) struct LayerCache {
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    kv_dim: usize,
+    head_dim: usize,
     window: Option<usize>,
     /// Leading positions a window always keeps.
     sinks: usize,
@@ -34,18 +39,19 @@ pub struct KvCache {
 impl KvCache {
     pub(super) fn new(
         n_layers: usize,
-        kv_dim: usize,
+        n_kv_heads: usize,
+        head_dim: usize,
         context_len: usize,
         window: Option<usize>,
     ) -> Self {
         let layer = LayerCache {
-            k: Vec::new(),
-            v: Vec::new(),
+            k: vec![Vec::new(); n_kv_heads],
+            v: vec![Vec::new(); n_kv_heads],
         };
         let window = window.filter(|&w| w > 0);
         let sinks = window.map_or(0, |w| SINKS.min(w / 2));
         Self {
-            kv_dim,
+            head_dim,
             window,
             sinks,
             context_len,
@@ -67,8 +73,7 @@ impl KvCache {
     pub fn clear(&mut self) {
         self.pos = 0;
         for l in &mut self.layers {
-            l.k.clear();
-            l.v.clear();
+            l.k.iter_mut().chain(&mut l.v).for_each(Vec::clear);
         }
     }
 
@@ -76,8 +81,25 @@ impl KvCache {
     pub fn memory_bytes(&self) -> usize {
         self.layers
             .iter()
-            .map(|l| (l.k.capacity() + l.v.capacity()) * 4)
+            .flat_map(|l| l.k.iter().chain(&l.v))
+            .map(|b| b.capacity() * 4)
             .sum()
+    }
+
+    /// Stores position `p`'s keys and values (`[kv_dim]` each, head after head) in layer `l`.
+    pub(super) fn store(&mut self, l: usize, p: usize, k: &[f32], v: &[f32]) {
+        let (hd, s) = (self.head_dim, self.slot(p));
+        let layer = &mut self.layers[l];
+        for (g, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+            layer.k[g][s * hd..][..hd].copy_from_slice(kh);
+            layer.v[g][s * hd..][..hd].copy_from_slice(vh);
+        }
+    }
+
+    /// KV head `g`'s keys and values in layer `l`, `[slot][head_dim]`.
+    pub(super) fn head(&self, l: usize, g: usize) -> (&[f32], &[f32]) {
+        let layer = &self.layers[l];
+        (&layer.k[g], &layer.v[g])
     }
 
     /// Positions a sequence may reach (`usize::MAX` with a window).
@@ -116,16 +138,18 @@ impl KvCache {
     pub(super) fn reserve(&mut self, end: usize) {
         let limit = self.window.unwrap_or(self.context_len);
         let slots = end.min(limit);
-        let len = slots * self.kv_dim;
-        let cap = slots.next_multiple_of(GROW).min(limit).max(slots) * self.kv_dim;
-        for l in &mut self.layers {
-            if l.k.len() < len {
-                for buf in [&mut l.k, &mut l.v] {
-                    if buf.capacity() < len {
-                        buf.reserve_exact(cap - buf.len());
-                    }
-                    buf.resize(len, 0.0);
+        let len = slots * self.head_dim;
+        let cap = slots.next_multiple_of(GROW).min(limit).max(slots) * self.head_dim;
+        for buf in self
+            .layers
+            .iter_mut()
+            .flat_map(|l| l.k.iter_mut().chain(&mut l.v))
+        {
+            if buf.len() < len {
+                if buf.capacity() < len {
+                    buf.reserve_exact(cap - buf.len());
                 }
+                buf.resize(len, 0.0);
             }
         }
     }

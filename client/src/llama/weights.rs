@@ -1,9 +1,11 @@
 //! The model's tensors, located and shape-checked in the GGUF file. Matrices stay in the
 //! memory map in their stored format; only the small norm vectors are copied out as f32.
 
+use std::sync::Arc;
+
 use super::{LlamaConfig, LlamaError};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::kernels::QMatrix;
+use crate::kernels::{Level, Q4_0x16, QMatrix, cpu};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix in the file: `rows` outputs × `cols` inputs.
@@ -12,17 +14,39 @@ pub struct Linear {
     pub info: TensorInfo,
     pub rows: usize,
     pub cols: usize,
+    /// The rows interleaved for this CPU's kernels ([`Linear::interleave`]).
+    pub packed: Option<Arc<Q4_0x16>>,
 }
 
 impl Linear {
-    pub fn matrix<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
-        QMatrix::new(
+    pub fn matrix<'a>(&'a self, file: &'a GgufFile) -> QMatrix<'a> {
+        let m = QMatrix::new(
             self.info.ty,
             self.rows,
             self.cols,
             file.tensor_data(&self.info),
         )
-        .expect("shape checked at load")
+        .expect("shape checked at load");
+        match &self.packed {
+            Some(p) => m.with_packed(p).unwrap_or(m),
+            None => m,
+        }
+    }
+
+    /// Makes the interleaved copy the AVX-512 VNNI kernels read (Q4_0 matrices with a
+    /// multiple of 16 rows, on CPUs that have them) and releases the file's pages of the
+    /// matrix. The bytes held, 0 if nothing applies.
+    pub fn interleave(&mut self, file: &GgufFile) -> usize {
+        if self.packed.is_some() || cpu::level() < Level::Avx512 {
+            return 0;
+        }
+        let Some(p) = Q4_0x16::pack(&self.matrix(file)) else {
+            return 0;
+        };
+        let bytes = p.bytes();
+        self.packed = Some(Arc::new(p));
+        file.release_pages(&self.info);
+        bytes
     }
 }
 
@@ -141,6 +165,27 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Interleaves every matrix the CPU's kernels prefer that way (see [`Linear::interleave`]):
+    /// the products of inference, not the embedding lookups, which keep reading the file. The
+    /// bytes now held in interleaved copies.
+    pub fn interleave(&mut self, file: &GgufFile) -> usize {
+        let mut bytes = self.output.interleave(file);
+        for layer in &mut self.layers {
+            for lin in [
+                &mut layer.q,
+                &mut layer.k,
+                &mut layer.v,
+                &mut layer.o,
+                &mut layer.gate,
+                &mut layer.up,
+                &mut layer.down,
+            ] {
+                bytes += lin.interleave(file);
+            }
+        }
+        bytes
+    }
+
     pub fn load(file: &GgufFile, cfg: &LlamaConfig) -> Result<Self, LlamaError> {
         let embed = linear(file, "token_embd.weight", cfg.n_vocab, cfg.dim)?;
         let output = match file.tensor("output.weight") {
@@ -199,6 +244,7 @@ fn linear(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Linea
         info: info.clone(),
         rows,
         cols,
+        packed: None,
     })
 }
 
