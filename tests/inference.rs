@@ -109,6 +109,35 @@ fn interleaved_q4_0_models_match_llama_cpp_logits() {
     }
 }
 
+/// An f16 KV cache (llama.cpp's default, `--cache-type f16`) holds half the bytes and moves
+/// the logits only by its rounding. (Random models' logits are nearly tied and each layer
+/// re-quantizes its activations to 8 bits, so argmax agreement with the f32-cache goldens is
+/// printed, not required: 94–100% here.)
+#[test]
+fn f16_cache_halves_memory_and_keeps_the_argmax() {
+    use fedtune_client::llama::KvType;
+    for g in goldens() {
+        let mut c32 = g.model.new_cache(None);
+        let mut c16 = g.model.new_cache_of(None, KvType::F16);
+        let exact = g.model.forward(&mut c32, &g.tokens, Logits::All).unwrap();
+        let half = g.model.forward(&mut c16, &g.tokens, Logits::All).unwrap();
+        assert_eq!(c16.kv_type(), KvType::F16);
+        assert_eq!(2 * c16.memory_bytes(), c32.memory_bytes(), "{}", g.name);
+        let c = compare(&half, &g.logits, g.model.cfg.n_vocab);
+        let d = compare(&half, &exact, g.model.cfg.n_vocab);
+        eprintln!(
+            "{:>10} f16 cache: argmax {:.1}%, max|Δ| vs f32 cache {:.2e} (max|logit| {:.3})",
+            g.name,
+            100.0 * c.argmax_agree,
+            d.max_abs,
+            d.max_logit
+        );
+        assert!(d.max_abs > 0.0, "{}: the f16 rounding shows", g.name);
+        assert!(d.mean_abs < 0.01 * d.max_logit, "{}: {}", g.name, d.mean_abs);
+        assert!(d.max_abs < 0.05 * d.max_logit, "{}: {}", g.name, d.max_abs);
+    }
+}
+
 #[test]
 fn batched_prompt_equals_one_token_at_a_time() {
     let g = goldens()

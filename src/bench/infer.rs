@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use fedtune_client::llama::random::SplitMix64;
-use fedtune_client::llama::{LlamaError, LlamaModel, Logits, argmax};
+use fedtune_client::llama::{KvType, LlamaError, LlamaModel, Logits, argmax};
 
 /// One repetition's throughput.
 #[derive(Debug, Clone, Copy)]
@@ -14,9 +14,10 @@ pub struct InferSpeed {
 }
 
 /// Runs `reps` repetitions of: `prompt` random tokens in one batch (timed as prompt
-/// processing), then `gen` greedy tokens (timed as generation), each in a fresh cache.
+/// processing), then `gen` greedy tokens (timed as generation), each in a fresh cache of `kv`.
 pub fn run(
     model: &LlamaModel,
+    kv: KvType,
     prompt: usize,
     generate: usize,
     reps: usize,
@@ -27,11 +28,11 @@ pub fn run(
         .map(|_| (rng.next_u64() % model.cfg.n_vocab as u64) as u32)
         .collect();
     // Warm-up: page the weights in and start the pool's threads.
-    let mut cache = model.new_cache(None);
+    let mut cache = model.new_cache_of(None, kv);
     model.forward(&mut cache, &tokens[..prompt.min(8)], Logits::Last)?;
     (0..reps)
         .map(|_| {
-            let mut cache = model.new_cache(None);
+            let mut cache = model.new_cache_of(None, kv);
             let t = Instant::now();
             let mut logits = model.forward(&mut cache, &tokens, Logits::Last)?;
             let pp = t.elapsed().as_secs_f64();

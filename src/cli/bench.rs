@@ -52,6 +52,9 @@ pub struct InferArgs {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// How the KV cache stores keys and values (f16: llama.cpp's default).
+    #[arg(long, value_enum, default_value = "f16")]
+    cache_type: super::infer::CacheType,
 }
 
 #[derive(Debug, Args)]
@@ -136,16 +139,18 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
             let model = a.model.load_for_inference()?;
             let threads = a.model.threads();
             let kernels = fedtune_client::kernels::cpu::level().name();
+            let kv: fedtune_client::llama::KvType = a.cache_type.into();
             println!(
-                "model={} params_bytes={} threads={threads} kernels={kernels} prompt_tokens={} gen_tokens={}",
+                "model={} params_bytes={} threads={threads} kernels={kernels} kv_cache={} prompt_tokens={} gen_tokens={}",
                 a.model.model,
                 model.file().file_size(),
+                kv.name(),
                 a.prompt_tokens,
                 a.gen_tokens
             );
             let runs = a
                 .model
-                .run(|| infer::run(&model, a.prompt_tokens, a.gen_tokens, a.reps, 42))??;
+                .run(|| infer::run(&model, kv, a.prompt_tokens, a.gen_tokens, a.reps, 42))??;
             for (i, r) in runs.iter().enumerate() {
                 println!(
                     "rep={i} pp_tok_s={:.2} tg_tok_s={:.2}",

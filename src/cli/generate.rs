@@ -4,7 +4,7 @@ use std::io::Write;
 
 use fedtune_client::llama::{Sampler, SamplerConfig};
 
-use super::infer::{ModelArgs, flush_utf8};
+use super::infer::{CacheType, ModelArgs, flush_utf8};
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
@@ -30,6 +30,9 @@ pub struct GenerateArgs {
     /// Keep only the last W positions in the KV cache (bounded memory for long generations).
     #[arg(long)]
     window: Option<usize>,
+    /// How the KV cache stores keys and values.
+    #[arg(long, value_enum, default_value = "f16")]
+    cache_type: CacheType,
     /// Keep generating after the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
@@ -54,7 +57,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     } else {
         tok.eos().into_iter().collect()
     };
-    let mut cache = model.new_cache(a.window);
+    let mut cache = model.new_cache_of(a.window, a.cache_type.into());
     let mut out = std::io::stdout();
     let mut pending = Vec::new();
     let mut failed = None;

@@ -9,6 +9,24 @@ use fedtune_client::llama::LlamaModel;
 use fedtune_client::lora;
 use fedtune_client::tokenizer::Tokenizer;
 
+/// How the KV cache stores keys and values (`--cache-type`), as llama.cpp's `-ctk`/`-ctv`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CacheType {
+    /// Half precision: llama.cpp's default; half the memory and the bytes read per token.
+    F16,
+    /// Single precision: the arithmetic of llama.cpp's f32 cache, bit for bit.
+    F32,
+}
+
+impl From<CacheType> for fedtune_client::llama::KvType {
+    fn from(c: CacheType) -> Self {
+        match c {
+            CacheType::F16 => Self::F16,
+            CacheType::F32 => Self::F32,
+        }
+    }
+}
+
 /// `--model` and `--threads`, as llama.cpp spells them.
 #[derive(Debug, clap::Args, Clone)]
 pub struct ModelArgs {

@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::matmul::ActBlock;
-use super::q4_0x16::{GROUP_ROWS, Line, Q4_0x16};
+use super::q4_0x16::{GROUP_ROWS, LINE_BYTES, Q4_0x16};
 
 /// Activation rows a tile takes at most (8 accumulators + 8 unpacked code vectors + temporaries
 /// fit the 32 registers).
@@ -42,22 +42,26 @@ pub(super) struct ActRows<'a> {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile<const T: usize>(w: &Q4_0x16, g: usize, acts: ActRows, t0: usize) -> [__m512; T] {
-    let codes: &[Line] = w.group_codes(g);
+    let codes = w.group_codes(g);
+    debug_assert!(
+        codes.len() == w.blocks() * 4 * LINE_BYTES && codes.as_ptr().addr().is_multiple_of(64)
+    );
     let scales = w.group_scales(g);
     let nb = acts.nb;
     let mask = _mm512_set1_epi8(0x0f);
     let zero = _mm512_setzero_si512();
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
-        // SAFETY: group `g` has 4 lines and one set of 16 scales per block column (b < nb).
+        // SAFETY: group `g` has 4 lines (64-byte aligned: the codes are page-aligned and lines
+        // 64 bytes long) and one set of 16 scales per block column (b < nb).
         let (lines, dw) = unsafe {
-            let l = codes.as_ptr().add(b * 4);
+            let l = codes.as_ptr().add(b * 4 * LINE_BYTES);
             (
                 [
                     _mm512_load_si512(l.cast()),
-                    _mm512_load_si512(l.add(1).cast()),
-                    _mm512_load_si512(l.add(2).cast()),
-                    _mm512_load_si512(l.add(3).cast()),
+                    _mm512_load_si512(l.add(LINE_BYTES).cast()),
+                    _mm512_load_si512(l.add(2 * LINE_BYTES).cast()),
+                    _mm512_load_si512(l.add(3 * LINE_BYTES).cast()),
                 ],
                 _mm512_cvtph_ps(_mm256_loadu_si256(scales.as_ptr().add(b).cast())),
             )

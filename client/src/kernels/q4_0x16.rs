@@ -10,6 +10,12 @@
 //! lane, and each lane ends as one row's result: no horizontal sums, no shuffles, the weights
 //! read once in order. The same idea as llama.cpp's repacked `q4_0_8x8`, laid out for 512-bit
 //! registers. Same size as the Q4_0 rows it is made from.
+//!
+//! The codes of a model's matrices live in one anonymous mapping advised to use transparent
+//! huge pages ([`Q4_0x16::pack_all`]): generating a token streams every matrix once, and with
+//! 4 KiB pages that walk costs a TLB miss per page.
+
+use std::sync::Arc;
 
 use super::QMatrix;
 use crate::quant::GgmlType;
@@ -20,48 +26,71 @@ pub const GROUP_ROWS: usize = 16;
 /// Bytes of one Q4_0 block: an f16 scale and 16 bytes of codes.
 const BLOCK_BYTES: usize = 18;
 
-/// One 64-byte line of codes, aligned for whole-register loads.
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Debug)]
-pub struct Line(pub [u8; 64]);
+/// Bytes of one line of codes: 4 code bytes of each of the 16 rows.
+pub const LINE_BYTES: usize = 64;
 
 /// A Q4_0 matrix in the interleaved layout.
 #[derive(Debug)]
 pub struct Q4_0x16 {
     rows: usize,
     cols: usize,
-    /// 4 lines per (group, block column), groups outer.
-    codes: Vec<Line>,
+    /// The mapping holding this matrix's code lines (shared by the matrices packed together).
+    arena: Arc<memmap2::Mmap>,
+    /// Where they start in it (a multiple of 64).
+    offset: usize,
     /// The 16 rows' f16 scales per (group, block column), as stored (bits).
     scales: Vec<[u16; GROUP_ROWS]>,
 }
 
+/// Whether [`Q4_0x16`] can hold `m`.
+pub fn can_pack(m: &QMatrix) -> bool {
+    m.ty == GgmlType::Q4_0 && m.rows > 0 && m.rows.is_multiple_of(GROUP_ROWS)
+}
+
+/// Bytes of code lines for `m`.
+fn code_bytes(m: &QMatrix) -> usize {
+    m.rows / GROUP_ROWS * (m.cols / 32) * 4 * LINE_BYTES
+}
+
 impl Q4_0x16 {
-    /// Interleaves `m`; `None` unless it is Q4_0 with a multiple of 16 rows.
+    /// Interleaves `m`; `None` unless [`can_pack`] (or memory cannot be mapped).
     pub fn pack(m: &QMatrix) -> Option<Self> {
-        if m.ty != GgmlType::Q4_0 || !m.rows.is_multiple_of(GROUP_ROWS) || m.rows == 0 {
+        Self::pack_all(std::slice::from_ref(m), |_| {})?.pop()
+    }
+
+    /// Interleaves every matrix of `ms` into one mapping (`None` unless each [`can_pack`]),
+    /// calling `done(i)` after matrix `i`. One mapping advised to use transparent huge pages:
+    /// a whole model's matrices then stream with a TLB miss per 2 MiB instead of per 4 KiB.
+    pub fn pack_all(ms: &[QMatrix], mut done: impl FnMut(usize)) -> Option<Vec<Self>> {
+        if !ms.iter().all(can_pack) {
             return None;
         }
-        let nb = m.cols / 32;
-        let groups = m.rows / GROUP_ROWS;
-        let mut codes = vec![Line([0; 64]); groups * nb * 4];
-        let mut scales = vec![[0u16; GROUP_ROWS]; groups * nb];
-        for row in 0..m.rows {
-            let (g, r) = (row / GROUP_ROWS, row % GROUP_ROWS);
-            for (b, block) in m.row(row).chunks_exact(BLOCK_BYTES).enumerate() {
-                let at = g * nb + b;
-                scales[at][r] = u16::from_le_bytes([block[0], block[1]]);
-                for (k, line) in codes[at * 4..at * 4 + 4].iter_mut().enumerate() {
-                    line.0[r * 4..r * 4 + 4].copy_from_slice(&block[2 + 4 * k..6 + 4 * k]);
-                }
-            }
+        let total = ms.iter().map(code_bytes).sum::<usize>();
+        let mut arena = memmap2::MmapMut::map_anon(total.max(1)).ok()?;
+        // Best effort: without huge pages the layout is the same, only slower to stream.
+        let _ = arena.advise(memmap2::Advice::HugePage);
+        let mut parts = Vec::with_capacity(ms.len());
+        let mut offset = 0;
+        for (i, m) in ms.iter().enumerate() {
+            let len = code_bytes(m);
+            let scales = write_lines(m, &mut arena[offset..offset + len]);
+            parts.push((offset, scales));
+            offset += len;
+            done(i);
         }
-        Some(Self {
-            rows: m.rows,
-            cols: m.cols,
-            codes,
-            scales,
-        })
+        let arena = Arc::new(arena.make_read_only().ok()?);
+        Some(
+            ms.iter()
+                .zip(parts)
+                .map(|(m, (offset, scales))| Self {
+                    rows: m.rows,
+                    cols: m.cols,
+                    arena: Arc::clone(&arena),
+                    offset,
+                    scales,
+                })
+                .collect(),
+        )
     }
 
     pub fn rows(&self) -> usize {
@@ -77,10 +106,11 @@ impl Q4_0x16 {
         self.cols / 32
     }
 
-    /// The code lines of group `g` (4 per block column).
-    pub fn group_codes(&self, g: usize) -> &[Line] {
-        let nb = self.blocks();
-        &self.codes[g * nb * 4..(g + 1) * nb * 4]
+    /// The code lines of group `g` (4 per block column, [`LINE_BYTES`] each, the first
+    /// 64-byte aligned).
+    pub fn group_codes(&self, g: usize) -> &[u8] {
+        let len = self.blocks() * 4 * LINE_BYTES;
+        &self.arena[self.offset + g * len..self.offset + (g + 1) * len]
     }
 
     /// The scales of group `g` (one set of 16 per block column).
@@ -96,7 +126,8 @@ impl Q4_0x16 {
         for (b, s) in self.group_scales(g).iter().enumerate() {
             out.extend_from_slice(&s[i].to_le_bytes());
             for k in 0..4 {
-                out.extend_from_slice(&self.group_codes(g)[b * 4 + k].0[i * 4..i * 4 + 4]);
+                let line = (b * 4 + k) * LINE_BYTES;
+                out.extend_from_slice(&self.group_codes(g)[line + i * 4..line + i * 4 + 4]);
             }
         }
         out
@@ -104,6 +135,24 @@ impl Q4_0x16 {
 
     /// Bytes held (codes and scales).
     pub fn bytes(&self) -> usize {
-        self.codes.len() * 64 + self.scales.len() * 2 * GROUP_ROWS
+        self.rows / GROUP_ROWS * self.blocks() * 4 * LINE_BYTES + self.scales.len() * 2 * GROUP_ROWS
     }
+}
+
+/// Writes `m`'s code lines into `lines` ([`code_bytes`] long) and returns its scales.
+fn write_lines(m: &QMatrix, lines: &mut [u8]) -> Vec<[u16; GROUP_ROWS]> {
+    let nb = m.cols / 32;
+    let mut scales = vec![[0u16; GROUP_ROWS]; m.rows / GROUP_ROWS * nb];
+    for row in 0..m.rows {
+        let (g, r) = (row / GROUP_ROWS, row % GROUP_ROWS);
+        for (b, block) in m.row(row).chunks_exact(BLOCK_BYTES).enumerate() {
+            let at = g * nb + b;
+            scales[at][r] = u16::from_le_bytes([block[0], block[1]]);
+            for k in 0..4 {
+                let line = (at * 4 + k) * LINE_BYTES;
+                lines[line + r * 4..line + r * 4 + 4].copy_from_slice(&block[2 + 4 * k..6 + 4 * k]);
+            }
+        }
+    }
+    scales
 }

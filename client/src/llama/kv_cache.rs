@@ -11,6 +11,87 @@
 //! values as one contiguous stream (the prefetchers' best case) instead of a head-sized
 //! piece every `kv_dim` values.
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// How keys and values are stored, as llama.cpp's `--cache-type-k/-v`: f32 (exact, the
+/// arithmetic of llama.cpp's f32 cache) or f16 (llama.cpp's default: half the memory and half
+/// the bytes each generated token reads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+        }
+    }
+}
+
+/// One KV head's keys or values, `[slot][head_dim]`.
+#[derive(Debug, Clone)]
+enum Buf {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Buf {
+    fn new(ty: KvType) -> Self {
+        match ty {
+            KvType::F32 => Buf::F32(Vec::new()),
+            KvType::F16 => Buf::F16(Vec::new()),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Buf::F32(b) => b.capacity() * 4,
+            Buf::F16(b) => b.capacity() * 2,
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Buf::F32(b) => b.clear(),
+            Buf::F16(b) => b.clear(),
+        }
+    }
+
+    /// Grows to `len` values, reserving up to `cap` at once.
+    fn grow(&mut self, len: usize, cap: usize) {
+        fn grow<T: Copy>(b: &mut Vec<T>, len: usize, cap: usize, zero: T) {
+            if b.len() < len {
+                if b.capacity() < len {
+                    b.reserve_exact(cap - b.len());
+                }
+                b.resize(len, zero);
+            }
+        }
+        match self {
+            Buf::F32(b) => grow(b, len, cap, 0.0),
+            Buf::F16(b) => grow(b, len, cap, f16::ZERO),
+        }
+    }
+
+    fn write(&mut self, at: usize, x: &[f32]) {
+        match self {
+            Buf::F32(b) => b[at..at + x.len()].copy_from_slice(x),
+            Buf::F16(b) => b[at..at + x.len()].convert_from_f32_slice(x),
+        }
+    }
+}
+
+/// One KV head's keys and values in one layer, `[slot][head_dim]` each.
+pub(super) enum HeadKv<'a> {
+    F32(&'a [f32], &'a [f32]),
+    F16(&'a [f16], &'a [f16]),
+}
+
 /// Positions the cache grows by. Small steps keep each layer's buffers under the allocator's
 /// mmap threshold for the short sequences of scoring (a fresh 256-position step cost a mapping
 /// and its page faults per buffer, per scored text).
@@ -21,13 +102,14 @@ const SINKS: usize = 4;
 /// One layer: per KV head, `[slot][head_dim]` keys and values.
 #[derive(Debug, Clone)]
 pub(super) struct LayerCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Buf>,
+    v: Vec<Buf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
     head_dim: usize,
+    ty: KvType,
     window: Option<usize>,
     /// Leading positions a window always keeps.
     sinks: usize,
@@ -43,15 +125,17 @@ impl KvCache {
         head_dim: usize,
         context_len: usize,
         window: Option<usize>,
+        ty: KvType,
     ) -> Self {
         let layer = LayerCache {
-            k: vec![Vec::new(); n_kv_heads],
-            v: vec![Vec::new(); n_kv_heads],
+            k: vec![Buf::new(ty); n_kv_heads],
+            v: vec![Buf::new(ty); n_kv_heads],
         };
         let window = window.filter(|&w| w > 0);
         let sinks = window.map_or(0, |w| SINKS.min(w / 2));
         Self {
             head_dim,
+            ty,
             window,
             sinks,
             context_len,
@@ -69,11 +153,16 @@ impl KvCache {
         self.window
     }
 
+    /// How keys and values are stored.
+    pub fn kv_type(&self) -> KvType {
+        self.ty
+    }
+
     /// Forgets every position (a new sequence).
     pub fn clear(&mut self) {
         self.pos = 0;
         for l in &mut self.layers {
-            l.k.iter_mut().chain(&mut l.v).for_each(Vec::clear);
+            l.k.iter_mut().chain(&mut l.v).for_each(Buf::clear);
         }
     }
 
@@ -82,7 +171,7 @@ impl KvCache {
         self.layers
             .iter()
             .flat_map(|l| l.k.iter().chain(&l.v))
-            .map(|b| b.capacity() * 4)
+            .map(Buf::bytes)
             .sum()
     }
 
@@ -91,15 +180,19 @@ impl KvCache {
         let (hd, s) = (self.head_dim, self.slot(p));
         let layer = &mut self.layers[l];
         for (g, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
-            layer.k[g][s * hd..][..hd].copy_from_slice(kh);
-            layer.v[g][s * hd..][..hd].copy_from_slice(vh);
+            layer.k[g].write(s * hd, kh);
+            layer.v[g].write(s * hd, vh);
         }
     }
 
-    /// KV head `g`'s keys and values in layer `l`, `[slot][head_dim]`.
-    pub(super) fn head(&self, l: usize, g: usize) -> (&[f32], &[f32]) {
+    /// KV head `g`'s keys and values in layer `l`.
+    pub(super) fn head(&self, l: usize, g: usize) -> HeadKv<'_> {
         let layer = &self.layers[l];
-        (&layer.k[g], &layer.v[g])
+        match (&layer.k[g], &layer.v[g]) {
+            (Buf::F16(k), Buf::F16(v)) => HeadKv::F16(k, v),
+            (Buf::F32(k), Buf::F32(v)) => HeadKv::F32(k, v),
+            _ => unreachable!("keys and values share one type"),
+        }
     }
 
     /// Positions a sequence may reach (`usize::MAX` with a window).
@@ -145,12 +238,7 @@ impl KvCache {
             .iter_mut()
             .flat_map(|l| l.k.iter_mut().chain(&mut l.v))
         {
-            if buf.len() < len {
-                if buf.capacity() < len {
-                    buf.reserve_exact(cap - buf.len());
-                }
-                buf.resize(len, 0.0);
-            }
+            buf.grow(len, cap);
         }
     }
 

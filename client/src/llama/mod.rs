@@ -21,7 +21,7 @@ pub use config::{LlamaConfig, RopeOrder};
 pub use error::LlamaError;
 pub use forward::Logits;
 pub use generate::{GenerateStats, nll};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvType};
 pub use model::LlamaModel;
 pub(crate) use quantize::file_type;
 pub use quantize::{requantize, rewrite};

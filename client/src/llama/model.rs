@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{KvCache, LlamaConfig, LlamaError, Proj, Weights};
+use super::{KvCache, KvType, LlamaConfig, LlamaError, Proj, Weights};
 use crate::gguf::GgufFile;
 use crate::lora::{self, LoraAdapter};
 use crate::train::TrainError;
@@ -61,14 +61,20 @@ impl LlamaModel {
         &self.file
     }
 
-    /// An empty cache for one sequence; `window` keeps only the last W positions.
+    /// An empty f32 cache for one sequence; `window` keeps only the last W positions.
     pub fn new_cache(&self, window: Option<usize>) -> KvCache {
+        self.new_cache_of(window, KvType::F32)
+    }
+
+    /// [`LlamaModel::new_cache`] storing keys and values as `ty`.
+    pub fn new_cache_of(&self, window: Option<usize>, ty: KvType) -> KvCache {
         KvCache::new(
             self.cfg.n_layers,
             self.cfg.n_kv_heads,
             self.cfg.head_dim,
             self.cfg.context_len,
             window,
+            ty,
         )
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{LlamaConfig, LlamaError};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::kernels::{Level, Q4_0x16, QMatrix, cpu};
+use crate::kernels::{Level, Q4_0x16, QMatrix, cpu, q4_0x16};
 use crate::quant::{self, GgmlType};
 
 /// A weight matrix in the file: `rows` outputs × `cols` inputs.
@@ -31,22 +31,6 @@ impl Linear {
             Some(p) => m.with_packed(p).unwrap_or(m),
             None => m,
         }
-    }
-
-    /// Makes the interleaved copy the AVX-512 VNNI kernels read (Q4_0 matrices with a
-    /// multiple of 16 rows, on CPUs that have them) and releases the file's pages of the
-    /// matrix. The bytes held, 0 if nothing applies.
-    pub fn interleave(&mut self, file: &GgufFile) -> usize {
-        if self.packed.is_some() || cpu::level() < Level::Avx512 {
-            return 0;
-        }
-        let Some(p) = Q4_0x16::pack(&self.matrix(file)) else {
-            return 0;
-        };
-        let bytes = p.bytes();
-        self.packed = Some(Arc::new(p));
-        file.release_pages(&self.info);
-        bytes
     }
 }
 
@@ -165,23 +149,36 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Interleaves every matrix the CPU's kernels prefer that way (see [`Linear::interleave`]):
-    /// the products of inference, not the embedding lookups, which keep reading the file. The
-    /// bytes now held in interleaved copies.
+    /// Makes the interleaved copies the AVX-512 VNNI kernels read ([`Q4_0x16`]: Q4_0 matrices
+    /// with a multiple of 16 rows, on CPUs that have the kernels), all in one mapping, and
+    /// releases the file's pages of each matrix once copied: the products of inference use the
+    /// copies; embedding lookups keep reading the file. The bytes now held in copies.
     pub fn interleave(&mut self, file: &GgufFile) -> usize {
-        let mut bytes = self.output.interleave(file);
-        for layer in &mut self.layers {
-            for lin in [
-                &mut layer.q,
-                &mut layer.k,
-                &mut layer.v,
-                &mut layer.o,
-                &mut layer.gate,
-                &mut layer.up,
-                &mut layer.down,
-            ] {
-                bytes += lin.interleave(file);
-            }
+        if cpu::level() < Level::Avx512 {
+            return 0;
+        }
+        let mut lins: Vec<&mut Linear> = std::iter::once(&mut self.output)
+            .chain(self.layers.iter_mut().flat_map(|l| {
+                [
+                    &mut l.q,
+                    &mut l.k,
+                    &mut l.v,
+                    &mut l.o,
+                    &mut l.gate,
+                    &mut l.up,
+                    &mut l.down,
+                ]
+            }))
+            .filter(|lin| lin.packed.is_none() && q4_0x16::can_pack(&lin.matrix(file)))
+            .collect();
+        let mats: Vec<QMatrix> = lins.iter().map(|lin| lin.matrix(file)).collect();
+        let infos: Vec<&TensorInfo> = lins.iter().map(|lin| &lin.info).collect();
+        let Some(packed) = Q4_0x16::pack_all(&mats, |i| file.release_pages(infos[i])) else {
+            return 0;
+        };
+        let bytes = packed.iter().map(Q4_0x16::bytes).sum();
+        for (lin, p) in lins.iter_mut().zip(packed) {
+            lin.packed = Some(Arc::new(p));
         }
         bytes
     }
