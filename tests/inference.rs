@@ -133,7 +133,12 @@ fn f16_cache_halves_memory_and_keeps_the_argmax() {
             d.max_logit
         );
         assert!(d.max_abs > 0.0, "{}: the f16 rounding shows", g.name);
-        assert!(d.mean_abs < 0.01 * d.max_logit, "{}: {}", g.name, d.mean_abs);
+        assert!(
+            d.mean_abs < 0.01 * d.max_logit,
+            "{}: {}",
+            g.name,
+            d.mean_abs
+        );
         assert!(d.max_abs < 0.05 * d.max_logit, "{}: {}", g.name, d.max_abs);
     }
 }

@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::matmul::{ActBlock, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q8_0};
+use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -435,5 +436,125 @@ pub unsafe fn gemm_rows<const F: u8>(
             }
             ts += 1;
         }
+    }
+}
+
+/// Half `h` (rows 8h..8h + 8) of interleaved group `g` times activation rows `t0..t0 + T`,
+/// the AVX2 counterpart of [`super::avx512`]'s tile: each 32-byte half-line holds 4 code
+/// bytes of 8 rows; `maddubs` against 4 broadcast activation codes gives 2 i16 per row, the
+/// block's eight such products are summed in i16 (|Σ| ≤ 8 · 2 · 15 · 127 < 2¹⁵: activation
+/// codes are never −128) and `madd` with ones leaves one i32 per row. Then the scalar
+/// reference's float steps, so results equal it bit for bit.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `t0 + T` activation rows in `acts`, `acts.nb == w.blocks()`; h < 2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn x16_tile<const T: usize>(
+    w: &Q4_0x16,
+    g: usize,
+    h: usize,
+    acts: ActRows,
+    t0: usize,
+) -> [__m256; T] {
+    let codes = w.group_codes(g);
+    let scales = w.group_scales(g);
+    let nb = acts.nb;
+    let mask = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // SAFETY: group `g` has 4 lines of 64 bytes and 16 scales per block column (b < nb);
+        // half h is bytes 32h..32h + 32 of each line and scales 8h..8h + 8.
+        let (lines, dw) = unsafe {
+            let l = codes.as_ptr().add(b * 4 * LINE_BYTES + 32 * h);
+            (
+                [0, 1, 2, 3].map(|k| _mm256_loadu_si256(l.add(k * LINE_BYTES).cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(
+                    scales.as_ptr().add(b).cast::<u16>().add(8 * h).cast(),
+                )),
+            )
+        };
+        let lo = lines.map(|v| _mm256_and_si256(v, mask));
+        let hi = lines.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            let i = (t0 + t) * nb + b;
+            // SAFETY: i < (t0 + T) · nb, inside every activation array (# Safety).
+            let (a, sum8, da) = unsafe {
+                (
+                    acts.blocks.get_unchecked(i),
+                    *acts.sums8.get_unchecked(i),
+                    acts.scales.get_unchecked(i)[0],
+                )
+            };
+            let q = |k: usize| {
+                let c = [
+                    a.qs[4 * k],
+                    a.qs[4 * k + 1],
+                    a.qs[4 * k + 2],
+                    a.qs[4 * k + 3],
+                ];
+                _mm256_set1_epi32(i32::from_le_bytes(c))
+            };
+            let mut s16 = _mm256_maddubs_epi16(lo[0], q(0));
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[0], q(4)));
+            for k in 1..4 {
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(lo[k], q(k)));
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(hi[k], q(4 + k)));
+            }
+            let s = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(sum8));
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(da));
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
+        }
+    }
+    acc
+}
+
+/// Rows of interleaved groups `g0..g1` of `w` times every activation row, with AVX2: row
+/// `r`, activation `t` goes to `out[t * stride + r]` (as [`super::avx512::gemm_q4_0x16`]).
+///
+/// # Safety
+/// AVX2, FMA and F16C; otherwise as [`super::avx512::gemm_q4_0x16`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn gemm_q4_0x16(
+    w: &Q4_0x16,
+    g0: usize,
+    g1: usize,
+    acts: ActRows,
+    n: usize,
+    out: *mut f32,
+    stride: usize,
+) {
+    debug_assert!(acts.nb == w.blocks() && g1 * GROUP_ROWS <= w.rows());
+    let mut t0 = 0;
+    while t0 < n {
+        let take = match n - t0 {
+            k if k >= 4 => 4,
+            k if k >= 2 => 2,
+            _ => 1,
+        };
+        for g in g0..g1 {
+            for h in 0..2 {
+                let store = |t: usize, v: __m256| {
+                    // SAFETY: element (t0 + t, 16g + 8h..+8) belongs to this call (# Safety).
+                    unsafe {
+                        _mm256_storeu_ps(out.add((t0 + t) * stride + g * GROUP_ROWS + 8 * h), v)
+                    }
+                };
+                // SAFETY (each arm): `take` rows from t0 exist (t0 + take <= n).
+                match take {
+                    4 => unsafe { x16_tile::<4>(w, g, h, acts, t0) }
+                        .into_iter()
+                        .enumerate()
+                        .for_each(|(t, v)| store(t, v)),
+                    2 => unsafe { x16_tile::<2>(w, g, h, acts, t0) }
+                        .into_iter()
+                        .enumerate()
+                        .for_each(|(t, v)| store(t, v)),
+                    _ => store(0, unsafe { x16_tile::<1>(w, g, h, acts, t0) }[0]),
+                }
+            }
+        }
+        t0 += take;
     }
 }

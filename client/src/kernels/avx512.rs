@@ -15,23 +15,11 @@
 
 use std::arch::x86_64::*;
 
-use super::matmul::ActBlock;
-use super::q4_0x16::{GROUP_ROWS, LINE_BYTES, Q4_0x16};
+use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16};
 
 /// Activation rows a tile takes at most (8 accumulators + 8 unpacked code vectors + temporaries
 /// fit the 32 registers).
 const MAX_T: usize = 8;
-
-/// The activations one tile reads: per row, its blocks, `8·Σ a` per block, and `[d, ..]` per
-/// block (the f32 scale in lane 0).
-#[derive(Clone, Copy)]
-pub(super) struct ActRows<'a> {
-    pub blocks: &'a [ActBlock],
-    pub sums8: &'a [i32],
-    pub scales: &'a [[f32; 4]],
-    /// Blocks per row.
-    pub nb: usize,
-}
 
 /// Group `g`'s 16 rows times activation rows `t0..t0 + T`: one f32 vector of 16 row results
 /// per activation row.

@@ -240,7 +240,7 @@ pub fn matmul_many(jobs: &mut [MatJob]) {
             // of `job.out`, which is n × rows long and borrowed mutably for the whole call.
             #[allow(unsafe_code)]
             unsafe {
-                packed_rows(&job.w, r0, r1, job.acts, out.0)
+                packed_rows(cpu::level(), &job.w, r0, r1, job.acts, out.0)
             };
             return;
         }
@@ -278,7 +278,7 @@ unsafe impl Send for OutPtr {}
 /// How weight rows meet activation rows.
 #[derive(Clone, Copy)]
 enum RowKernel {
-    /// The AVX-512 kernels on interleaved Q4_0 rows, writing the output in place.
+    /// The AVX2 or AVX-512 kernels on interleaved Q4_0 rows, writing the output in place.
     Packed,
     /// The AVX2 kernels on the quantized bytes and prepared activations.
     Gemm(u8),
@@ -292,7 +292,8 @@ impl RowKernel {
     fn new(m: &QMatrix, acts: &Acts) -> Self {
         let (w, level) = (m.ty, cpu::level());
         if m.packed.is_some()
-            && level >= Level::Avx512
+            && level >= Level::Avx2
+            && cpu::detected() >= Level::Avx2
             && acts.simd.as_ref().is_some_and(|s| s.format == GEMM_Q4_0)
         {
             return Self::Packed;
@@ -361,6 +362,18 @@ fn gemm_rows(f: u8, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f
     );
 }
 
+/// The whole product of an interleaved matrix on one thread with the kernel of `level` (tests
+/// compare every level's kernel with the scalar reference on one machine).
+#[cfg(test)]
+pub(super) fn interleaved_at(level: Level, w: &QMatrix, acts: &Acts, out: &mut [f32]) {
+    assert!(level >= Level::Avx2 && cpu::detected() >= level && out.len() == acts.n() * w.rows);
+    // SAFETY: `out` is exactly n × rows and borrowed mutably for the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        packed_rows(level, w, 0, w.rows, acts, out.as_mut_ptr())
+    }
+}
+
 /// Rows `r0..r1` (multiples of 16) of `w`'s interleaved copy times every activation row,
 /// straight into the `[n × rows]` output at `out`.
 ///
@@ -368,12 +381,12 @@ fn gemm_rows(f: u8, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f
 /// `out` is valid for `n × w.rows` floats and nothing else touches the elements of rows
 /// `r0..r1` during the call.
 #[allow(unsafe_code)]
-unsafe fn packed_rows(w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: *mut f32) {
+unsafe fn packed_rows(level: Level, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: *mut f32) {
     #[cfg(target_arch = "x86_64")]
     {
         let p = w.packed.expect("interleaved rows");
         let s = acts.simd.as_ref().expect("prepared for the SIMD kernels");
-        let rows = avx512::ActRows {
+        let rows = super::q4_0x16::ActRows {
             blocks: &s.blocks,
             sums8: &s.sums8,
             scales: &s.scales,
@@ -381,23 +394,20 @@ unsafe fn packed_rows(w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: *mut 
         };
         assert!(r0.is_multiple_of(GROUP_ROWS) && r1.is_multiple_of(GROUP_ROWS) && r1 <= p.rows());
         assert!(s.blocks.len() >= acts.n() * p.blocks() && s.sums8.len() == s.blocks.len());
-        // SAFETY: `Packed` is chosen only at `Level::Avx512`; the activation arrays hold n rows
-        // of `blocks()` items (asserted); the groups are inside the matrix; `out` is the
-        // caller's contract.
+        let (g0, g1, n) = (r0 / GROUP_ROWS, r1 / GROUP_ROWS, acts.n());
+        // SAFETY: `Packed` is chosen only at `Level::Avx2` and above, and each kernel only at
+        // its level; the activation arrays hold n rows of `blocks()` items (asserted); the
+        // groups are inside the matrix; `out` is the caller's contract.
         unsafe {
-            avx512::gemm_q4_0x16(
-                p,
-                r0 / GROUP_ROWS,
-                r1 / GROUP_ROWS,
-                rows,
-                acts.n(),
-                out,
-                w.rows,
-            )
+            if level >= Level::Avx512 {
+                avx512::gemm_q4_0x16(p, g0, g1, rows, n, out, w.rows)
+            } else {
+                avx2::gemm_q4_0x16(p, g0, g1, rows, n, out, w.rows)
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("no AVX-512 kernels here: {w:?} {r0} {r1} {acts:?} {out:?}");
+    unreachable!("no interleaved kernels here: {level:?} {w:?} {r0} {r1} {acts:?} {out:?}");
 }
 
 /// Quantizes one activation row as ggml's CPU backend does before a matrix product. For Q8_0

@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use super::QMatrix;
+use super::matmul::ActBlock;
 use crate::quant::GgmlType;
 
 /// Rows per interleaved group (the 16 i32 lanes of a 512-bit register).
@@ -40,6 +41,17 @@ pub struct Q4_0x16 {
     offset: usize,
     /// The 16 rows' f16 scales per (group, block column), as stored (bits).
     scales: Vec<[u16; GROUP_ROWS]>,
+}
+
+/// The activations the interleaved kernels read: per row, its Q8_0 blocks, `8·Σ a` per block,
+/// and `[d, ..]` per block (the f32 scale in lane 0).
+#[derive(Clone, Copy)]
+pub(super) struct ActRows<'a> {
+    pub blocks: &'a [ActBlock],
+    pub sums8: &'a [i32],
+    pub scales: &'a [[f32; 4]],
+    /// Blocks per row.
+    pub nb: usize,
 }
 
 /// Whether [`Q4_0x16`] can hold `m`.

@@ -988,6 +988,41 @@ fn interleaved_q4_0_matches_scalar_bit_for_bit() {
     eprintln!("{checked} interleaved products checked bit for bit against the scalar kernel");
 }
 
+/// The AVX2 and AVX-512 kernels for interleaved rows, each called directly (whatever level
+/// the machine runs at), equal the scalar reference bit for bit; levels this CPU lacks are
+/// skipped with a note.
+#[test]
+fn interleaved_kernels_of_every_level_match_scalar() {
+    let mut r = rng(0xF2);
+    let mut checked = 0;
+    for level in [Level::Avx2, Level::Avx512] {
+        if cpu::detected() < level {
+            eprintln!(
+                "note: this CPU lacks {}: its interleaved kernel is not checked",
+                level.name()
+            );
+            continue;
+        }
+        for (rows, cb) in [(16, 1), (32, 7), (64, 18), (48, 48)] {
+            let cols = cb * 32;
+            let w = random_matrix(&mut r, GgmlType::Q4_0, rows, cols);
+            let m = QMatrix::new(GgmlType::Q4_0, rows, cols, &w).unwrap();
+            let p = Q4_0x16::pack(&m).unwrap();
+            let m = m.with_packed(&p).unwrap();
+            for n in [1, 2, 3, 4, 7, 8, 13] {
+                let x = gen_row(&mut r, n * cols, GgmlType::Q8_1);
+                let acts = Acts::prepare(GgmlType::Q4_0, &x, cols);
+                let mut out = vec![f32::NAN; n * rows];
+                super::matmul::interleaved_at(level, &m, &acts, &mut out);
+                let what = format!("{} {rows}x{cols}, {n} rows of x", level.name());
+                assert_bits_eq(&out, &scalar_naive(&m, &x), &what);
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} interleaved products checked against the scalar kernel");
+}
+
 /// `out[t][r]` with the scalar dot product of each pair.
 fn scalar_naive(m: &QMatrix, x: &[f32]) -> Vec<f32> {
     let f = dot_fn(m.ty, Level::Scalar).unwrap();

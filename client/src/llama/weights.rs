@@ -154,7 +154,7 @@ impl Weights {
     /// releases the file's pages of each matrix once copied: the products of inference use the
     /// copies; embedding lookups keep reading the file. The bytes now held in copies.
     pub fn interleave(&mut self, file: &GgufFile) -> usize {
-        if cpu::level() < Level::Avx512 {
+        if cpu::level() < Level::Avx2 {
             return 0;
         }
         let mut lins: Vec<&mut Linear> = std::iter::once(&mut self.output)
