@@ -838,7 +838,12 @@ fn gemm_matches_dot_products_bit_for_bit() {
 
 /// `out[t][r]` with the AVX2 dot product of each pair.
 fn avx2_naive(m: &QMatrix, x: &[f32]) -> Vec<f32> {
-    let f = dot_fn(m.ty, Level::Avx2).unwrap();
+    naive_at(Level::Avx2, m, x)
+}
+
+/// `out[t][r]` with the dot product of each pair at `level`.
+fn naive_at(level: Level, m: &QMatrix, x: &[f32]) -> Vec<f32> {
+    let f = dot_fn(m.ty, level).unwrap();
     let at = act_type(m.ty);
     let mut a = vec![0u8; at.row_bytes(m.cols).unwrap()];
     let n = x.len() / m.cols;
@@ -1025,16 +1030,5 @@ fn interleaved_kernels_of_every_level_match_scalar() {
 
 /// `out[t][r]` with the scalar dot product of each pair.
 fn scalar_naive(m: &QMatrix, x: &[f32]) -> Vec<f32> {
-    let f = dot_fn(m.ty, Level::Scalar).unwrap();
-    let at = act_type(m.ty);
-    let mut a = vec![0u8; at.row_bytes(m.cols).unwrap()];
-    let n = x.len() / m.cols;
-    let mut out = vec![0.0; n * m.rows];
-    for (t, xt) in x.chunks_exact(m.cols).enumerate() {
-        super::matmul::quantize_act_row(at, xt, &mut a);
-        for r in 0..m.rows {
-            out[t * m.rows + r] = f(m.row(r), &a);
-        }
-    }
-    out
+    naive_at(Level::Scalar, m, x)
 }
