@@ -63,13 +63,14 @@ pub struct ShiftTrainer {
     pub examples: u64,
 }
 
-impl Trainer for ShiftTrainer {
-    fn train(&mut self, global: &Bundle, _task: &TaskContext) -> Result<LocalUpdate, TrainError> {
+impl ShiftTrainer {
+    /// Every tensor of `global` mapped value by value.
+    fn map(&self, global: &Bundle, f: impl Fn(f32) -> f32) -> Result<LocalUpdate, TrainError> {
         let tensors = global
             .tensors()
             .iter()
             .map(|t| {
-                let v: Vec<f32> = t.to_f32().iter().map(|x| x + self.shift).collect();
+                let v: Vec<f32> = t.to_f32().iter().map(|&x| f(x)).collect();
                 Tensor::from_f32_vec(t.name(), t.shape().to_vec(), v)
             })
             .collect::<Result<Vec<_>, _>>()
@@ -80,6 +81,23 @@ impl Trainer for ShiftTrainer {
             num_examples: self.examples,
             metrics: Vec::new(),
         })
+    }
+}
+
+impl Trainer for ShiftTrainer {
+    fn train(&mut self, global: &Bundle, _task: &TaskContext) -> Result<LocalUpdate, TrainError> {
+        let s = self.shift;
+        self.map(global, |x| x + s)
+    }
+
+    /// `(x + shift) − x` per value: the very delta the runtime would form, in one pass.
+    fn train_delta(
+        &mut self,
+        global: &Bundle,
+        _task: &TaskContext,
+    ) -> Option<Result<LocalUpdate, TrainError>> {
+        let s = self.shift;
+        Some(self.map(global, |x| (x + s) - x))
     }
 }
 

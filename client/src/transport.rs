@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use fedtune_proto::Bundle;
 use fedtune_proto::v1::{self, federation_client::FederationClient};
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
@@ -40,6 +41,42 @@ pub trait Transport: Send + Sync + 'static {
         req: v1::MetricsReport,
     ) -> impl Future<Output = Result<(), Status>> + Send;
     fn status(&self) -> impl Future<Output = Result<v1::StatusResponse, Status>> + Send;
+
+    /// Whether client and server share memory (the simulation's in-process transport): the
+    /// global model and updates then change hands whole ([`Transport::fetch_shared`],
+    /// [`Transport::submit_shared`]), without the encoding, chunks and digests that only guard
+    /// bytes in transit. The server still authenticates, admits and validates every update.
+    fn shares_memory(&self) -> bool {
+        false
+    }
+
+    /// The global model of `model_version`, handed over whole (when [`Transport::shares_memory`]).
+    fn fetch_shared(
+        &self,
+        _token: &str,
+        _model_version: u64,
+    ) -> impl Future<Output = Result<Bundle, Status>> + Send {
+        async {
+            Err(Status::unimplemented(
+                "this transport does not share memory",
+            ))
+        }
+    }
+
+    /// An update handed over whole (when [`Transport::shares_memory`]): `header` as in the
+    /// upload stream, its `update` description unused.
+    fn submit_shared(
+        &self,
+        _token: &str,
+        _header: v1::UploadHeader,
+        _update: Bundle,
+    ) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send {
+        async {
+            Err(Status::unimplemented(
+                "this transport does not share memory",
+            ))
+        }
+    }
 }
 
 /// A gRPC connection to a fedtune server.

@@ -164,12 +164,39 @@ pub(crate) fn first_non_finite_bytes(bytes: &[u8], dtype: DType) -> Option<usize
         })
     }
     match dtype {
+        // Aligned f32 data (the usual case) is scanned as words, which vectorizes fully.
+        DType::F32 if bytes.len().is_multiple_of(4) => {
+            match bytemuck::try_cast_slice::<u8, u32>(bytes) {
+                Ok(words) => first_non_finite_words(words),
+                Err(_) => scan::<4>(bytes, |b| {
+                    u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000
+                }),
+            }
+        }
         DType::F32 => scan::<4>(bytes, |b| {
             u32::from_le_bytes(b) & 0x7f80_0000 == 0x7f80_0000
         }),
         DType::F16 => scan::<2>(bytes, |b| u16::from_le_bytes(b) & 0x7c00 == 0x7c00),
         DType::BF16 => scan::<2>(bytes, |b| u16::from_le_bytes(b) & 0x7f80 == 0x7f80),
     }
+}
+
+/// [`first_non_finite_bytes`] over little-endian f32 words already in memory.
+fn first_non_finite_words(words: &[u32]) -> Option<usize> {
+    const BLOCK: usize = 1024;
+    let bad = |w: u32| w & 0x7f80_0000 == 0x7f80_0000;
+    words.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        let hit = block
+            .iter()
+            .fold(false, |acc, &w| acc | bad(u32::from_le(w)));
+        hit.then(|| {
+            b * BLOCK
+                + block
+                    .iter()
+                    .position(|&w| bad(u32::from_le(w)))
+                    .unwrap_or(0)
+        })
+    })
 }
 
 /// Lends a `Vec<f32>`'s memory to `Bytes` as little-endian bytes (all supported targets are LE).

@@ -261,6 +261,20 @@ impl Coordinator {
             .collect())
     }
 
+    /// The global model itself, if `model_version` is still the one served: the in-process
+    /// counterpart of [`Coordinator::download`] (a shared, reference-counted bundle).
+    pub fn download_shared(&self, token: &str, model_version: u64) -> Result<Bundle, ServerError> {
+        self.authenticate(token)?;
+        let global = lock(&self.state).global.clone();
+        if model_version != global.version {
+            return Err(ServerError::VersionGone {
+                requested: model_version,
+                current: global.version,
+            });
+        }
+        Ok(global.bundle.clone())
+    }
+
     /// Stores client-reported metrics for a round.
     pub fn report_metrics(&self, token: &str, req: &v1::MetricsReport) -> Result<(), ServerError> {
         let client = self.authenticate(token)?;

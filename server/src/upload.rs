@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use fedtune_proto::{BundleHeader, BundleReceiver, Digest, v1};
+use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, Digest, TensorSpec, v1};
 use futures::{Stream, StreamExt};
 use tracing::debug;
 
@@ -72,7 +72,7 @@ impl Coordinator {
                 "num_examples must be at least 1".into(),
             ));
         }
-        let admission = self.admit(&client, &header, &bundle_header)?;
+        let admission = self.admit(&client, &header, &bundle_header.manifest)?;
         let _slot = self.staging_slot().await?;
 
         let mut rx = BundleReceiver::with_buffer(bundle_header, self.staging.take())
@@ -109,6 +109,28 @@ impl Coordinator {
         accepted
     }
 
+    /// Receives one update handed over whole (the in-process transport): the same admission,
+    /// staging slot, validation (manifest, then every value finite) and folding as
+    /// [`Coordinator::upload`], without the transfer. `header.update` is not read: the bundle
+    /// describes itself.
+    pub async fn upload_shared(
+        self: &Arc<Self>,
+        token: &str,
+        header: &v1::UploadHeader,
+        update: &Bundle,
+    ) -> Result<v1::UploadResponse, ServerError> {
+        let client = self.authenticate(token)?;
+        if header.num_examples == 0 {
+            return Err(ServerError::InvalidRequest(
+                "num_examples must be at least 1".into(),
+            ));
+        }
+        let admission = self.admit(&client, header, &update.manifest())?;
+        let _slot = self.staging_slot().await?;
+        update.check_finite()?;
+        self.accept(admission, header, update)
+    }
+
     /// Waits for a staging slot; refuses (the client backs off) when too many uploads already
     /// wait, so parked streams cannot pile up in memory.
     async fn staging_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServerError> {
@@ -136,13 +158,13 @@ impl Coordinator {
         &self,
         client: &str,
         h: &v1::UploadHeader,
-        bundle: &BundleHeader,
+        manifest: &[TensorSpec],
     ) -> Result<Admission<'_>, ServerError> {
         let mut st = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        check_manifest(&st.global.encoded.header.manifest, &bundle.manifest)?;
+        check_manifest(&st.global.encoded.header.manifest, manifest)?;
         match &mut st.phase {
             Phase::Training(r) => r.admit(client, &h.task_id, h.round, h.model_version)?,
             Phase::Aggregating { round } if *round == h.round => {

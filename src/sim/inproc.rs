@@ -1,11 +1,12 @@
 //! The in-process transport: the client runtime calls the server's [`Coordinator`] directly,
-//! with the same messages and statuses as over gRPC, minus sockets and HTTP/2.
+//! with the same messages and statuses as over gRPC, minus sockets and HTTP/2; models and
+//! updates change hands whole (shared memory), as bundles, not as chunked bytes.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use fedtune_client::{BoxStream, Transport};
-use fedtune_proto::v1;
+use fedtune_proto::{Bundle, v1};
 use fedtune_server::Coordinator;
 use futures::StreamExt;
 use tonic::Status;
@@ -56,5 +57,22 @@ impl Transport for InprocTransport {
 
     async fn status(&self) -> Result<v1::StatusResponse, Status> {
         Ok(self.coord.status())
+    }
+
+    fn shares_memory(&self) -> bool {
+        true
+    }
+
+    async fn fetch_shared(&self, token: &str, model_version: u64) -> Result<Bundle, Status> {
+        Ok(self.coord.download_shared(token, model_version)?)
+    }
+
+    async fn submit_shared(
+        &self,
+        token: &str,
+        header: v1::UploadHeader,
+        update: Bundle,
+    ) -> Result<v1::UploadResponse, Status> {
+        Ok(self.coord.upload_shared(token, &header, &update).await?)
     }
 }

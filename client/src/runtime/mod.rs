@@ -272,7 +272,17 @@ impl<T: Transport> Client<T> {
             .ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
         let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
         let (down0, up0) = (self.summary.bytes_down, self.summary.bytes_up);
-        let Some(global) = self.download(&task, header, &plan).await? else {
+        // Whole bundles in shared memory, unless a fault must hit bytes in transit.
+        let shared = self.transport.shares_memory()
+            && plan.drop_during_download.is_none()
+            && plan.interrupt_download.is_none()
+            && plan.drop_during_upload.is_none();
+        let fetched = if shared {
+            self.fetch_shared(&task, &header).await?
+        } else {
+            self.download(&task, header, &plan).await?
+        };
+        let Some(global) = fetched else {
             if self.dropped_rounds.contains(&round) {
                 self.report(round, vec![("dropped_out".into(), 1.0)]).await;
             }
@@ -283,14 +293,18 @@ impl<T: Transport> Client<T> {
             model_version: task.model_version,
             config: task.config.clone().unwrap_or_default(),
         };
-        let update = self.train(trainer, &global, ctx).await?;
+        let (update, delta) = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
         if let Some(delay) = plan.delay {
             tokio::time::sleep(delay).await;
         }
-        let delta = delta(&update.model, &global)?;
-        self.upload(&task, delta, update.num_examples, &plan)
-            .await?;
+        if shared {
+            self.submit_shared(&task, delta, update.num_examples)
+                .await?;
+        } else {
+            self.upload(&task, delta, update.num_examples, &plan)
+                .await?;
+        }
         let mut metrics = update.metrics;
         if self.dropped_rounds.contains(&round) {
             metrics = vec![("dropped_out".into(), 1.0)];
@@ -328,12 +342,13 @@ impl<T: Transport> Client<T> {
         self.summary.dropped += 1;
     }
 
+    /// Trains on the CPU pool; returns the local update and the delta to send.
     async fn train(
         &mut self,
         trainer: &Arc<Mutex<impl Trainer>>,
         global: &Bundle,
         ctx: TaskContext,
-    ) -> Result<crate::LocalUpdate, ClientError> {
+    ) -> Result<(crate::LocalUpdate, Bundle), ClientError> {
         let _permit = self
             .opts
             .cpu
@@ -343,21 +358,31 @@ impl<T: Transport> Client<T> {
             .map_err(|_| TrainError::Other("CPU pool closed".into()))?;
         let trainer = Arc::clone(trainer);
         let global = global.clone();
-        let job = tokio::task::spawn_blocking(move || {
+        // The update (local − global, checked finite) is formed on the training thread too.
+        let job = tokio::task::spawn_blocking(move || -> Result<_, ClientError> {
             let mut t = trainer
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            t.train(&global, &ctx)
+            if let Some(update) = t.train_delta(&global, &ctx) {
+                let update = update?;
+                if update.model.manifest() != global.manifest() {
+                    return Err(TrainError::Model(
+                        "the update's tensors differ from the model's".into(),
+                    )
+                    .into());
+                }
+                update.model.check_finite().map_err(|e| {
+                    TrainError::Other(format!("trainer produced a non-finite update: {e}"))
+                })?;
+                let delta = update.model.clone();
+                return Ok((update, delta));
+            }
+            let update = t.train(&global, &ctx)?;
+            let delta = delta(&update.model, &global)?;
+            Ok((update, delta))
         });
-        let update = job
-            .await
-            .map_err(|e| TrainError::Other(format!("training thread failed: {e}")))??;
-        if let Err(e) = update.model.check_finite() {
-            return Err(ClientError::Train(TrainError::Other(format!(
-                "trainer produced a non-finite model: {e}"
-            ))));
-        }
-        Ok(update)
+        job.await
+            .map_err(|e| TrainError::Other(format!("training thread failed: {e}")))?
     }
 
     fn refused(&mut self, round: u64, status: &Status) {
@@ -374,28 +399,40 @@ impl<T: Transport> Client<T> {
 }
 
 /// The update a device sends: local − global, per tensor, in the global model's dtypes.
+/// Refused when a value of it is not finite (the trainer diverged, or the difference
+/// overflows), checked block by block as it is formed: one pass over the model.
 pub fn delta(local: &Bundle, global: &Bundle) -> Result<Bundle, ClientError> {
     if local.manifest() != global.manifest() {
         return Err(ClientError::Train(TrainError::Model(
             "trainer changed the model's tensors or shapes".into(),
         )));
     }
+    const BLOCK: usize = 4096;
     let tensors = local
         .tensors()
         .iter()
         .zip(global.tensors())
         .map(|(l, g)| {
-            let d: Vec<f32> = l
-                .to_f32()
-                .iter()
-                .zip(g.to_f32().iter())
-                .map(|(a, b)| a - b)
-                .collect();
-            match g.dtype() {
-                fedtune_proto::DType::F32 => Tensor::from_f32_vec(g.name(), g.shape().to_vec(), d),
-                other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &d, other),
+            let (lv, gv) = (l.to_f32(), g.to_f32());
+            let mut d: Vec<f32> = Vec::with_capacity(lv.len());
+            for (lc, gc) in lv.chunks(BLOCK).zip(gv.chunks(BLOCK)) {
+                let start = d.len();
+                d.extend(lc.iter().zip(gc).map(|(a, b)| a - b));
+                let block = &d[start..];
+                if block.iter().fold(false, |bad, v| bad | !v.is_finite()) {
+                    let at = start + block.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    return Err(ClientError::Train(TrainError::Other(format!(
+                        "trainer produced a non-finite model: `{}` holds a non-finite value \
+                         at element {at}",
+                        g.name()
+                    ))));
+                }
             }
+            Ok(match g.dtype() {
+                fedtune_proto::DType::F32 => Tensor::from_f32_vec(g.name(), g.shape().to_vec(), d)?,
+                other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &d, other)?,
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, ClientError>>()?;
     Ok(Bundle::new(tensors)?)
 }

@@ -128,22 +128,7 @@ impl<T: Transport> Client<T> {
         };
         let mut attempt = 0;
         loop {
-            let token = match self.token().await {
-                Ok(t) => t,
-                Err(Failure::Refused(s)) => {
-                    return Err(ClientError::Refused {
-                        what: "upload",
-                        status: s,
-                    });
-                }
-                Err(Failure::Exhausted(attempts, last)) => {
-                    return Err(ClientError::RetriesExhausted {
-                        what: "upload",
-                        attempts,
-                        last,
-                    });
-                }
-            };
+            let token = self.upload_token().await?;
             let (messages, dropped) =
                 self.upload_messages(&header, &encoded, plan.drop_during_upload);
             let call = self.transport.upload(&token, messages);
@@ -158,28 +143,124 @@ impl<T: Transport> Client<T> {
                     }
                 },
             };
-            match result {
-                Ok(resp) => {
-                    self.summary.accepted += 1;
-                    self.summary.bytes_up += encoded.payload.len() as u64;
-                    debug!(client = %self.opts.client_id, round = resp.round, received = resp.received, "update accepted");
-                    return Ok(());
-                }
-                Err(s) => match self.recover(&mut attempt, s).await {
-                    Ok(()) => {}
-                    Err(Failure::Refused(status)) => {
-                        self.refused(task.round, &status);
-                        return Ok(());
-                    }
-                    Err(Failure::Exhausted(attempts, last)) => {
-                        return Err(ClientError::RetriesExhausted {
-                            what: "upload",
-                            attempts,
-                            last,
-                        });
-                    }
-                },
+            let bytes = encoded.payload.len() as u64;
+            if let Some(done) = self
+                .settle_upload(task.round, &mut attempt, result, bytes)
+                .await
+            {
+                return done;
             }
+        }
+    }
+
+    /// Fetches the task's model whole from a transport that shares memory with the server.
+    /// `None` when the model is no longer served (the round moved on).
+    pub(super) async fn fetch_shared(
+        &mut self,
+        task: &v1::Task,
+        header: &BundleHeader,
+    ) -> Result<Option<Bundle>, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.token().await {
+                Ok(token) => {
+                    self.transport
+                        .fetch_shared(&token, task.model_version)
+                        .await
+                }
+                Err(f) => return self.give_up_download(task.round, f),
+            };
+            match result {
+                Ok(bundle) => {
+                    self.summary.bytes_down += header.encoded_bytes;
+                    return Ok(Some(bundle));
+                }
+                Err(status) => {
+                    if let Err(f) = self.recover(&mut attempt, status).await {
+                        return self.give_up_download(task.round, f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands an update whole to a transport that shares memory with the server, retrying
+    /// transient failures as [`Client::upload`] does.
+    pub(super) async fn submit_shared(
+        &mut self,
+        task: &v1::Task,
+        update: Bundle,
+        num_examples: u64,
+    ) -> Result<(), ClientError> {
+        let header = v1::UploadHeader {
+            task_id: task.task_id.clone(),
+            round: task.round,
+            model_version: task.model_version,
+            num_examples,
+            update: None,
+        };
+        let bytes = update.byte_len() as u64;
+        let mut attempt = 0;
+        loop {
+            let token = self.upload_token().await?;
+            let result = self
+                .transport
+                .submit_shared(&token, header.clone(), update.clone())
+                .await;
+            if let Some(done) = self
+                .settle_upload(task.round, &mut attempt, result, bytes)
+                .await
+            {
+                return done;
+            }
+        }
+    }
+
+    /// A session token for an upload, or why there is none.
+    async fn upload_token(&mut self) -> Result<String, ClientError> {
+        self.token().await.map_err(|f| match f {
+            Failure::Refused(status) => ClientError::Refused {
+                what: "upload",
+                status,
+            },
+            Failure::Exhausted(attempts, last) => ClientError::RetriesExhausted {
+                what: "upload",
+                attempts,
+                last,
+            },
+        })
+    }
+
+    /// What an upload attempt's answer means: `Some` when the upload is over (accepted,
+    /// refused for good, or out of retries), `None` to try again.
+    async fn settle_upload(
+        &mut self,
+        round: u64,
+        attempt: &mut u32,
+        result: Result<v1::UploadResponse, tonic::Status>,
+        bytes: u64,
+    ) -> Option<Result<(), ClientError>> {
+        match result {
+            Ok(resp) => {
+                self.summary.accepted += 1;
+                self.summary.bytes_up += bytes;
+                debug!(client = %self.opts.client_id, round = resp.round, received = resp.received, "update accepted");
+                Some(Ok(()))
+            }
+            Err(s) => match self.recover(attempt, s).await {
+                Ok(()) => None,
+                Err(Failure::Refused(status)) => {
+                    self.refused(round, &status);
+                    Some(Ok(()))
+                }
+                Err(Failure::Exhausted(attempts, last)) => {
+                    Some(Err(ClientError::RetriesExhausted {
+                        what: "upload",
+                        attempts,
+                        last,
+                    }))
+                }
+            },
         }
     }
 

@@ -40,4 +40,15 @@ pub struct LocalUpdate {
 /// reproducible from its seed.
 pub trait Trainer: Send + 'static {
     fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError>;
+
+    /// [`Trainer::train`] returning the update itself (local − global, shaped like `global`)
+    /// in [`LocalUpdate::model`], for trainers that form it directly: the runtime then skips
+    /// a pass over the model. `None` (the default): the runtime subtracts.
+    fn train_delta(
+        &mut self,
+        _global: &Bundle,
+        _task: &TaskContext,
+    ) -> Option<Result<LocalUpdate, TrainError>> {
+        None
+    }
 }

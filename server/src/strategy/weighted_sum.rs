@@ -1,6 +1,7 @@
 //! Streaming weighted sum: the O(model)-memory aggregator behind FedAvg-style rules.
 
 use fedtune_proto::{Bundle, TensorSpec};
+use rayon::prelude::*;
 
 use super::{Aggregate, Aggregator, StrategyError};
 
@@ -42,10 +43,7 @@ impl Aggregator for WeightedSum {
             )));
         }
         for (sum, tensor) in self.sums.iter_mut().zip(update.tensors()) {
-            let values = tensor.to_f32();
-            for (s, &v) in sum.iter_mut().zip(values.iter()) {
-                *s += weight * f64::from(v);
-            }
+            fold_into(sum, &tensor.to_f32(), weight);
         }
         self.total_weight += weight;
         self.count += 1;
@@ -74,5 +72,26 @@ impl Aggregator for WeightedSum {
             total_weight: w,
             count: self.count,
         })
+    }
+}
+
+/// Elements per piece when a fold is split across cores: large enough that splitting costs
+/// nothing next to the memory traffic, small enough to share a 1M-value tensor.
+const PIECE: usize = 1 << 16;
+
+/// `sum[i] += weight · values[i]`, split by element ranges across the rayon pool: each sum is
+/// the same expression whatever the split, so results do not depend on the thread count.
+fn fold_into(sum: &mut [f64], values: &[f32], weight: f64) {
+    let add = |(s, v): (&mut [f64], &[f32])| {
+        for (s, &v) in s.iter_mut().zip(v) {
+            *s += weight * f64::from(v);
+        }
+    };
+    if sum.len() < 2 * PIECE {
+        add((sum, values));
+    } else {
+        sum.par_chunks_mut(PIECE)
+            .zip(values.par_chunks(PIECE))
+            .for_each(add);
     }
 }
