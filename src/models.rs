@@ -87,7 +87,7 @@ impl ShiftTrainer {
 impl Trainer for ShiftTrainer {
     fn train(&mut self, global: &Bundle, _task: &TaskContext) -> Result<LocalUpdate, TrainError> {
         let s = self.shift;
-        self.map(global, |x| x + s)
+        self.map(global, move |x| x + s)
     }
 
     /// `(x + shift) − x` per value: the very delta the runtime would form, in one pass.
@@ -97,7 +97,7 @@ impl Trainer for ShiftTrainer {
         _task: &TaskContext,
     ) -> Option<Result<LocalUpdate, TrainError>> {
         let s = self.shift;
-        Some(self.map(global, |x| (x + s) - x))
+        Some(self.map(global, move |x| (x + s) - x))
     }
 }
 
