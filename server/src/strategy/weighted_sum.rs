@@ -19,11 +19,7 @@ impl WeightedSum {
     pub fn new(global: &Bundle) -> Self {
         WeightedSum {
             specs: global.manifest(),
-            sums: global
-                .tensors()
-                .iter()
-                .map(|t| vec![0.0; t.numel()])
-                .collect(),
+            sums: global.tensors().iter().map(|t| zeros(t.numel())).collect(),
             total_weight: 0.0,
             count: 0,
         }
@@ -94,4 +90,13 @@ fn fold_into(sum: &mut [f64], values: &[f32], weight: f64) {
             .zip(values.par_chunks(PIECE))
             .for_each(add);
     }
+}
+
+/// `n` zeros, written rather than left to the kernel: `vec![0.0; n]` gets fresh zero-page
+/// mappings whose first `+=` faults twice (read, then copy-on-write with a TLB flush on every
+/// core, costly in VMs); writing them first takes one plain fault per page.
+fn zeros(n: usize) -> Vec<f64> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, 0.0);
+    v
 }
