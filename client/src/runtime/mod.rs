@@ -359,27 +359,11 @@ impl<T: Transport> Client<T> {
         let trainer = Arc::clone(trainer);
         let global = global.clone();
         // The update (local − global, checked finite) is formed on the training thread too.
-        let job = tokio::task::spawn_blocking(move || -> Result<_, ClientError> {
+        let job = tokio::task::spawn_blocking(move || {
             let mut t = trainer
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(update) = t.train_delta(&global, &ctx) {
-                let update = update?;
-                if update.model.manifest() != global.manifest() {
-                    return Err(TrainError::Model(
-                        "the update's tensors differ from the model's".into(),
-                    )
-                    .into());
-                }
-                update.model.check_finite().map_err(|e| {
-                    TrainError::Other(format!("trainer produced a non-finite update: {e}"))
-                })?;
-                let delta = update.model.clone();
-                return Ok((update, delta));
-            }
-            let update = t.train(&global, &ctx)?;
-            let delta = delta(&update.model, &global)?;
-            Ok((update, delta))
+            local_update(&mut *t, &global, &ctx)
         });
         job.await
             .map_err(|e| TrainError::Other(format!("training thread failed: {e}")))?
@@ -396,6 +380,33 @@ impl<T: Transport> Client<T> {
             .refused
             .push((round, status.message().to_string()));
     }
+}
+
+/// Trains once and forms the update to send: the trainer's own delta
+/// ([`Trainer::train_delta`]) checked against the model's tensors and for finite values, or
+/// [`delta`] of its local model.
+pub fn local_update(
+    t: &mut impl Trainer,
+    global: &Bundle,
+    ctx: &TaskContext,
+) -> Result<(crate::LocalUpdate, Bundle), ClientError> {
+    if let Some(update) = t.train_delta(global, ctx) {
+        let update = update?;
+        if update.model.manifest() != global.manifest() {
+            return Err(
+                TrainError::Model("the update's tensors differ from the model's".into()).into(),
+            );
+        }
+        update
+            .model
+            .check_finite()
+            .map_err(|e| TrainError::Other(format!("trainer produced a non-finite update: {e}")))?;
+        let delta = update.model.clone();
+        return Ok((update, delta));
+    }
+    let update = t.train(global, ctx)?;
+    let delta = delta(&update.model, global)?;
+    Ok((update, delta))
 }
 
 /// The update a device sends: local − global, per tensor, in the global model's dtypes.
@@ -435,4 +446,90 @@ pub fn delta(local: &Bundle, global: &Bundle) -> Result<Bundle, ClientError> {
         })
         .collect::<Result<Vec<_>, ClientError>>()?;
     Ok(Bundle::new(tensors)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalUpdate;
+
+    fn bundle(v: &[f32]) -> Bundle {
+        Bundle::new(vec![Tensor::from_f32("w", vec![v.len()], v).unwrap()]).unwrap()
+    }
+
+    /// Returns `local` as its model, or as its delta when `as_delta`.
+    struct Fixed {
+        local: Bundle,
+        as_delta: bool,
+    }
+
+    impl Trainer for Fixed {
+        fn train(&mut self, _: &Bundle, _: &TaskContext) -> Result<LocalUpdate, TrainError> {
+            Ok(LocalUpdate {
+                model: self.local.clone(),
+                num_examples: 1,
+                metrics: Vec::new(),
+            })
+        }
+
+        fn train_delta(
+            &mut self,
+            g: &Bundle,
+            c: &TaskContext,
+        ) -> Option<Result<LocalUpdate, TrainError>> {
+            self.as_delta.then(|| self.train(g, c))
+        }
+    }
+
+    /// Both ways of forming the update give local − global, and a non-finite value (from the
+    /// trainer, or from an overflowing difference) is refused naming where it is.
+    #[test]
+    fn updates_are_differences_checked_finite() {
+        let ctx = TaskContext {
+            round: 1,
+            model_version: 0,
+            config: Default::default(),
+        };
+        let mut values = vec![1.0f32; 5000];
+        let global = bundle(&values);
+        values[4100] = 3.5;
+        let mut t = Fixed {
+            local: bundle(&values),
+            as_delta: false,
+        };
+        let (_, d) = local_update(&mut t, &global, &ctx).unwrap();
+        let want: Vec<f32> = values.iter().map(|v| v - 1.0).collect();
+        assert_eq!(d, bundle(&want));
+        let mut t = Fixed {
+            local: bundle(&want),
+            as_delta: true,
+        };
+        assert_eq!(
+            local_update(&mut t, &global, &ctx).unwrap().1,
+            bundle(&want)
+        );
+
+        values[4097] = f32::NAN;
+        let mut t = Fixed {
+            local: bundle(&values),
+            as_delta: false,
+        };
+        let e = local_update(&mut t, &global, &ctx).unwrap_err().to_string();
+        assert!(e.contains("non-finite value at element 4097"), "{e}");
+        let mut t = Fixed {
+            local: bundle(&values),
+            as_delta: true,
+        };
+        let e = local_update(&mut t, &global, &ctx).unwrap_err().to_string();
+        assert!(e.contains("non-finite"), "{e}");
+        let big = bundle(&[f32::MAX; 3]);
+        let e = delta(&big, &bundle(&[-f32::MAX; 3]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("element 0"), "overflow: {e}");
+        let e = delta(&bundle(&[0.0; 4]), &bundle(&[0.0; 3]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shapes"), "{e}");
+    }
 }
