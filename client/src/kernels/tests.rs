@@ -769,7 +769,7 @@ fn activation_codes_avoid_minus_128() {
 /// prepared input or not, in pools of 1, 2 and 3 threads.
 #[test]
 fn gemm_matches_dot_products_bit_for_bit() {
-    if !avx2_available() {
+    if !avx2_available() || cpu::level() < Level::Avx2 {
         eprintln!("note: no AVX2+FMA+F16C here; the scalar path is what (c) checks");
         return;
     }
@@ -993,17 +993,18 @@ fn interleaved_q4_0_matches_scalar_bit_for_bit() {
     eprintln!("{checked} interleaved products checked bit for bit against the scalar kernel");
 }
 
-/// The AVX2 and AVX-512 kernels for interleaved rows, each called directly (whatever level
-/// the machine runs at), equal the scalar reference bit for bit; levels this CPU lacks are
-/// skipped with a note.
+/// The AVX2 and AVX-512 kernels for interleaved rows, each called directly, equal the scalar
+/// reference bit for bit; levels this CPU lacks (or `FEDTUNE_KERNELS` lowers) are skipped with
+/// a note.
 #[test]
 fn interleaved_kernels_of_every_level_match_scalar() {
     let mut r = rng(0xF2);
     let mut checked = 0;
     for level in [Level::Avx2, Level::Avx512] {
-        if cpu::detected() < level {
+        if cpu::level() < level {
             eprintln!(
-                "note: this CPU lacks {}: its interleaved kernel is not checked",
+                "note: this CPU lacks {} (or FEDTUNE_KERNELS lowers it): its interleaved \
+                 kernel is not checked",
                 level.name()
             );
             continue;
