@@ -293,7 +293,6 @@ impl RowKernel {
         let (w, level) = (m.ty, cpu::level());
         if m.packed.is_some()
             && level >= Level::Avx2
-            && cpu::detected() >= Level::Avx2
             && acts.simd.as_ref().is_some_and(|s| s.format == GEMM_Q4_0)
         {
             return Self::Packed;

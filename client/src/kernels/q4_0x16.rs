@@ -131,8 +131,9 @@ impl Q4_0x16 {
         &self.scales[g * nb..(g + 1) * nb]
     }
 
-    /// Row `r` back in Q4_0's own layout (tests and embedding lookups).
-    pub fn row_q4_0(&self, r: usize) -> Vec<u8> {
+    /// Row `r` back in Q4_0's own layout (the tests' check that nothing is lost).
+    #[cfg(test)]
+    pub(super) fn row_q4_0(&self, r: usize) -> Vec<u8> {
         let (g, i) = (r / GROUP_ROWS, r % GROUP_ROWS);
         let mut out = Vec::with_capacity(self.blocks() * BLOCK_BYTES);
         for (b, s) in self.group_scales(g).iter().enumerate() {

@@ -773,18 +773,7 @@ fn gemm_matches_dot_products_bit_for_bit() {
         eprintln!("note: no AVX2+FMA+F16C here; the scalar path is what (c) checks");
         return;
     }
-    let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2, 3]
-        .iter()
-        .map(|&t| {
-            (
-                t,
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap(),
-            )
-        })
-        .collect();
+    let pools = pools_of(&[1, 2, 3]);
     let mut r = rng(0xE1);
     let mut checked = 0;
     for (ty, other) in [
@@ -808,18 +797,7 @@ fn gemm_matches_dot_products_bit_for_bit() {
                     let want: Vec<Vec<f32>> = mats.iter().map(|m| avx2_naive(m, &x)).collect();
                     let (a, b) = (Acts::prepare(ty, &x, cols), Acts::prepare(other, &x, cols));
                     for (threads, pool) in &pools {
-                        let mut outs: Vec<Vec<f32>> =
-                            mats.iter().map(|m| vec![f32::NAN; n * m.rows]).collect();
-                        let mut jobs: Vec<MatJob> = mats
-                            .iter()
-                            .zip(&mut outs)
-                            .map(|(m, out)| MatJob {
-                                w: *m,
-                                acts: if m.ty == ty { &a } else { &b },
-                                out,
-                            })
-                            .collect();
-                        pool.install(|| matmul_many(&mut jobs));
+                        let outs = many_in(pool, &mats, n, |m| if m.ty == ty { &a } else { &b });
                         for (k, (got, want)) in outs.iter().zip(&want).enumerate() {
                             let what = format!(
                                 "{ty}/{other} matrix {k}: {rows}x{cols}, {n} rows of x, \
@@ -834,6 +812,39 @@ fn gemm_matches_dot_products_bit_for_bit() {
         }
     }
     eprintln!("{checked} multi-matrix products checked bit for bit");
+}
+
+/// Rayon pools of the given thread counts, with their counts.
+fn pools_of(threads: &[usize]) -> Vec<(usize, rayon::ThreadPool)> {
+    threads
+        .iter()
+        .map(|&t| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t);
+            (t, pool.build().unwrap())
+        })
+        .collect()
+}
+
+/// Every matrix of `mats` times its activations (`n` rows, from `acts_of`) in one
+/// [`matmul_many`] call on `pool`; outputs start as NaN so a missed element shows.
+fn many_in<'a>(
+    pool: &rayon::ThreadPool,
+    mats: &[QMatrix],
+    n: usize,
+    acts_of: impl Fn(&QMatrix) -> &'a Acts,
+) -> Vec<Vec<f32>> {
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![f32::NAN; n * m.rows]).collect();
+    let mut jobs: Vec<MatJob> = mats
+        .iter()
+        .zip(&mut outs)
+        .map(|(m, out)| MatJob {
+            w: *m,
+            acts: acts_of(m),
+            out,
+        })
+        .collect();
+    pool.install(|| matmul_many(&mut jobs));
+    outs
 }
 
 /// `out[t][r]` with the AVX2 dot product of each pair.
@@ -945,13 +956,7 @@ fn interleaved_q4_0_matches_scalar_bit_for_bit() {
         eprintln!("note: no AVX-512 VNNI here (or FEDTUNE_KERNELS lowers it); skipped");
         return;
     }
-    let pools: Vec<(usize, rayon::ThreadPool)> = [1, 2, 3]
-        .iter()
-        .map(|&t| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t);
-            (t, pool.build().unwrap())
-        })
-        .collect();
+    let pools = pools_of(&[1, 2, 3]);
     let mut r = rng(0xF1);
     let mut checked = 0;
     for cb in [1, 7, 18, 48] {
@@ -968,18 +973,7 @@ fn interleaved_q4_0_matches_scalar_bit_for_bit() {
                 let want: Vec<Vec<f32>> = mats.iter().map(|m| scalar_naive(m, &x)).collect();
                 let acts = Acts::prepare(GgmlType::Q4_0, &x, cols);
                 for (threads, pool) in &pools {
-                    let mut outs: Vec<Vec<f32>> =
-                        mats.iter().map(|m| vec![f32::NAN; n * m.rows]).collect();
-                    let mut jobs: Vec<MatJob> = mats
-                        .iter()
-                        .zip(&mut outs)
-                        .map(|(m, out)| MatJob {
-                            w: *m,
-                            acts: &acts,
-                            out,
-                        })
-                        .collect();
-                    pool.install(|| matmul_many(&mut jobs));
+                    let outs = many_in(pool, &mats, n, |_| &acts);
                     for (k, (got, want)) in outs.iter().zip(&want).enumerate() {
                         let what =
                             format!("matrix {k}: {cols} cols, {n} rows of x, {threads} threads");
