@@ -24,6 +24,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("state in {0} is in use by another server (one server per state directory)")]
+    InUse(PathBuf),
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error(
@@ -82,12 +84,12 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir.join("checkpoints")).map_err(io)?;
-        let db = Connection::open(dir.join("state.sqlite"))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        // Metrics and registrations need no fsync of their own (WAL keeps them consistent, and a
-        // process crash loses nothing); round commits switch to FULL below.
-        db.pragma_update(None, "synchronous", if durable { "NORMAL" } else { "OFF" })?;
-        db.execute_batch(SCHEMA)?;
+        let db = open_db(&dir.join("state.sqlite"), durable).map_err(|e| {
+            match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError::InUse(dir.to_path_buf()),
+                _ => e.into(),
+            }
+        })?;
         Ok(Store {
             dir: dir.to_path_buf(),
             db,
@@ -118,11 +120,12 @@ impl Store {
     }
 
     pub fn upsert_client(&self, client_id: &str, capabilities: &str) -> Result<(), StoreError> {
-        self.db.execute(
-            "INSERT INTO clients(client_id, capabilities, joined_at) VALUES (?1, ?2, strftime('%s','now'))
-             ON CONFLICT(client_id) DO UPDATE SET capabilities = excluded.capabilities",
-            params![client_id, capabilities],
-        )?;
+        self.db
+            .prepare_cached(
+                "INSERT INTO clients(client_id, capabilities, joined_at) VALUES (?1, ?2, strftime('%s','now'))
+                 ON CONFLICT(client_id) DO UPDATE SET capabilities = excluded.capabilities",
+            )?
+            .execute(params![client_id, capabilities])?;
         Ok(())
     }
 
@@ -265,6 +268,21 @@ impl Store {
     }
 }
 
+/// The database with its settings and schema. One server owns its state: the connection holds
+/// the file lock for its whole life, which makes a second server on the same directory fail at
+/// once (no waiting) and spares every transaction its lock and unlock calls.
+fn open_db(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
+    let db = Connection::open(path)?;
+    db.busy_timeout(std::time::Duration::ZERO)?;
+    db.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    // Metrics and registrations need no fsync of their own (WAL keeps them consistent, and a
+    // process crash loses nothing); round commits switch to FULL.
+    db.pragma_update(None, "synchronous", if durable { "NORMAL" } else { "OFF" })?;
+    db.execute_batch(SCHEMA)?;
+    Ok(db)
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS clients (
@@ -280,3 +298,20 @@ CREATE TABLE IF NOT EXISTS metrics (
     round INTEGER NOT NULL, client_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
     reported_at INTEGER NOT NULL);
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_per_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path(), false).unwrap();
+        let e = Store::open(dir.path(), false).unwrap_err();
+        assert!(matches!(e, StoreError::InUse(_)), "{e}");
+        assert!(e.to_string().contains("in use by another server"), "{e}");
+        drop(first);
+        let again = Store::open(dir.path(), false).unwrap();
+        assert!(again.last_committed().unwrap().is_none());
+    }
+}
