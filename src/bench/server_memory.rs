@@ -70,7 +70,7 @@ pub async fn measure(
         }
     };
     let cpu = Arc::new(Semaphore::new(2));
-    let pool = crate::sim::connection_pool(&url, clients, connections)?;
+    let pool = crate::sim::connection_pool(&url, clients, connections, concurrency)?;
     let active = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = Vec::new();
     for i in 0..clients {

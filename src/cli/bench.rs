@@ -123,7 +123,7 @@ pub struct MemoryArgs {
     /// Clients holding a model at once in this (client) process.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// HTTP/2 connections the clients share (0: one per 64 clients; use N = clients for one
+    /// HTTP/2 connections the clients share (0: 2 × concurrency; use N = clients for one
     /// connection per client).
     #[arg(long, default_value_t = 0)]
     connections: usize,

@@ -123,7 +123,8 @@ pub(crate) struct EngineArgs {
     /// Devices holding a model at once [default: 2 × threads].
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// HTTP/2 connections the devices share with --transport grpc (0: one per 64 devices).
+    /// HTTP/2 connections the devices share with --transport grpc (0: two per device that may
+    /// hold a model at once, i.e. 2 × concurrency).
     #[arg(long, default_value_t = 0)]
     pub connections: usize,
 }
