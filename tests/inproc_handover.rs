@@ -1,6 +1,7 @@
 //! The in-process transport hands models and updates over whole (no encoding, chunks or
 //! digests): the server still authenticates, admits and validates each update as it does a
-//! streamed one, refuses bad ones with the same statuses, and counts only good ones.
+//! streamed one, refuses bad ones with the same statuses, and counts only good ones. A
+//! non-finite update cannot even be handed over: only a bundle proved finite can.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,7 @@ mod common;
 
 use fedtune::sim::InprocTransport;
 use fedtune_client::Transport;
-use fedtune_proto::{Bundle, Tensor, v1};
+use fedtune_proto::{Bundle, FiniteBundle, Tensor, v1};
 use fedtune_server::{Coordinator, strategy::FedAvg};
 use tonic::Code;
 
@@ -17,6 +18,10 @@ fn bundle(values: &[f32]) -> Bundle {
         Tensor::from_f32("w", vec![values.len()], values).unwrap(),
     ])
     .unwrap()
+}
+
+fn finite(values: &[f32]) -> FiniteBundle {
+    bundle(values).into_finite().unwrap()
 }
 
 fn refused(result: Result<v1::UploadResponse, tonic::Status>, code: Code, needle: &str) {
@@ -77,15 +82,17 @@ async fn handed_over_updates_are_validated_like_streamed_ones() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
 
-    let good = bundle(&[0.5; 4]);
-    let nan = bundle(&[0.0, f32::NAN, 0.0, 0.0]);
-    refused(
-        t.submit_shared(&a, header(&ta, 10), nan).await,
-        Code::InvalidArgument,
-        "`w` holds a non-finite value at element 1",
+    let good = finite(&[0.5; 4]);
+    let nan = bundle(&[0.0, f32::NAN, 0.0, 0.0])
+        .into_finite()
+        .unwrap_err();
+    assert!(
+        nan.to_string()
+            .contains("`w` holds a non-finite value at element 1"),
+        "{nan}"
     );
     refused(
-        t.submit_shared(&a, header(&ta, 10), bundle(&[0.0; 5]))
+        t.submit_shared(&a, header(&ta, 10), finite(&[0.0; 5]))
             .await,
         Code::InvalidArgument,
         "shape [5]",
@@ -126,7 +133,7 @@ async fn handed_over_updates_are_validated_like_streamed_ones() {
         "",
     );
     let ok = t
-        .submit_shared(&b, header(&tb, 30), bundle(&[1.5; 4]))
+        .submit_shared(&b, header(&tb, 30), finite(&[1.5; 4]))
         .await
         .unwrap();
     assert_eq!(ok.received, 2);

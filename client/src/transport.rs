@@ -5,8 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use fedtune_proto::Bundle;
 use fedtune_proto::v1::{self, federation_client::FederationClient};
+use fedtune_proto::{Bundle, FiniteBundle};
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -45,7 +45,8 @@ pub trait Transport: Send + Sync + 'static {
     /// Whether client and server share memory (the simulation's in-process transport): the
     /// global model and updates then change hands whole ([`Transport::fetch_shared`],
     /// [`Transport::submit_shared`]), without the encoding, chunks and digests that only guard
-    /// bytes in transit. The server still authenticates, admits and validates every update.
+    /// bytes in transit. The server still authenticates, admits and validates every update
+    /// (its values are proved finite by the update's type).
     fn shares_memory(&self) -> bool {
         false
     }
@@ -69,7 +70,7 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         _token: &str,
         _header: v1::UploadHeader,
-        _update: Bundle,
+        _update: FiniteBundle,
     ) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send {
         async {
             Err(Status::unimplemented(

@@ -9,6 +9,7 @@
 mod codec;
 mod dtype;
 mod error;
+mod finite;
 mod header;
 mod tensor;
 
@@ -21,6 +22,7 @@ pub mod v1 {
 pub use codec::{BundleReceiver, EncodedBundle, MAX_CHUNK_BYTES};
 pub use dtype::DType;
 pub use error::CodecError;
+pub use finite::FiniteBundle;
 pub use header::{BundleHeader, Compression, Digest, TensorSpec};
 pub use tensor::{Bundle, Tensor};
 

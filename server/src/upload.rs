@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, Digest, TensorSpec, v1};
+use fedtune_proto::{BundleHeader, BundleReceiver, Digest, FiniteBundle, TensorSpec, v1};
 use futures::{Stream, StreamExt};
 use tracing::debug;
 
@@ -110,15 +110,17 @@ impl Coordinator {
     }
 
     /// Receives one update handed over whole (the in-process transport): the same admission,
-    /// staging slot, validation (manifest, then every value finite) and folding as
-    /// [`Coordinator::upload`], without the transfer. `header.update` is not read: the bundle
+    /// staging slot, validation and folding as [`Coordinator::upload`], without the transfer.
+    /// Its manifest is checked here; its values are finite by its type, proved where it was
+    /// formed, so they are not scanned twice. `header.update` is not read: the bundle
     /// describes itself.
     pub async fn upload_shared(
         self: &Arc<Self>,
         token: &str,
         header: &v1::UploadHeader,
-        update: &Bundle,
+        update: &FiniteBundle,
     ) -> Result<v1::UploadResponse, ServerError> {
+        let update = update.bundle();
         let client = self.authenticate(token)?;
         if header.num_examples == 0 {
             return Err(ServerError::InvalidRequest(
@@ -127,7 +129,6 @@ impl Coordinator {
         }
         let admission = self.admit(&client, header, &update.manifest())?;
         let _slot = self.staging_slot().await?;
-        update.check_finite()?;
         self.accept(admission, header, update)
     }
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use fedtune_client::{BoxStream, Transport};
-use fedtune_proto::{Bundle, v1};
+use fedtune_proto::{Bundle, FiniteBundle, v1};
 use fedtune_server::Coordinator;
 use futures::StreamExt;
 use tonic::Status;
@@ -71,7 +71,7 @@ impl Transport for InprocTransport {
         &self,
         token: &str,
         header: v1::UploadHeader,
-        update: Bundle,
+        update: FiniteBundle,
     ) -> Result<v1::UploadResponse, Status> {
         Ok(self.coord.upload_shared(token, &header, &update).await?)
     }

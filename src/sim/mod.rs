@@ -119,12 +119,12 @@ where
     });
     let active = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let channels = match &url {
-        Some(url) => connection_pool(url, cfg.clients, cfg.connections, cfg.concurrency).map_err(|source| {
-            SimError::Client {
+        Some(url) => connection_pool(url, cfg.clients, cfg.connections, cfg.concurrency).map_err(
+            |source| SimError::Client {
                 client: "pool".into(),
                 source,
-            }
-        })?,
+            },
+        )?,
         None => Vec::new(),
     };
     let mut tasks = Vec::with_capacity(cfg.clients);

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fedtune_proto::{Bundle, BundleHeader, Compression, Tensor, v1};
+use fedtune_proto::{Bundle, BundleHeader, Compression, FiniteBundle, Tensor, v1};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Semaphore;
 use tonic::{Code, Status};
@@ -302,7 +302,7 @@ impl<T: Transport> Client<T> {
             self.submit_shared(&task, delta, update.num_examples)
                 .await?;
         } else {
-            self.upload(&task, delta, update.num_examples, &plan)
+            self.upload(&task, delta.into_bundle(), update.num_examples, &plan)
                 .await?;
         }
         let mut metrics = update.metrics;
@@ -348,7 +348,7 @@ impl<T: Transport> Client<T> {
         trainer: &Arc<Mutex<impl Trainer>>,
         global: &Bundle,
         ctx: TaskContext,
-    ) -> Result<(crate::LocalUpdate, Bundle), ClientError> {
+    ) -> Result<(crate::LocalUpdate, FiniteBundle), ClientError> {
         let _permit = self
             .opts
             .cpu
@@ -383,62 +383,53 @@ impl<T: Transport> Client<T> {
 }
 
 /// Trains once and forms the update to send: the trainer's own delta
-/// ([`Trainer::train_delta`]) checked against the model's tensors and for finite values, or
-/// [`delta`] of its local model.
+/// ([`Trainer::train_delta`], checked against the model's tensors) or [`delta`] of its local
+/// model, then proved finite (a diverged trainer or an overflowing difference is refused here,
+/// naming where, before anything is sent).
 pub fn local_update(
     t: &mut impl Trainer,
     global: &Bundle,
     ctx: &TaskContext,
-) -> Result<(crate::LocalUpdate, Bundle), ClientError> {
-    if let Some(update) = t.train_delta(global, ctx) {
-        let update = update?;
-        if update.model.manifest() != global.manifest() {
-            return Err(
-                TrainError::Model("the update's tensors differ from the model's".into()).into(),
-            );
+) -> Result<(crate::LocalUpdate, FiniteBundle), ClientError> {
+    let (update, delta) = match t.train_delta(global, ctx) {
+        Some(update) => {
+            let update = update?;
+            if update.model.manifest() != global.manifest() {
+                return Err(TrainError::Model(
+                    "the update's tensors differ from the model's".into(),
+                )
+                .into());
+            }
+            let delta = update.model.clone();
+            (update, delta)
         }
-        update
-            .model
-            .check_finite()
-            .map_err(|e| TrainError::Other(format!("trainer produced a non-finite update: {e}")))?;
-        let delta = update.model.clone();
-        return Ok((update, delta));
-    }
-    let update = t.train(global, ctx)?;
-    let delta = delta(&update.model, global)?;
+        None => {
+            let update = t.train(global, ctx)?;
+            let delta = delta(&update.model, global)?;
+            (update, delta)
+        }
+    };
+    let delta = delta
+        .into_finite()
+        .map_err(|e| TrainError::Other(format!("trainer produced a non-finite update: {e}")))?;
     Ok((update, delta))
 }
 
-/// The update a device sends: local − global, per tensor, in the global model's dtypes.
-/// Refused when a value of it is not finite (the trainer diverged, or the difference
-/// overflows), checked block by block as it is formed: one pass over the model.
+/// The update a device sends: local − global, per tensor, in the global model's dtypes
+/// ([`local_update`] proves it finite).
 pub fn delta(local: &Bundle, global: &Bundle) -> Result<Bundle, ClientError> {
     if local.manifest() != global.manifest() {
         return Err(ClientError::Train(TrainError::Model(
             "trainer changed the model's tensors or shapes".into(),
         )));
     }
-    const BLOCK: usize = 4096;
     let tensors = local
         .tensors()
         .iter()
         .zip(global.tensors())
         .map(|(l, g)| {
             let (lv, gv) = (l.to_f32(), g.to_f32());
-            let mut d: Vec<f32> = Vec::with_capacity(lv.len());
-            for (lc, gc) in lv.chunks(BLOCK).zip(gv.chunks(BLOCK)) {
-                let start = d.len();
-                d.extend(lc.iter().zip(gc).map(|(a, b)| a - b));
-                let block = &d[start..];
-                if block.iter().fold(false, |bad, v| bad | !v.is_finite()) {
-                    let at = start + block.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                    return Err(ClientError::Train(TrainError::Other(format!(
-                        "trainer produced a non-finite model: `{}` holds a non-finite value \
-                         at element {at}",
-                        g.name()
-                    ))));
-                }
-            }
+            let d: Vec<f32> = lv.iter().zip(gv.iter()).map(|(a, b)| a - b).collect();
             Ok(match g.dtype() {
                 fedtune_proto::DType::F32 => Tensor::from_f32_vec(g.name(), g.shape().to_vec(), d)?,
                 other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &d, other)?,
@@ -498,6 +489,7 @@ mod tests {
             as_delta: false,
         };
         let (_, d) = local_update(&mut t, &global, &ctx).unwrap();
+        let d = d.into_bundle();
         let want: Vec<f32> = values.iter().map(|v| v - 1.0).collect();
         assert_eq!(d, bundle(&want));
         let mut t = Fixed {
@@ -505,7 +497,7 @@ mod tests {
             as_delta: true,
         };
         assert_eq!(
-            local_update(&mut t, &global, &ctx).unwrap().1,
+            local_update(&mut t, &global, &ctx).unwrap().1.into_bundle(),
             bundle(&want)
         );
 
@@ -522,8 +514,12 @@ mod tests {
         };
         let e = local_update(&mut t, &global, &ctx).unwrap_err().to_string();
         assert!(e.contains("non-finite"), "{e}");
-        let big = bundle(&[f32::MAX; 3]);
-        let e = delta(&big, &bundle(&[-f32::MAX; 3]))
+        // f32::MAX − (−f32::MAX) overflows to infinity.
+        let mut t = Fixed {
+            local: bundle(&[f32::MAX; 3]),
+            as_delta: false,
+        };
+        let e = local_update(&mut t, &bundle(&[-f32::MAX; 3]), &ctx)
             .unwrap_err()
             .to_string();
         assert!(e.contains("element 0"), "overflow: {e}");

@@ -1,6 +1,6 @@
 //! Moving bundles: resumable download of the global model, chunked upload of the update.
 
-use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, EncodedBundle, v1};
+use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, EncodedBundle, FiniteBundle, v1};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -189,7 +189,7 @@ impl<T: Transport> Client<T> {
     pub(super) async fn submit_shared(
         &mut self,
         task: &v1::Task,
-        update: Bundle,
+        update: FiniteBundle,
         num_examples: u64,
     ) -> Result<(), ClientError> {
         let header = v1::UploadHeader {
@@ -199,7 +199,7 @@ impl<T: Transport> Client<T> {
             num_examples,
             update: None,
         };
-        let bytes = update.byte_len() as u64;
+        let bytes = update.bundle().byte_len() as u64;
         let mut attempt = 0;
         loop {
             let token = self.upload_token().await?;
