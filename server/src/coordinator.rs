@@ -326,9 +326,13 @@ impl Coordinator {
         (st.global.version, st.global.bundle.clone())
     }
 
-    /// Runs `f` on the store (for reports and tests).
+    /// Runs `f` on the store (for reports and tests), with every reported metric written.
     pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        f(&lock(&self.store))
+        let mut store = lock(&self.store);
+        if let Err(e) = store.flush_metrics() {
+            warn!(error = %e, "buffered metrics could not be written");
+        }
+        f(&store)
     }
 
     /// Resolves once every configured round is committed.

@@ -74,7 +74,12 @@ pub struct Store {
     dir: PathBuf,
     db: Connection,
     durable: bool,
+    /// Metric rows not yet written: (round, client, name, value).
+    metrics: Vec<(u64, String, String, f64)>,
 }
+
+/// Metric rows buffered before they are written on their own.
+const METRIC_BATCH: usize = 1024;
 
 impl Store {
     /// Opens (creating if needed) the state in `dir`.
@@ -94,6 +99,7 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             durable,
+            metrics: Vec::new(),
         })
     }
 
@@ -210,7 +216,9 @@ impl Store {
                 ])?;
             }
         }
+        write_metrics(&tx, &self.metrics)?;
         tx.commit()?;
+        self.metrics.clear();
         Ok(())
     }
 
@@ -234,18 +242,35 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records reported metrics. Rows are written in batches: with the next round commit (in
+    /// its transaction), every [`METRIC_BATCH`] rows, before any read, and when the store is
+    /// dropped; a process killed in between loses the reports since its last commit.
     pub fn insert_metrics(
-        &self,
+        &mut self,
         round: u64,
         client_id: &str,
         metrics: &[(String, f64)],
     ) -> Result<(), StoreError> {
-        let mut ins = self.db.prepare_cached(
-            "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))",
-        )?;
-        for (name, value) in metrics {
-            ins.execute(params![round as i64, client_id, name, value])?;
+        self.metrics.extend(
+            metrics
+                .iter()
+                .map(|(name, value)| (round, client_id.to_string(), name.clone(), *value)),
+        );
+        if self.metrics.len() >= METRIC_BATCH {
+            self.flush_metrics()?;
         }
+        Ok(())
+    }
+
+    /// Writes the buffered metric rows in one transaction.
+    pub fn flush_metrics(&mut self) -> Result<(), StoreError> {
+        if self.metrics.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.transaction()?;
+        write_metrics(&tx, &self.metrics)?;
+        tx.commit()?;
+        self.metrics.clear();
         Ok(())
     }
 
@@ -265,6 +290,27 @@ impl Store {
             params![round as i64, name],
             |r| r.get(0),
         )?)
+    }
+}
+
+fn write_metrics(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[(u64, String, String, f64)],
+) -> Result<(), StoreError> {
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))",
+    )?;
+    for (round, client, name, value) in rows {
+        ins.execute(params![*round as i64, client, name, value])?;
+    }
+    Ok(())
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_metrics() {
+            tracing::warn!(error = %e, rows = self.metrics.len(), "metrics not written at shutdown");
+        }
     }
 }
 
@@ -313,5 +359,26 @@ mod tests {
         drop(first);
         let again = Store::open(dir.path(), false).unwrap();
         assert!(again.last_committed().unwrap().is_none());
+    }
+
+    #[test]
+    fn metrics_are_written_in_batches_and_at_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), false).unwrap();
+        let rows = |n: usize| -> Vec<(String, f64)> { vec![("loss".into(), 0.5); n] };
+        store.insert_metrics(1, "a", &rows(3)).unwrap();
+        assert_eq!(store.metric_total(1, "loss").unwrap().0, 0, "buffered");
+        store.flush_metrics().unwrap();
+        assert_eq!(store.metric_total(1, "loss").unwrap(), (3, 1.5));
+        store.insert_metrics(1, "b", &rows(METRIC_BATCH)).unwrap();
+        assert_eq!(
+            store.metric_total(1, "loss").unwrap().0,
+            3 + METRIC_BATCH,
+            "a full batch is written at once"
+        );
+        store.insert_metrics(2, "a", &rows(2)).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), false).unwrap();
+        assert_eq!(store.metric_total(2, "loss").unwrap(), (2, 1.0));
     }
 }
