@@ -111,6 +111,12 @@ pub const STREAM_WINDOW: u32 = (1 << 20) + (256 << 10);
 /// one holding the staging slot. Parked data stays bounded by the server's waiting limit.
 pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
+/// Largest HTTP/2 frame a client may send: 1 MiB upload chunks arrive in 4 frames rather than
+/// 64 of the default 16 KiB (gRPC overhead benchmark 10% faster). Each connection's read
+/// buffer grows to a frame, so 1 MiB frames cost the server more than they save (peak RSS at
+/// 1000 clients 66 → 79 MiB, for 6% more).
+pub const MAX_FRAME: u32 = 256 << 10;
+
 /// Serves `coord` on an already-bound listener until `shutdown` resolves.
 pub async fn serve(
     coord: Arc<Coordinator>,
@@ -124,6 +130,7 @@ pub async fn serve(
         // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_frame_size(Some(MAX_FRAME))
         .add_service(FederationService::new(coord).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
