@@ -26,7 +26,8 @@ impl Strategy for FedAvg {
                     .zip(delta)
                     .map(|(&x, &d)| (f64::from(x) + d) as f32)
                     .collect();
-                if next.iter().any(|v| !v.is_finite()) {
+                // A branch-free scan (vectorised), not `any`.
+                if next.iter().fold(false, |bad, v| bad | !v.is_finite()) {
                     return Err(StrategyError::NonFinite(g.name().to_string()));
                 }
                 Ok(match g.dtype() {
