@@ -167,7 +167,7 @@ impl Coordinator {
                 "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{}}}",
                 caps.memory_mb, caps.compute_tier, caps.threads
             );
-            lock(&self.store).upsert_client(id, &caps)?;
+            lock(&self.store).upsert_client(id, &caps);
             self.advance(&mut st);
         }
         Ok(v1::JoinResponse {
@@ -329,8 +329,8 @@ impl Coordinator {
     /// Runs `f` on the store (for reports and tests), with every reported metric written.
     pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         let mut store = lock(&self.store);
-        if let Err(e) = store.flush_metrics() {
-            warn!(error = %e, "buffered metrics could not be written");
+        if let Err(e) = store.flush() {
+            warn!(error = %e, "buffered registrations and metrics could not be written");
         }
         f(&store)
     }
@@ -365,6 +365,11 @@ impl Coordinator {
         }
         if st.registry.len() < self.config.min_clients.max(1) {
             return;
+        }
+        // Registrations are written before a cohort is drawn from them, so a restarted server
+        // draws the same cohort (a failing disk is logged; the round's commit will report it).
+        if let Err(e) = lock(&self.store).flush() {
+            warn!(error = %e, "registrations could not be written before drawing a cohort");
         }
         let size = self.config.cohort_size(st.registry.len());
         let cohort = sample_cohort(

@@ -76,6 +76,8 @@ pub struct Store {
     durable: bool,
     /// Metric rows not yet written: (round, client, name, value).
     metrics: Vec<(u64, String, String, f64)>,
+    /// Registrations not yet written: (client, capabilities).
+    registrations: Vec<(String, String)>,
 }
 
 /// Metric rows buffered before they are written on their own.
@@ -100,6 +102,7 @@ impl Store {
             db,
             durable,
             metrics: Vec::new(),
+            registrations: Vec::new(),
         })
     }
 
@@ -125,14 +128,12 @@ impl Store {
         }
     }
 
-    pub fn upsert_client(&self, client_id: &str, capabilities: &str) -> Result<(), StoreError> {
-        self.db
-            .prepare_cached(
-                "INSERT INTO clients(client_id, capabilities, joined_at) VALUES (?1, ?2, strftime('%s','now'))
-                 ON CONFLICT(client_id) DO UPDATE SET capabilities = excluded.capabilities",
-            )?
-            .execute(params![client_id, capabilities])?;
-        Ok(())
+    /// Records a client's registration. Written with the next [`Store::flush`], which the
+    /// coordinator runs before it draws a cohort, so a cohort is only ever drawn from
+    /// registrations that survive a crash (a restarted server draws the same one).
+    pub fn upsert_client(&mut self, client_id: &str, capabilities: &str) {
+        self.registrations
+            .push((client_id.to_string(), capabilities.to_string()));
     }
 
     pub fn clients(&self) -> Result<Vec<String>, StoreError> {
@@ -216,8 +217,9 @@ impl Store {
                 ])?;
             }
         }
-        write_metrics(&tx, &self.metrics)?;
+        write_pending(&tx, &self.registrations, &self.metrics)?;
         tx.commit()?;
+        self.registrations.clear();
         self.metrics.clear();
         Ok(())
     }
@@ -257,19 +259,20 @@ impl Store {
                 .map(|(name, value)| (round, client_id.to_string(), name.clone(), *value)),
         );
         if self.metrics.len() >= METRIC_BATCH {
-            self.flush_metrics()?;
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Writes the buffered metric rows in one transaction.
-    pub fn flush_metrics(&mut self) -> Result<(), StoreError> {
-        if self.metrics.is_empty() {
+    /// Writes the buffered registrations and metric rows in one transaction.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.metrics.is_empty() && self.registrations.is_empty() {
             return Ok(());
         }
         let tx = self.db.transaction()?;
-        write_metrics(&tx, &self.metrics)?;
+        write_pending(&tx, &self.registrations, &self.metrics)?;
         tx.commit()?;
+        self.registrations.clear();
         self.metrics.clear();
         Ok(())
     }
@@ -293,14 +296,22 @@ impl Store {
     }
 }
 
-fn write_metrics(
+fn write_pending(
     tx: &rusqlite::Transaction<'_>,
-    rows: &[(u64, String, String, f64)],
+    registrations: &[(String, String)],
+    metrics: &[(u64, String, String, f64)],
 ) -> Result<(), StoreError> {
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO clients(client_id, capabilities, joined_at) VALUES (?1, ?2, strftime('%s','now'))
+         ON CONFLICT(client_id) DO UPDATE SET capabilities = excluded.capabilities",
+    )?;
+    for (client, capabilities) in registrations {
+        ins.execute(params![client, capabilities])?;
+    }
     let mut ins = tx.prepare_cached(
         "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))",
     )?;
-    for (round, client, name, value) in rows {
+    for (round, client, name, value) in metrics {
         ins.execute(params![*round as i64, client, name, value])?;
     }
     Ok(())
@@ -308,8 +319,8 @@ fn write_metrics(
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Err(e) = self.flush_metrics() {
-            tracing::warn!(error = %e, rows = self.metrics.len(), "metrics not written at shutdown");
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "registrations and metrics not written at shutdown");
         }
     }
 }
@@ -362,13 +373,33 @@ mod tests {
     }
 
     #[test]
+    fn registrations_are_written_at_flush_and_at_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), false).unwrap();
+        store.upsert_client("b", "{}");
+        store.upsert_client("a", "{}");
+        assert!(store.clients().unwrap().is_empty(), "buffered");
+        store.flush().unwrap();
+        assert_eq!(store.clients().unwrap(), ["a", "b"]);
+        store.upsert_client("c", "{}");
+        store.upsert_client("a", "{\"threads\":2}");
+        drop(store);
+        let store = Store::open(dir.path(), false).unwrap();
+        assert_eq!(
+            store.clients().unwrap(),
+            ["a", "b", "c"],
+            "one row per client"
+        );
+    }
+
+    #[test]
     fn metrics_are_written_in_batches_and_at_drop() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), false).unwrap();
         let rows = |n: usize| -> Vec<(String, f64)> { vec![("loss".into(), 0.5); n] };
         store.insert_metrics(1, "a", &rows(3)).unwrap();
         assert_eq!(store.metric_total(1, "loss").unwrap().0, 0, "buffered");
-        store.flush_metrics().unwrap();
+        store.flush().unwrap();
         assert_eq!(store.metric_total(1, "loss").unwrap(), (3, 1.5));
         store.insert_metrics(1, "b", &rows(METRIC_BATCH)).unwrap();
         assert_eq!(
