@@ -326,7 +326,8 @@ impl Coordinator {
         (st.global.version, st.global.bundle.clone())
     }
 
-    /// Runs `f` on the store (for reports and tests), with every reported metric written.
+    /// Runs `f` on the store (for reports and tests), buffered registrations and metrics
+    /// written first.
     pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         let mut store = lock(&self.store);
         if let Err(e) = store.flush() {

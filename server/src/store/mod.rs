@@ -245,8 +245,9 @@ impl Store {
     }
 
     /// Records reported metrics. Rows are written in batches: with the next round commit (in
-    /// its transaction), every [`METRIC_BATCH`] rows, before any read, and when the store is
-    /// dropped; a process killed in between loses the reports since its last commit.
+    /// its transaction), every [`METRIC_BATCH`] rows, on [`Store::flush`] (the coordinator
+    /// flushes before every read it serves) and when the store is dropped; a process killed in
+    /// between loses the reports since its last commit.
     pub fn insert_metrics(
         &mut self,
         round: u64,
