@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::refused;
+
 use fedtune::sim::InprocTransport;
 use fedtune_client::Transport;
 use fedtune_proto::{Bundle, FiniteBundle, Tensor, v1};
@@ -22,16 +24,6 @@ fn bundle(values: &[f32]) -> Bundle {
 
 fn finite(values: &[f32]) -> FiniteBundle {
     bundle(values).into_finite().unwrap()
-}
-
-fn refused(result: Result<v1::UploadResponse, tonic::Status>, code: Code, needle: &str) {
-    let status = result.expect_err("the update should be refused");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(needle),
-        "`{}` lacks `{needle}`",
-        status.message()
-    );
 }
 
 async fn task(t: &InprocTransport, token: &str) -> v1::Task {

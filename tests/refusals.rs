@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::refused;
+
 use bytes::Bytes;
 use fedtune_proto::{Bundle, Compression, DType, EncodedBundle, Tensor, v1};
 use tonic::Code;
@@ -15,16 +17,6 @@ fn bundle(values: &[f32]) -> Bundle {
         Tensor::from_f32("b", vec![1], &[0.0]).unwrap(),
     ])
     .unwrap()
-}
-
-fn expect(result: Result<v1::UploadResponse, tonic::Status>, code: Code, needle: &str) {
-    let status = result.expect_err("upload should be refused");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert!(
-        status.message().contains(needle),
-        "`{}` should mention `{needle}`",
-        status.message()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,10 +35,10 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         bytes[0] ^= 0x40;
         *c = Bytes::from(bytes);
     }
-    expect(a.send(msgs).await, Code::DataLoss, "digest mismatch");
+    refused(a.send(msgs).await, Code::DataLoss, "digest mismatch");
 
     // NaN and infinity are refused, naming the tensor.
-    expect(
+    refused(
         a.send(common::upload_messages(
             &ta,
             &bundle(&[0.0, f32::NAN, 0.0, 0.0]),
@@ -56,7 +48,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         Code::InvalidArgument,
         "`w` holds a non-finite value at element 1",
     );
-    expect(
+    refused(
         a.send(common::upload_messages(
             &ta,
             &bundle(&[f32::INFINITY, 0.0, 0.0, 0.0]),
@@ -68,7 +60,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
     );
 
     // Wrong shape, wrong dtype, unknown tensor.
-    expect(
+    refused(
         a.send(common::upload_messages(&ta, &bundle(&[0.0; 5]), 10))
             .await,
         Code::InvalidArgument,
@@ -79,7 +71,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         Tensor::from_f32("b", vec![1], &[0.0]).unwrap(),
     ])
     .unwrap();
-    expect(
+    refused(
         a.send(common::upload_messages(&ta, &f16, 10)).await,
         Code::InvalidArgument,
         "dtype F16",
@@ -89,7 +81,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         Tensor::from_f32("z", vec![1], &[0.0]).unwrap(),
     ])
     .unwrap();
-    expect(
+    refused(
         a.send(common::upload_messages(&ta, &alien, 10)).await,
         Code::InvalidArgument,
         "unknown tensor `z`",
@@ -97,18 +89,18 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
 
     // Protocol errors: data before the header, zero examples, a stream that just stops.
     let msgs = common::upload_messages(&ta, &good, 10);
-    expect(
+    refused(
         a.send(msgs[1..].to_vec()).await,
         Code::InvalidArgument,
         "first upload message must be the header",
     );
-    expect(
+    refused(
         a.send(common::upload_messages(&ta, &good, 0)).await,
         Code::InvalidArgument,
         "num_examples",
     );
     let msgs = common::upload_messages(&ta, &good, 10);
-    expect(
+    refused(
         a.send(msgs[..msgs.len() - 1].to_vec()).await,
         Code::Cancelled,
         "ended before the digest",
@@ -117,21 +109,21 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
     // Stale: a round or model version that is not open, a task that was never issued.
     let mut stale = ta.clone();
     stale.round += 5;
-    expect(
+    refused(
         a.send(common::upload_messages(&stale, &good, 10)).await,
         Code::FailedPrecondition,
         "round 6 is not open",
     );
     let mut stale = ta.clone();
     stale.model_version += 1;
-    expect(
+    refused(
         a.send(common::upload_messages(&stale, &good, 10)).await,
         Code::FailedPrecondition,
         "model version 1",
     );
     let mut forged = ta.clone();
     forged.task_id = "made-up".into();
-    expect(
+    refused(
         a.send(common::upload_messages(&forged, &good, 10)).await,
         Code::FailedPrecondition,
         "unknown task",
@@ -145,7 +137,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         rpc: a.rpc.clone(),
         token: "0123456789abcdef".into(),
     };
-    expect(
+    refused(
         intruder.send(common::upload_messages(&ta, &good, 10)).await,
         Code::Unauthenticated,
         "unknown session token",
@@ -166,7 +158,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
     assert!(ok.accepted);
     assert_eq!(ok.received, 1);
     // ...once.
-    expect(
+    refused(
         a.send(common::upload_messages(&ta, &good, 10)).await,
         Code::AlreadyExists,
         "already contributed to round 1",
@@ -188,7 +180,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
         }
     };
     assert_eq!(t2.model_version, 1);
-    expect(
+    refused(
         a.send(common::upload_messages(&ta, &good, 10)).await,
         Code::FailedPrecondition,
         "round 1 is not open",

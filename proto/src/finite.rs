@@ -29,12 +29,6 @@ impl FiniteBundle {
     }
 }
 
-impl AsRef<Bundle> for FiniteBundle {
-    fn as_ref(&self) -> &Bundle {
-        &self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,17 @@ use fedtune_server::{Coordinator, ServerConfig, strategy::FedAvg};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
+/// Asserts that an upload was refused with `code` and a message mentioning `needle`.
+pub fn refused(result: Result<v1::UploadResponse, Status>, code: tonic::Code, needle: &str) {
+    let status = result.expect_err("the upload should be refused");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(needle),
+        "`{}` should mention `{needle}`",
+        status.message()
+    );
+}
+
 /// A running server: its URL, core, and a handle that stops it when dropped.
 pub struct TestServer {
     pub url: String,
