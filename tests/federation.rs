@@ -224,3 +224,45 @@ async fn an_interrupted_download_resumes_where_it_stopped() {
     assert_eq!(summary.bytes_down, 2 * 4 * params as u64);
     assert!((mean(&server.coord.global().1) - mean(&sin_model(params)) - 2.0).abs() < 1e-5);
 }
+
+/// The bulk calls are framed below tonic's codec on both sides (`fedtune_proto::bulk`); the
+/// wire stays plain gRPC: our client against a server that uses tonic's codec throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_calls_interoperate_with_tonics_codec() {
+    let params = 600_000; // 2.4 MB: three chunks each way
+    let dir = tempfile::tempdir().unwrap();
+    let coord = fedtune_server::Coordinator::open(
+        common::quick_config(2, 2, 2),
+        dir.path(),
+        sin_model(params),
+        Box::new(FedAvg),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tonic_only = fedtune_server::FederationService::new(coord.clone()).into_server();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tonic_only)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let devices = (0..2).map(|i| {
+        let transport = fedtune_client::GrpcTransport::connect_lazy(&url).unwrap();
+        let client = fedtune_client::Client::new(
+            transport,
+            fedtune_client::ClientOptions::new(format!("device-{i}")),
+        );
+        tokio::spawn(client.run(ShiftTrainer {
+            shift: 0.5,
+            examples: 1,
+        }))
+    });
+    for summary in futures::future::join_all(devices).await {
+        let summary = summary.unwrap().unwrap();
+        assert_eq!(summary.accepted, 2);
+        assert_eq!(summary.bytes_down, 2 * 4 * params as u64);
+    }
+    coord.finished().await;
+    let shifted = mean(&coord.global().1) - mean(&sin_model(params));
+    assert!((shifted - 1.0).abs() < 1e-6, "{shifted}");
+}

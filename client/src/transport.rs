@@ -5,9 +5,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
+use fedtune_proto::bulk::{self, BulkDecoder, Event, Events};
 use fedtune_proto::v1::{self, federation_client::FederationClient};
 use fedtune_proto::{Bundle, FiniteBundle};
 use futures::{Stream, StreamExt};
+use http::HeaderValue;
+use prost::Message;
+use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
@@ -80,11 +85,19 @@ pub trait Transport: Send + Sync + 'static {
     }
 }
 
-/// A gRPC connection to a fedtune server.
+/// A gRPC connection to a fedtune server. `Download` and `Upload` are framed here rather than
+/// by tonic's codec ([`fedtune_proto::bulk`]): chunks go out as slices of the update and come
+/// in as slices of the HTTP/2 frames, copied once, into the model being received.
 #[derive(Clone, Debug)]
 pub struct GrpcTransport {
     client: FederationClient<Channel>,
+    channel: Channel,
 }
+
+const DOWNLOAD: &str = "/fedtune.v1.Federation/Download";
+const UPLOAD: &str = "/fedtune.v1.Federation/Upload";
+/// Largest message accepted: a 1 MiB chunk and its framing.
+const MESSAGE_LIMIT: usize = fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024;
 
 impl GrpcTransport {
     /// A lazily connected channel to `url` (e.g. `http://127.0.0.1:50051`): the first call
@@ -108,29 +121,52 @@ impl GrpcTransport {
     }
 
     pub fn from_channel(channel: Channel) -> Self {
-        let limit = fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024;
         GrpcTransport {
-            client: FederationClient::new(channel)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
+            client: FederationClient::new(channel.clone())
+                .max_decoding_message_size(MESSAGE_LIMIT)
+                .max_encoding_message_size(MESSAGE_LIMIT),
+            channel,
         }
     }
-}
 
-/// tonic wants a `Sync` request stream; a mutex makes any `Send` stream one.
-struct SyncStream(std::sync::Mutex<BoxStream<v1::UploadMessage>>);
-
-impl Stream for SyncStream {
-    type Item = v1::UploadMessage;
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let mut inner = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.as_mut().poll_next(cx)
+    /// Starts call `path` with `body`: the response, unless the server answered with an
+    /// error status at once (or something other than gRPC did).
+    async fn call(
+        &self,
+        path: &'static str,
+        token: &str,
+        body: tonic::body::Body,
+    ) -> Result<http::Response<tonic::body::Body>, Status> {
+        use http::header::{AUTHORIZATION, CONTENT_TYPE, TE};
+        let mut request = http::Request::new(body);
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static(path);
+        let headers = request.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(bulk::GRPC_CONTENT_TYPE),
+        );
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        let bearer = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::invalid_argument("token is not ASCII"))?;
+        headers.insert(AUTHORIZATION, bearer);
+        let mut channel = self.channel.clone();
+        futures::future::poll_fn(|cx| channel.poll_ready(cx))
+            .await
+            .map_err(|e| Status::unknown(format!("Service was not ready: {e}")))?;
+        let response = channel
+            .call(request)
+            .await
+            .map_err(|e| Status::from_error(e.into()))?;
+        if let Some(status) = Status::from_header_map(response.headers())
+            && status.code() != tonic::Code::Ok
+        {
+            return Err(status);
+        }
+        if response.status() != http::StatusCode::OK {
+            return Err(bulk::http_status(response.status()));
+        }
+        Ok(response)
     }
 }
 
@@ -141,6 +177,38 @@ fn authed<T>(token: &str, msg: T) -> Result<Request<T>, Status> {
         .map_err(|_| Status::invalid_argument("token is not ASCII"))?;
     req.metadata_mut().insert("authorization", value);
     Ok(req)
+}
+
+fn decode_failed(e: prost::DecodeError) -> Status {
+    Status::internal(format!("failed to decode Protobuf message: {e}"))
+}
+
+/// A download chunk from a decoder event: a piece of a chunk is a (smaller) chunk.
+fn download_chunk(event: Event) -> Result<v1::DownloadChunk, Status> {
+    match event {
+        Event::Message(m) => v1::DownloadChunk::decode(m).map_err(decode_failed),
+        Event::Bulk { head, at, piece } => {
+            let head = v1::DownloadChunk::decode(head).map_err(decode_failed)?;
+            let offset = head
+                .offset
+                .checked_add(at as u64)
+                .ok_or_else(|| Status::internal("chunk offset overflows"))?;
+            Ok(v1::DownloadChunk {
+                offset,
+                data: piece,
+            })
+        }
+    }
+}
+
+/// The frames of an upload message: a chunk's bytes as they are, not copied.
+fn upload_frames(message: v1::UploadMessage) -> Vec<Bytes> {
+    match message.kind {
+        Some(v1::upload_message::Kind::Chunk(data)) if !data.is_empty() => {
+            bulk::bulk_frame(&[], 2, data).to_vec()
+        }
+        _ => vec![bulk::message_frame(&message)],
+    }
 }
 
 impl Transport for GrpcTransport {
@@ -162,13 +230,11 @@ impl Transport for GrpcTransport {
         token: &str,
         req: v1::DownloadRequest,
     ) -> Result<BoxStream<Result<v1::DownloadChunk, Status>>, Status> {
-        let stream = self
-            .client
-            .clone()
-            .download(authed(token, req)?)
-            .await?
-            .into_inner();
-        Ok(stream.boxed())
+        let frame = bulk::message_frame(&req);
+        let body = bulk::request_body(futures::stream::once(async move { frame }));
+        let response = self.call(DOWNLOAD, token, body).await?;
+        let events = Events::response(response.into_body(), BulkDecoder::new(2, MESSAGE_LIMIT));
+        Ok(events.map(|event| event.and_then(download_chunk)).boxed())
     }
 
     fn upload(
@@ -176,11 +242,17 @@ impl Transport for GrpcTransport {
         token: &str,
         messages: BoxStream<v1::UploadMessage>,
     ) -> impl Future<Output = Result<v1::UploadResponse, Status>> + Send {
-        let mut client = self.client.clone();
-        let req = authed(token, SyncStream(std::sync::Mutex::new(messages)));
-        async move { Ok(client.upload(req?).await?.into_inner()) }
+        let this = self.clone();
+        let token = token.to_string();
+        let frames = messages.flat_map(|m| futures::stream::iter(upload_frames(m)));
+        async move {
+            let response = this
+                .call(UPLOAD, &token, bulk::request_body(frames))
+                .await?;
+            let events = Events::response(response.into_body(), BulkDecoder::new(0, MESSAGE_LIMIT));
+            bulk::read_message(events).await
+        }
     }
-
     async fn report_metrics(&self, token: &str, req: v1::MetricsReport) -> Result<(), Status> {
         self.client
             .clone()

@@ -5,7 +5,9 @@
 //! * [`Tensor`], [`Bundle`]: named tensors (f32, f16, bf16) as the federation moves them.
 //! * [`EncodedBundle`], [`BundleReceiver`]: the bundle codec (payload layout, optional zstd,
 //!   chunking, XXH3-128 digest), so a model of any size travels in chunks of at most 1 MiB.
+//! * [`bulk`]: those chunks framed and deframed for gRPC without copying them.
 
+pub mod bulk;
 mod codec;
 mod dtype;
 mod error;

@@ -5,9 +5,11 @@
 //! folded into a streaming weighted sum ([`strategy`]), so memory is O(model); every committed
 //! round lands atomically in SQLite with a safetensors checkpoint ([`store`]).
 //!
-//! [`Coordinator`] is the transport-neutral core; [`FederationService`] exposes it over gRPC,
-//! and the simulation engine calls it directly for its in-process transport.
+//! [`Coordinator`] is the transport-neutral core; [`FederationRouter`] exposes it over gRPC
+//! ([`FederationService`] through tonic, the bulk calls below tonic's codec), and the
+//! simulation engine calls it directly for its in-process transport.
 
+mod bulk;
 mod config;
 mod coordinator;
 mod error;
@@ -19,6 +21,7 @@ pub mod strategy;
 mod upload;
 mod validate;
 
+pub use bulk::FederationRouter;
 pub use config::ServerConfig;
 pub use coordinator::{Coordinator, SERVER_METRICS};
 pub use error::ServerError;

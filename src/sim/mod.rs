@@ -25,7 +25,7 @@ pub use inproc::InprocTransport;
 pub enum TransportKind {
     /// Direct calls into the server core, no sockets.
     Inproc,
-    /// A real tonic server on 127.0.0.1:0 and one real gRPC channel per client.
+    /// A real tonic server on 127.0.0.1:0 and real gRPC clients (sharing HTTP/2 connections).
     Grpc,
 }
 
