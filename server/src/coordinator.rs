@@ -381,7 +381,8 @@ impl Coordinator {
             st.attempt,
         );
         let deadline = Instant::now() + self.config.round_timeout;
-        let aggregator = lock(&self.strategy).aggregator(&st.global.bundle);
+        let mut aggregator = lock(&self.strategy).aggregator(&st.global.bundle);
+        aggregator.set_parallel(self.config.parallel_fold);
         info!(
             round,
             attempt = st.attempt,

@@ -92,7 +92,12 @@ where
     F: Fn(usize) -> Tr,
 {
     let start = Instant::now();
-    let coord = Coordinator::open(cfg.server.clone(), &cfg.state_dir, initial, strategy)?;
+    let config = ServerConfig {
+        // In process, folding is the server's main work; over gRPC its cores serve sockets.
+        parallel_fold: cfg.transport == TransportKind::Inproc,
+        ..cfg.server.clone()
+    };
+    let coord = Coordinator::open(config, &cfg.state_dir, initial, strategy)?;
     let cpu = Arc::new(Semaphore::new(cfg.threads.max(1)));
     let mut server = None;
     let url = match cfg.transport {

@@ -43,6 +43,9 @@ pub trait Aggregator: Send {
     fn fold(&mut self, update: &Bundle, weight: f64) -> Result<(), StrategyError>;
     /// Updates folded so far.
     fn count(&self) -> usize;
+    /// Whether to fold on every core (see `ServerConfig::parallel_fold`); a hint that
+    /// aggregators without a parallel fold ignore. Never changes the result.
+    fn set_parallel(&mut self, _parallel: bool) {}
     /// The round's aggregate.
     fn finish(self: Box<Self>) -> Result<Aggregate, StrategyError>;
 }

@@ -13,6 +13,7 @@ pub struct WeightedSum {
     sums: Vec<Vec<f64>>,
     total_weight: f64,
     count: usize,
+    parallel: bool,
 }
 
 impl WeightedSum {
@@ -22,6 +23,7 @@ impl WeightedSum {
             sums: global.tensors().iter().map(|t| zeros(t.numel())).collect(),
             total_weight: 0.0,
             count: 0,
+            parallel: false,
         }
     }
 }
@@ -39,7 +41,7 @@ impl Aggregator for WeightedSum {
             )));
         }
         for (sum, tensor) in self.sums.iter_mut().zip(update.tensors()) {
-            fold_into(sum, &tensor.to_f32(), weight);
+            fold_into(sum, &tensor.to_f32(), weight, self.parallel);
         }
         self.total_weight += weight;
         self.count += 1;
@@ -48,6 +50,10 @@ impl Aggregator for WeightedSum {
 
     fn count(&self) -> usize {
         self.count
+    }
+
+    fn set_parallel(&mut self, parallel: bool) {
+        self.parallel = parallel;
     }
 
     fn finish(self: Box<Self>) -> Result<Aggregate, StrategyError> {
@@ -75,15 +81,16 @@ impl Aggregator for WeightedSum {
 /// nothing next to the memory traffic, small enough to share a 1M-value tensor.
 const PIECE: usize = 1 << 16;
 
-/// `sum[i] += weight · values[i]`, split by element ranges across the rayon pool: each sum is
-/// the same expression whatever the split, so results do not depend on the thread count.
-fn fold_into(sum: &mut [f64], values: &[f32], weight: f64) {
+/// `sum[i] += weight · values[i]`, with `parallel` split by element ranges across the rayon
+/// pool: each sum is the same expression whatever the split, so results do not depend on
+/// the thread count.
+fn fold_into(sum: &mut [f64], values: &[f32], weight: f64, parallel: bool) {
     let add = |(s, v): (&mut [f64], &[f32])| {
         for (s, &v) in s.iter_mut().zip(v) {
             *s += weight * f64::from(v);
         }
     };
-    if sum.len() < 2 * PIECE {
+    if !parallel || sum.len() < 2 * PIECE {
         add((sum, values));
     } else {
         sum.par_chunks_mut(PIECE)
@@ -99,4 +106,32 @@ fn zeros(n: usize) -> Vec<f64> {
     let mut v = Vec::with_capacity(n);
     v.resize(n, 0.0);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedtune_proto::Tensor;
+
+    /// Folding on every core or on one thread gives the same sums, bit for bit.
+    #[test]
+    fn parallel_and_serial_folds_agree() {
+        let n = 5 * PIECE + 7;
+        let bundle = |k: usize| {
+            let v: Vec<f32> = (0..n).map(|i| ((i * 31 + k) as f32).sin() * 1e-3).collect();
+            Bundle::new(vec![Tensor::from_f32("w", vec![n], &v).unwrap()]).unwrap()
+        };
+        let global = bundle(0);
+        let sums = |parallel: bool| {
+            let mut agg = Box::new(WeightedSum::new(&global));
+            agg.set_parallel(parallel);
+            for k in 1..6 {
+                agg.fold(&bundle(k), k as f64 + 0.5).unwrap();
+            }
+            agg.finish().unwrap().mean
+        };
+        let (serial, parallel) = (sums(false), sums(true));
+        assert!(serial[0].iter().any(|&x| x != 0.0));
+        assert_eq!(serial, parallel);
+    }
 }
