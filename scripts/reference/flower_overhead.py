@@ -75,6 +75,25 @@ def main() -> None:
     print(f"clients={n} rounds={rounds} params={p} expected_mean={expected:.9f} "
           f"abs_err={abs(final_mean - expected):.3e}", flush=True)
     print(f"flower_s={wall:.3f} final_mean={final_mean:.9f}", flush=True)
+    wait_for_ray_exit()
+
+
+def wait_for_ray_exit(timeout_s: float = 10.0) -> None:
+    """Ray's worker processes take about a second to exit after the simulation returns,
+    busy on the cores; wait for them so that whatever runs next (fedtune, side by side) is
+    not measured against Flower's teardown. Linux only (reads /proc)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    busy |= f.read().startswith(("ray::", "raylet", "gcs_server"))
+            except OSError:
+                continue
+        if not busy:
+            return
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
