@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedtune_proto::bulk::{self, BulkDecoder, Event, Events};
+use fedtune_proto::bulk::{self, BulkDecoder, Event, Events, MESSAGE_LIMIT};
 use fedtune_proto::v1::{self, federation_client::FederationClient};
 use fedtune_proto::{Bundle, FiniteBundle};
 use futures::{Stream, StreamExt};
@@ -96,8 +96,6 @@ pub struct GrpcTransport {
 
 const DOWNLOAD: &str = "/fedtune.v1.Federation/Download";
 const UPLOAD: &str = "/fedtune.v1.Federation/Upload";
-/// Largest message accepted: a 1 MiB chunk and its framing.
-const MESSAGE_LIMIT: usize = fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024;
 
 impl GrpcTransport {
     /// A lazily connected channel to `url` (e.g. `http://127.0.0.1:50051`): the first call

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use fedtune_proto::bulk::{self, BulkDecoder, Event, Events};
+use fedtune_proto::bulk::{self, BulkDecoder, Event, Events, MESSAGE_LIMIT};
 use fedtune_proto::v1::{self, federation_server::FederationServer};
 use futures::StreamExt;
 use http::{Request, Response};
@@ -23,8 +23,6 @@ use crate::{Coordinator, FederationService, bearer_token};
 
 const DOWNLOAD: &str = "/fedtune.v1.Federation/Download";
 const UPLOAD: &str = "/fedtune.v1.Federation/Upload";
-/// Largest message accepted: a 1 MiB chunk and its framing (tonic's limit on the other calls).
-pub(crate) const MESSAGE_LIMIT: usize = fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// The `fedtune.v1.Federation` service as served: bulk calls here, the rest through tonic.
 #[derive(Clone, Debug)]

@@ -39,8 +39,8 @@ impl FederationService {
     /// The tonic server wrapper, with message limits sized for 1 MiB chunks.
     pub fn into_server(self) -> v1::federation_server::FederationServer<Self> {
         v1::federation_server::FederationServer::new(self)
-            .max_decoding_message_size(fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024)
-            .max_encoding_message_size(fedtune_proto::MAX_CHUNK_BYTES + 64 * 1024)
+            .max_decoding_message_size(fedtune_proto::bulk::MESSAGE_LIMIT)
+            .max_encoding_message_size(fedtune_proto::bulk::MESSAGE_LIMIT)
     }
 }
 

@@ -14,3 +14,7 @@ pub use body::{
 };
 pub use decoder::{BulkDecoder, Event, FrameError};
 pub use frame::{PREFIX_BYTES, bulk_frame, message_frame};
+
+/// Largest gRPC message either side accepts or sends: a 1 MiB chunk and room for its
+/// framing and the other fields of its message.
+pub const MESSAGE_LIMIT: usize = crate::MAX_CHUNK_BYTES + 64 * 1024;
