@@ -177,16 +177,12 @@ fn authed<T>(token: &str, msg: T) -> Result<Request<T>, Status> {
     Ok(req)
 }
 
-fn decode_failed(e: prost::DecodeError) -> Status {
-    Status::internal(format!("failed to decode Protobuf message: {e}"))
-}
-
 /// A download chunk from a decoder event: a piece of a chunk is a (smaller) chunk.
 fn download_chunk(event: Event) -> Result<v1::DownloadChunk, Status> {
     match event {
-        Event::Message(m) => v1::DownloadChunk::decode(m).map_err(decode_failed),
+        Event::Message(m) => v1::DownloadChunk::decode(m).map_err(bulk::decode_status),
         Event::Bulk { head, at, piece } => {
-            let head = v1::DownloadChunk::decode(head).map_err(decode_failed)?;
+            let head = v1::DownloadChunk::decode(head).map_err(bulk::decode_status)?;
             let offset = head
                 .offset
                 .checked_add(at as u64)

@@ -106,8 +106,7 @@ fn upload_message(event: Event) -> Result<v1::UploadMessage, Status> {
         Event::Bulk { piece, .. } => Ok(v1::UploadMessage {
             kind: Some(v1::upload_message::Kind::Chunk(piece)),
         }),
-        Event::Message(m) => v1::UploadMessage::decode(m)
-            .map_err(|e| Status::internal(format!("failed to decode Protobuf message: {e}"))),
+        Event::Message(m) => v1::UploadMessage::decode(m).map_err(bulk::decode_status),
     }
 }
 

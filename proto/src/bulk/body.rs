@@ -135,14 +135,17 @@ pub async fn read_message<M: prost::Message + Default>(mut events: Events) -> Re
     while let Some(event) = events.next().await {
         match event? {
             Event::Message(m) if message.is_none() => {
-                message = Some(M::decode(m).map_err(|e| {
-                    Status::internal(format!("failed to decode Protobuf message: {e}"))
-                })?);
+                message = Some(M::decode(m).map_err(decode_status)?);
             }
             _ => return Err(Status::internal("expected one message, got more")),
         }
     }
     message.ok_or_else(|| Status::internal("expected one message, got none"))
+}
+
+/// The status a message that is not valid protobuf is answered with (tonic's).
+pub fn decode_status(e: prost::DecodeError) -> Status {
+    Status::internal(format!("failed to decode Protobuf message: {e}"))
 }
 
 /// The status of a response that carries none (a proxy's, not a gRPC server's), by the

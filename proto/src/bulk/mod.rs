@@ -10,7 +10,8 @@ mod decoder;
 mod frame;
 
 pub use body::{
-    Events, GRPC_CONTENT_TYPE, frame_status, http_status, read_message, request_body, response_body,
+    Events, GRPC_CONTENT_TYPE, decode_status, frame_status, http_status, read_message,
+    request_body, response_body,
 };
 pub use decoder::{BulkDecoder, Event, FrameError};
 pub use frame::{PREFIX_BYTES, bulk_frame, message_frame};
