@@ -64,17 +64,9 @@ pub struct ShiftTrainer {
 }
 
 impl ShiftTrainer {
-    /// Every tensor of `global` mapped value by value.
+    /// Every tensor of `global` mapped value by value (proved finite as it is written).
     fn map(&self, global: &Bundle, f: impl Fn(f32) -> f32) -> Result<LocalUpdate, TrainError> {
-        let tensors = global
-            .tensors()
-            .iter()
-            .map(|t| {
-                let v: Vec<f32> = t.to_f32().iter().map(|&x| f(x)).collect();
-                Tensor::from_f32_vec(t.name(), t.shape().to_vec(), v)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+        let tensors = global.tensors().iter().map(|t| t.map_f32(&f)).collect();
         let model = Bundle::new(tensors).map_err(|e| TrainError::Model(e.to_string()))?;
         Ok(LocalUpdate {
             model,

@@ -9,10 +9,21 @@ use half::{bf16, f16};
 use crate::{CodecError, DType, TensorSpec};
 
 /// One named tensor: its spec and its raw little-endian data.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Tensor {
     spec: TensorSpec,
     data: Bytes,
+    /// Set only by constructors that checked every value as they wrote it
+    /// ([`Tensor::map_f32`]), so [`Tensor::first_non_finite`] need not read the data again.
+    proved_finite: bool,
+}
+
+/// Equal names, shapes, dtypes and bytes (how a tensor's finiteness became known is not part
+/// of its value).
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.spec == other.spec && self.data == other.data
+    }
 }
 
 impl Tensor {
@@ -31,7 +42,38 @@ impl Tensor {
                 shape: spec.shape,
             });
         }
-        Ok(Tensor { spec, data })
+        Ok(Tensor {
+            spec,
+            data,
+            proved_finite: false,
+        })
+    }
+
+    /// `f` applied to every value, as a new f32 tensor of the same name and shape. Each block
+    /// of results is checked for NaN/infinity right after it is written, while it is still in
+    /// L1 cache, so proving the tensor finite later costs nothing (a trainer forming its update
+    /// this way saves the device a full read of it).
+    pub fn map_f32(&self, f: impl Fn(f32) -> f32) -> Tensor {
+        const BLOCK: usize = 1024;
+        let src = self.to_f32();
+        let mut out = Vec::with_capacity(src.len());
+        let mut finite = true;
+        for block in src.chunks(BLOCK) {
+            let start = out.len();
+            out.extend(block.iter().map(|&x| f(x)));
+            finite &= !out[start..].iter().fold(false, |bad, v| {
+                bad | (v.to_bits() & F32_EXPONENT == F32_EXPONENT)
+            });
+        }
+        Tensor {
+            spec: TensorSpec {
+                name: self.spec.name.clone(),
+                dtype: DType::F32,
+                shape: self.spec.shape.clone(),
+            },
+            data: Bytes::from_owner(F32Bytes(out)),
+            proved_finite: finite,
+        }
     }
 
     /// An f32 tensor; fails if `values` does not have `shape`'s element count.
@@ -139,6 +181,9 @@ impl Tensor {
 
     /// Index of the first NaN or infinite element, if any.
     pub fn first_non_finite(&self) -> Option<usize> {
+        if self.proved_finite {
+            return None;
+        }
         first_non_finite_bytes(&self.data, self.spec.dtype)
     }
 }
@@ -182,9 +227,12 @@ pub(crate) fn first_non_finite_bytes(bytes: &[u8], dtype: DType) -> Option<usize
 }
 
 /// [`first_non_finite_bytes`] over little-endian f32 words already in memory.
+/// An f32's exponent bits: all ones in NaN and the infinities only.
+const F32_EXPONENT: u32 = 0x7f80_0000;
+
 fn first_non_finite_words(words: &[u32]) -> Option<usize> {
     const BLOCK: usize = 1024;
-    let bad = |w: u32| w & 0x7f80_0000 == 0x7f80_0000;
+    let bad = |w: u32| w & F32_EXPONENT == F32_EXPONENT;
     words.chunks(BLOCK).enumerate().find_map(|(b, block)| {
         let hit = block
             .iter()
@@ -532,5 +580,37 @@ mod tests {
         assert!(
             matches!(bad.check_finite(), Err(CodecError::NonFinite { name, index: 1 }) if name == "b")
         );
+    }
+
+    /// A mapped tensor holds `f` of every value (whatever the source dtype), is proved finite
+    /// only when every result is, and a NaN or infinity produced anywhere (first block, a
+    /// later one, the short last one) is still found where it is.
+    #[test]
+    fn map_f32_checks_what_it_writes() {
+        let n = 2500;
+        let src: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 7.0).collect();
+        let t = Tensor::from_f32_as("w", vec![50, 50], &src, DType::BF16).unwrap();
+        let mapped = t.map_f32(|x| x * 2.0 + 1.0);
+        assert_eq!(mapped.spec().shape, vec![50, 50]);
+        assert_eq!(mapped.dtype(), DType::F32);
+        let want: Vec<f32> = t.to_f32().iter().map(|x| x * 2.0 + 1.0).collect();
+        assert_eq!(mapped.to_f32().as_ref(), want.as_slice());
+        assert!(mapped.proved_finite);
+        assert_eq!(mapped.first_non_finite(), None);
+        let plain = Tensor::from_f32("w", vec![50, 50], &want).unwrap();
+        assert!(!plain.proved_finite);
+        assert!(
+            mapped == plain,
+            "how finiteness is known is not part of the value"
+        );
+        for (at, bad) in [
+            (0, f32::NAN),
+            (1024, f32::INFINITY),
+            (n - 1, f32::NEG_INFINITY),
+        ] {
+            let m = f32_tensor(&src).map_f32(|x| if x == src[at] { bad } else { x });
+            assert!(!m.proved_finite);
+            assert_eq!(m.first_non_finite(), Some(at));
+        }
     }
 }
