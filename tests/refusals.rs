@@ -247,3 +247,68 @@ async fn compressed_updates_and_resumed_downloads_work() {
         &[3.0; 4]
     );
 }
+
+/// A round that misses its minimum by the deadline restarts under the same round number as a
+/// new attempt. An upload admitted by the old attempt and completed after the restart is
+/// refused as stale and never counted in the new attempt; the new attempt's tasks commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_from_a_restarted_attempt_is_not_counted() {
+    let n = 300_000; // 1.2 MB: two chunks, so the upload can stall between them
+    let values =
+        |v: f32| Bundle::new(vec![Tensor::from_f32("w", vec![n], &vec![v; n]).unwrap()]).unwrap();
+    let mut config = common::quick_config(1, 2, 2);
+    config.round_timeout = std::time::Duration::from_millis(800);
+    let server = common::start(config, values(1.0)).await;
+    let mut a = common::RawClient::join(&server.url, "a").await;
+    let mut b = common::RawClient::join(&server.url, "b").await;
+    let (old, _) = (a.task().await, b.task().await);
+
+    // a's upload of attempt 0 sends its header and first chunk, then stalls.
+    let mut msgs = common::upload_messages(&old, &values(100.0), 1000).into_iter();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    for m in msgs.by_ref().take(2) {
+        tx.unbounded_send(m).unwrap();
+    }
+    let req = a.authed(rx);
+    let mut rpc = a.rpc.clone();
+    let stalled = tokio::spawn(async move { rpc.upload(req).await.map(|r| r.into_inner()) });
+
+    // The deadline passes with nothing received: attempt 1 issues new tasks.
+    let mut new = old.clone();
+    for _ in 0..60 {
+        new = a.task().await;
+        if new.task_id != old.task_id {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_ne!(new.task_id, old.task_id, "the round should restart");
+    assert_eq!(new.round, old.round);
+
+    // The stalled upload now completes: refused, not counted.
+    for m in msgs {
+        tx.unbounded_send(m).unwrap();
+    }
+    drop(tx);
+    refused(
+        stalled.await.unwrap(),
+        Code::FailedPrecondition,
+        "restarted",
+    );
+    assert_eq!(server.coord.status().received, 0);
+
+    // The new attempt's uploads commit the round: 1 + (1·1 + 3·3)/4 = 3.5 everywhere.
+    let tb = b.task().await;
+    a.send(common::upload_messages(&new, &values(1.0), 1))
+        .await
+        .unwrap();
+    b.send(common::upload_messages(&tb, &values(3.0), 3))
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.coord.finished())
+        .await
+        .unwrap();
+    let (version, model) = server.coord.global();
+    assert_eq!(version, 1);
+    assert!(model.tensors()[0].to_f32().iter().all(|&v| v == 3.5));
+}

@@ -17,11 +17,14 @@ use crate::round::Phase;
 use crate::store::Contribution;
 use crate::validate::check_manifest;
 
-/// Marks a client as uploading in its round; unmarks it however the upload ends.
+/// Marks a client as uploading in its round attempt; unmarks it however the upload ends.
 struct Admission<'a> {
     coord: &'a Coordinator,
     client: String,
     round: u64,
+    /// The attempt that admitted it: a round that missed its minimum restarts under the same
+    /// number, and an upload admitted before that must not count in (or release) the new one.
+    attempt: u32,
 }
 
 impl Drop for Admission<'_> {
@@ -33,6 +36,7 @@ impl Drop for Admission<'_> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Phase::Training(r) = &mut st.phase
             && r.round == self.round
+            && r.attempt == self.attempt
         {
             r.release(&self.client);
         }
@@ -166,8 +170,11 @@ impl Coordinator {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         check_manifest(&st.global.encoded.header.manifest, manifest)?;
-        match &mut st.phase {
-            Phase::Training(r) => r.admit(client, &h.task_id, h.round, h.model_version)?,
+        let attempt = match &mut st.phase {
+            Phase::Training(r) => {
+                r.admit(client, &h.task_id, h.round, h.model_version)?;
+                r.attempt
+            }
             Phase::Aggregating { round } if *round == h.round => {
                 return Err(ServerError::Late { round: h.round });
             }
@@ -175,11 +182,12 @@ impl Coordinator {
                 return Err(ServerError::Stale("the federation has finished".into()));
             }
             _ => return Err(ServerError::Stale(format!("round {} is not open", h.round))),
-        }
+        };
         Ok(Admission {
             coord: self,
             client: client.to_string(),
             round: h.round,
+            attempt,
         })
     }
 
@@ -199,6 +207,13 @@ impl Coordinator {
         };
         if r.round != h.round {
             return Err(ServerError::Late { round: h.round });
+        }
+        if r.attempt != admission.attempt {
+            return Err(ServerError::Stale(format!(
+                "round {} was restarted (attempt {} is open) while this update of attempt {} \
+                 was arriving; check in for a new task",
+                h.round, r.attempt, admission.attempt
+            )));
         }
         r.aggregator.fold(update, weight)?;
         r.contributions.push(Contribution {
