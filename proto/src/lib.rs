@@ -6,6 +6,7 @@
 //! * [`EncodedBundle`], [`BundleReceiver`]: the bundle codec (payload layout, optional zstd,
 //!   chunking, XXH3-128 digest), so a model of any size travels in chunks of at most 1 MiB.
 //! * [`bulk`]: those chunks framed and deframed for gRPC without copying them.
+//! * [`simd`]: whole-model loops compiled for AVX2 too, chosen at run time.
 
 pub mod bulk;
 mod codec;
@@ -13,6 +14,7 @@ mod dtype;
 mod error;
 mod finite;
 mod header;
+pub mod simd;
 mod tensor;
 
 /// Generated protobuf and gRPC code for package `fedtune.v1`.

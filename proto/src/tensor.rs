@@ -54,17 +54,11 @@ impl Tensor {
     /// L1 cache, so proving the tensor finite later costs nothing (a trainer forming its update
     /// this way saves the device a full read of it).
     pub fn map_f32(&self, f: impl Fn(f32) -> f32) -> Tensor {
-        const BLOCK: usize = 1024;
         let src = self.to_f32();
-        let mut out = Vec::with_capacity(src.len());
-        let mut finite = true;
-        for block in src.chunks(BLOCK) {
-            let start = out.len();
-            out.extend(block.iter().map(|&x| f(x)));
-            finite &= !out[start..].iter().fold(false, |bad, v| {
-                bad | (v.to_bits() & F32_EXPONENT == F32_EXPONENT)
-            });
-        }
+        let (out, finite) = crate::simd::vectorized(
+            #[inline(always)]
+            move || map_checked(&src, f),
+        );
         Tensor {
             spec: TensorSpec {
                 name: self.spec.name.clone(),
@@ -188,6 +182,23 @@ impl Tensor {
     }
 }
 
+/// [`Tensor::map_f32`]'s loop: `f` over `src`, each block of 1024 results checked for
+/// NaN/infinity while in L1; returns the results and whether all are finite.
+#[inline(always)]
+fn map_checked(src: &[f32], f: impl Fn(f32) -> f32) -> (Vec<f32>, bool) {
+    const BLOCK: usize = 1024;
+    let mut out = Vec::with_capacity(src.len());
+    let mut finite = true;
+    for block in src.chunks(BLOCK) {
+        let start = out.len();
+        out.extend(block.iter().map(|&x| f(x)));
+        finite &= !out[start..].iter().fold(false, |bad, v| {
+            bad | (v.to_bits() & F32_EXPONENT == F32_EXPONENT)
+        });
+    }
+    (out, finite)
+}
+
 /// Index of the first NaN/infinity among little-endian `dtype` values (a trailing partial
 /// element is ignored). A value is non-finite when its exponent bits are all ones; blocks are
 /// tested branch-free (the compiler vectorises it) and searched only when one holds a hit.
@@ -233,18 +244,23 @@ const F32_EXPONENT: u32 = 0x7f80_0000;
 fn first_non_finite_words(words: &[u32]) -> Option<usize> {
     const BLOCK: usize = 1024;
     let bad = |w: u32| w & F32_EXPONENT == F32_EXPONENT;
-    words.chunks(BLOCK).enumerate().find_map(|(b, block)| {
-        let hit = block
-            .iter()
-            .fold(false, |acc, &w| acc | bad(u32::from_le(w)));
-        hit.then(|| {
-            b * BLOCK
-                + block
+    crate::simd::vectorized(
+        #[inline(always)]
+        move || {
+            words.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+                let hit = block
                     .iter()
-                    .position(|&w| bad(u32::from_le(w)))
-                    .unwrap_or(0)
-        })
-    })
+                    .fold(false, |acc, &w| acc | bad(u32::from_le(w)));
+                hit.then(|| {
+                    b * BLOCK
+                        + block
+                            .iter()
+                            .position(|&w| bad(u32::from_le(w)))
+                            .unwrap_or(0)
+                })
+            })
+        },
+    )
 }
 
 /// Lends a `Vec<f32>`'s memory to `Bytes` as little-endian bytes (all supported targets are LE).

@@ -1,5 +1,6 @@
 //! Streaming weighted sum: the O(model)-memory aggregator behind FedAvg-style rules.
 
+use fedtune_proto::simd::vectorized;
 use fedtune_proto::{Bundle, TensorSpec};
 use rayon::prelude::*;
 
@@ -65,7 +66,10 @@ impl Aggregator for WeightedSum {
             .sums
             .into_iter()
             .map(|mut s| {
-                s.iter_mut().for_each(|x| *x /= w);
+                vectorized(
+                    #[inline(always)]
+                    || divide(&mut s, w),
+                );
                 s
             })
             .collect();
@@ -85,10 +89,11 @@ const PIECE: usize = 1 << 16;
 /// pool: each sum is the same expression whatever the split, so results do not depend on
 /// the thread count.
 fn fold_into(sum: &mut [f64], values: &[f32], weight: f64, parallel: bool) {
-    let add = |(s, v): (&mut [f64], &[f32])| {
-        for (s, &v) in s.iter_mut().zip(v) {
-            *s += weight * f64::from(v);
-        }
+    let add = move |(s, v): (&mut [f64], &[f32])| {
+        vectorized(
+            #[inline(always)]
+            move || add_scaled(s, v, weight),
+        )
     };
     if !parallel || sum.len() < 2 * PIECE {
         add((sum, values));
@@ -97,6 +102,21 @@ fn fold_into(sum: &mut [f64], values: &[f32], weight: f64, parallel: bool) {
             .zip(values.par_chunks(PIECE))
             .for_each(add);
     }
+}
+
+/// `sum[i] += weight · values[i]` (a function of its own, so the loop sees two slices that
+/// do not alias and vectorizes).
+#[inline(always)]
+fn add_scaled(sum: &mut [f64], values: &[f32], weight: f64) {
+    for (s, &v) in sum.iter_mut().zip(values) {
+        *s += weight * f64::from(v);
+    }
+}
+
+/// `sum[i] /= w`.
+#[inline(always)]
+fn divide(sum: &mut [f64], w: f64) {
+    sum.iter_mut().for_each(|x| *x /= w);
 }
 
 /// `n` zeros, written rather than left to the kernel: `vec![0.0; n]` gets fresh zero-page
