@@ -1,6 +1,7 @@
 //! Crash safety: a `fedtune server` process killed with SIGKILL mid-round and between rounds,
 //! restarted on the same state directory, ends with the same model, bit for bit, as a run
-//! that was never interrupted.
+//! that was never interrupted, also when the interrupted server keeps only its newest
+//! checkpoints.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +14,8 @@ use fedtune_proto::v1::{self, federation_client::FederationClient};
 const BIN: &str = env!("CARGO_BIN_EXE_fedtune");
 const CLIENTS: usize = 4;
 const ROUNDS: u64 = 6;
+/// `--keep-checkpoints` of the interrupted run.
+const KEEP: u64 = 2;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -22,7 +25,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn server(port: u16, state: &Path) -> Child {
+/// A server process; `keep` is its `--keep-checkpoints`.
+fn server(port: u16, state: &Path, keep: u64) -> Child {
     Command::new(BIN)
         .args([
             "server",
@@ -51,6 +55,7 @@ fn server(port: u16, state: &Path) -> Child {
             "--log",
             "warn",
         ])
+        .args(["--keep-checkpoints", &keep.to_string()])
         .arg("--state")
         .arg(state)
         .stdout(Stdio::null())
@@ -144,14 +149,15 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     // Uninterrupted reference run.
     let reference = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut srv = server(port, reference.path());
+    let mut srv = server(port, reference.path(), 0);
     wait_all(clients(port));
     assert!(srv.wait().unwrap().success());
 
-    // Interrupted run: kill mid-round 2 (some updates in), then between rounds 4 and 5.
+    // Interrupted run, keeping only the newest checkpoints: kill mid-round 2 (some updates
+    // in), then between rounds 4 and 5.
     let crashed = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut srv = server(port, crashed.path());
+    let mut srv = server(port, crashed.path(), KEEP);
     let devices = clients(port);
     let training = v1::Phase::Training as i32;
     wait_for(port, "round 2 half done", |s| {
@@ -161,7 +167,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     srv.kill().unwrap();
     srv.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut srv = server(port, crashed.path());
+    let mut srv = server(port, crashed.path(), KEEP);
     wait_for(port, "round 5 open with nothing received", |s| {
         s.round == 5 && s.phase == training && s.received == 0 && s.committed_rounds == 4
     })
@@ -169,7 +175,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     srv.kill().unwrap();
     srv.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut srv = server(port, crashed.path());
+    let mut srv = server(port, crashed.path(), KEEP);
     wait_all(devices);
     assert!(srv.wait().unwrap().success());
 
@@ -178,4 +184,31 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
         final_model(reference.path()),
         "resumed run must match bit for bit"
     );
+    assert_eq!(
+        checkpoint_rounds(reference.path()),
+        (0..=ROUNDS).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        checkpoint_rounds(crashed.path()),
+        (ROUNDS + 1 - KEEP..=ROUNDS).collect::<Vec<_>>(),
+        "--keep-checkpoints {KEEP} leaves the newest {KEEP}"
+    );
+}
+
+/// Rounds whose checkpoint files are in a state directory, sorted.
+fn checkpoint_rounds(state: &Path) -> Vec<u64> {
+    let mut rounds: Vec<u64> = std::fs::read_dir(state.join("checkpoints"))
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let digits = name.strip_prefix("round-").unwrap();
+            digits
+                .strip_suffix(".safetensors")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    rounds.sort_unstable();
+    rounds
 }

@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub durable: bool,
     /// How long the server keeps answering "finished" before it stops.
     pub linger: Duration,
+    /// Committed checkpoints kept on disk: the newest N (0 keeps every one, the default).
+    /// A restart needs only the newest; older ones are history (each round's model).
+    pub keep_checkpoints: u64,
     /// Fold each update on every core instead of on the thread that received it. Worth it
     /// only where folding is the server's main work (the in-process simulation turns it on);
     /// a gRPC server's cores serve connections, and rayon's idle workers spinning after each
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             },
             durable: true,
             linger: Duration::from_secs(3),
+            keep_checkpoints: 0,
             parallel_fold: false,
         }
     }

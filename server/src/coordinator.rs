@@ -91,6 +91,7 @@ impl Coordinator {
         mut strategy: Box<dyn Strategy>,
     ) -> Result<Arc<Self>, ServerError> {
         let mut store = Store::open(dir, config.durable)?;
+        store.keep_checkpoints(config.keep_checkpoints);
         store.pin_setting("seed", &config.seed.to_string())?;
         store.pin_setting("strategy", strategy.name())?;
         let global = match store.last_committed()? {

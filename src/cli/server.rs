@@ -39,6 +39,10 @@ pub struct ServerArgs {
     /// Skip fsync on commit (benchmarks only: a power cut could lose the last round).
     #[arg(long)]
     no_fsync: bool,
+    /// Keep only the newest N round checkpoints on disk (0: keep every round's model). The
+    /// database keeps every round's record; a restart needs only the newest checkpoint.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    keep_checkpoints: u64,
 }
 
 /// Round settings shared by `server` and `simulate`.
@@ -132,6 +136,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     };
     config.linger = a.linger;
     config.durable = !a.no_fsync;
+    config.keep_checkpoints = a.keep_checkpoints;
     super::runtime(super::default_threads())?.block_on(async move {
         let coord = Coordinator::open(config, &a.state, initial, strategy)
             .with_context(|| format!("opening server state in {}", a.state.display()))?;

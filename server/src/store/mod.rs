@@ -74,6 +74,8 @@ pub struct Store {
     dir: PathBuf,
     db: Connection,
     durable: bool,
+    /// Checkpoints kept: the newest N committed ones (0 keeps all).
+    keep_checkpoints: u64,
     /// Metric rows not yet written: (round, client, name, value).
     metrics: Vec<(u64, String, String, f64)>,
     /// Registrations not yet written: (client, capabilities).
@@ -101,9 +103,17 @@ impl Store {
             dir: dir.to_path_buf(),
             db,
             durable,
+            keep_checkpoints: 0,
             metrics: Vec::new(),
             registrations: Vec::new(),
         })
+    }
+
+    /// Keeps only the newest `keep` checkpoints (0, the default, keeps every one): after each
+    /// commit, the files of older rounds are deleted. Their rows (who contributed, weights,
+    /// digests) stay in the database; a restart only ever needs the newest checkpoint.
+    pub fn keep_checkpoints(&mut self, keep: u64) {
+        self.keep_checkpoints = keep;
     }
 
     /// Records a setting the state was created with, or checks it matches the stored one.
@@ -172,7 +182,7 @@ impl Store {
 
     /// Commits a round: checkpoint file first, then the round row and contributions atomically.
     pub fn commit_round(&mut self, c: &RoundCommit<'_>) -> Result<CommittedRound, StoreError> {
-        let file = format!("round-{:06}.safetensors", c.round);
+        let file = checkpoint_file(c.round);
         let path = self.dir.join("checkpoints").join(&file);
         let digest = write_checkpoint(&path, c.model, c.strategy_state, c.round, self.durable)?;
         if self.durable {
@@ -183,12 +193,43 @@ impl Store {
             self.db.pragma_update(None, "synchronous", "NORMAL")?;
         }
         committed?;
+        self.prune_checkpoints(c.round);
         Ok(CommittedRound {
             round: c.round,
             model_version: c.round,
             checkpoint: path,
             digest,
         })
+    }
+
+    /// Deletes the checkpoints that [`Store::keep_checkpoints`] no longer keeps, now that
+    /// `round` is committed. Runs after the commit, so a crash at any point leaves the newest
+    /// checkpoint in place (files a crash left behind go at the next commit); a file that
+    /// cannot be deleted is logged, never a reason to fail the round.
+    fn prune_checkpoints(&self, round: u64) {
+        if self.keep_checkpoints == 0 || round < self.keep_checkpoints {
+            return;
+        }
+        let oldest_kept = round + 1 - self.keep_checkpoints;
+        let dir = self.dir.join("checkpoints");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot list checkpoints to prune");
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(r) = name.to_str().and_then(checkpoint_round) else {
+                continue;
+            };
+            if r < oldest_kept
+                && let Err(e) = std::fs::remove_file(entry.path())
+            {
+                tracing::warn!(file = %entry.path().display(), error = %e, "cannot delete old checkpoint");
+            }
+        }
     }
 
     fn insert_round(
@@ -326,6 +367,20 @@ impl Drop for Store {
     }
 }
 
+/// The file name of `round`'s checkpoint.
+fn checkpoint_file(round: u64) -> String {
+    format!("round-{round:06}.safetensors")
+}
+
+/// The round of a checkpoint file name (`round-NNNNNN.safetensors`), if it is one.
+fn checkpoint_round(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("round-")?.strip_suffix(".safetensors")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// The database with its settings and schema. One server owns its state: the connection holds
 /// the file lock for its whole life, which makes a second server on the same directory fail at
 /// once (no waiting) and spares every transaction its lock and unlock calls.
@@ -414,5 +469,70 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path(), false).unwrap();
         assert_eq!(store.metric_total(2, "loss").unwrap(), (2, 1.0));
+    }
+
+    /// With `keep_checkpoints(2)`, each commit leaves the two newest checkpoint files, the
+    /// newest still loads, every round's row stays, and other files are left alone.
+    #[test]
+    fn keeps_only_the_newest_checkpoints() {
+        use fedtune_proto::Tensor;
+        let dir = tempfile::tempdir().unwrap();
+        let ckpts = dir.path().join("checkpoints");
+        let mut store = Store::open(dir.path(), false).unwrap();
+        store.keep_checkpoints(2);
+        std::fs::write(ckpts.join("notes.txt"), "mine").unwrap();
+        std::fs::write(ckpts.join("round-x.safetensors"), "mine").unwrap();
+        let files = || {
+            let mut names: Vec<String> = std::fs::read_dir(&ckpts)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| checkpoint_round(n).is_some())
+                .collect();
+            names.sort();
+            names
+        };
+        for round in 0..5u64 {
+            let model = Bundle::new(vec![
+                Tensor::from_f32("w", vec![2], &[round as f32, 1.0]).unwrap(),
+            ])
+            .unwrap();
+            store
+                .commit_round(&RoundCommit {
+                    round,
+                    attempt: 0,
+                    model: &model,
+                    strategy_state: None,
+                    contributions: &[],
+                    total_weight: 0.0,
+                })
+                .unwrap();
+            let first = round.saturating_sub(1);
+            let expected: Vec<String> = (first..=round).map(checkpoint_file).collect();
+            assert_eq!(files(), expected, "after round {round}");
+        }
+        drop(store);
+        let store = Store::open(dir.path(), false).unwrap();
+        let last = store.last_committed().unwrap().unwrap();
+        let (model, _) = read_checkpoint(&last.checkpoint, Some(last.digest)).unwrap();
+        assert_eq!(model.tensors()[0].to_f32().as_ref(), &[4.0, 1.0]);
+        assert_eq!(store.rounds().unwrap().len(), 5, "every round's row stays");
+        assert!(ckpts.join("notes.txt").exists() && ckpts.join("round-x.safetensors").exists());
+    }
+
+    #[test]
+    fn checkpoint_names_round_trip() {
+        assert_eq!(checkpoint_round(&checkpoint_file(42)), Some(42));
+        assert_eq!(
+            checkpoint_round(&checkpoint_file(12_345_678)),
+            Some(12_345_678)
+        );
+        for name in [
+            "round-.safetensors",
+            "round-1.tmp",
+            "round-+1.safetensors",
+            "x",
+        ] {
+            assert_eq!(checkpoint_round(name), None, "{name}");
+        }
     }
 }
