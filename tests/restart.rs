@@ -201,12 +201,7 @@ fn checkpoint_rounds(state: &Path) -> Vec<u64> {
         .unwrap()
         .map(|e| {
             let name = e.unwrap().file_name().into_string().unwrap();
-            let digits = name.strip_prefix("round-").unwrap();
-            digits
-                .strip_suffix(".safetensors")
-                .unwrap()
-                .parse()
-                .unwrap()
+            fedtune_server::store::checkpoint_round(&name).unwrap()
         })
         .collect();
     rounds.sort_unstable();

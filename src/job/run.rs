@@ -454,7 +454,7 @@ fn measure_rounds(
     for r in 0..=cfg.rounds {
         let path = state
             .join("checkpoints")
-            .join(format!("round-{r:06}.safetensors"));
+            .join(fedtune_server::store::checkpoint_file(r));
         let (bundle, _) = fedtune_server::store::read_checkpoint(&path, None)?;
         adapter = adapter_from_bundle(&bundle, &p.template)?;
         let last = r == cfg.rounds;

@@ -367,13 +367,13 @@ impl Drop for Store {
     }
 }
 
-/// The file name of `round`'s checkpoint.
-fn checkpoint_file(round: u64) -> String {
+/// The file name of `round`'s checkpoint, in a state directory's `checkpoints/`.
+pub fn checkpoint_file(round: u64) -> String {
     format!("round-{round:06}.safetensors")
 }
 
 /// The round of a checkpoint file name (`round-NNNNNN.safetensors`), if it is one.
-fn checkpoint_round(name: &str) -> Option<u64> {
+pub fn checkpoint_round(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("round-")?.strip_suffix(".safetensors")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
