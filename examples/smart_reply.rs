@@ -11,8 +11,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use fedtune::base_model::BaseModel;
 use fedtune::task::smart_reply::ReplyFormat;
-use fedtune_client::lora;
-use fedtune_client::tokenizer::Tokenizer;
+use fedtune_llm::lora;
+use fedtune_llm::tokenizer::Tokenizer;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::llama::{LlamaError, LlamaModel};
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::llama::{LlamaError, LlamaModel};
 
 /// The embedded base model: a llama of 5.8M parameters with a 4096-token BPE vocabulary,
 /// trained by `fedtune pretrain` on the plays of [`crate::shakespeare::PRETRAIN_PLAYS`]

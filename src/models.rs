@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use fedtune_client::trainer::linreg_model;
-use fedtune_client::{LocalUpdate, TaskContext, TrainError, Trainer};
+use fedtune_client::{LocalUpdate, TaskContext, Trainer, TrainerError};
 use fedtune_proto::{Bundle, Tensor};
 
 /// An initial global model named on the command line.
@@ -65,9 +65,9 @@ pub struct ShiftTrainer {
 
 impl ShiftTrainer {
     /// Every tensor of `global` mapped value by value (proved finite as it is written).
-    fn map(&self, global: &Bundle, f: impl Fn(f32) -> f32) -> Result<LocalUpdate, TrainError> {
+    fn map(&self, global: &Bundle, f: impl Fn(f32) -> f32) -> Result<LocalUpdate, TrainerError> {
         let tensors = global.tensors().iter().map(|t| t.map_f32(&f)).collect();
-        let model = Bundle::new(tensors).map_err(|e| TrainError::Model(e.to_string()))?;
+        let model = Bundle::new(tensors).map_err(|e| TrainerError::Model(e.to_string()))?;
         Ok(LocalUpdate {
             model,
             num_examples: self.examples,
@@ -77,7 +77,7 @@ impl ShiftTrainer {
 }
 
 impl Trainer for ShiftTrainer {
-    fn train(&mut self, global: &Bundle, _task: &TaskContext) -> Result<LocalUpdate, TrainError> {
+    fn train(&mut self, global: &Bundle, _task: &TaskContext) -> Result<LocalUpdate, TrainerError> {
         let s = self.shift;
         self.map(global, move |x| x + s)
     }
@@ -87,7 +87,7 @@ impl Trainer for ShiftTrainer {
         &mut self,
         global: &Bundle,
         _task: &TaskContext,
-    ) -> Option<Result<LocalUpdate, TrainError>> {
+    ) -> Option<Result<LocalUpdate, TrainerError>> {
         let s = self.shift;
         Some(self.map(global, move |x| (x + s) - x))
     }

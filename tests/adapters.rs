@@ -9,10 +9,10 @@ mod common;
 use std::sync::Arc;
 
 use common::llama::{compare, compare_top8, fixtures, model_of, read_json, smollm2_path, u32s};
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::llama::{LlamaModel, Logits, Proj};
-use fedtune_client::lora::{self, LoraAdapter, LoraConfig, gguf_adapter, merge, peft};
-use fedtune_client::quant::GgmlType;
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::llama::{LlamaModel, Logits, Proj};
+use fedtune_llm::lora::{self, LoraAdapter, LoraConfig, gguf_adapter, merge, peft};
+use fedtune_llm::quant::GgmlType;
 
 fn targets(s: &str) -> Vec<Proj> {
     if s == "all" {
@@ -171,7 +171,7 @@ fn peft_and_gguf_files_round_trip_with_peft_names_and_shapes() {
 #[test]
 fn a_merged_model_gives_base_plus_adapter() {
     let (mut model, tokens, adapter) = small_model_and_adapter();
-    let from_writer = |w: fedtune_client::gguf::GgufWriter| {
+    let from_writer = |w: fedtune_llm::gguf::GgufWriter| {
         let file = GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap();
         LlamaModel::from_file(Arc::new(file)).unwrap()
     };
@@ -179,7 +179,7 @@ fn a_merged_model_gives_base_plus_adapter() {
     let merged_q8 =
         from_writer(merge::merge(&model, &adapter, Some(GgmlType::Q8_0), |_, _, _| {}).unwrap());
     let base_q8 = from_writer(
-        fedtune_client::llama::requantize(model.file(), GgmlType::Q8_0, |_, _, _| {}).unwrap(),
+        fedtune_llm::llama::requantize(model.file(), GgmlType::Q8_0, |_, _, _| {}).unwrap(),
     );
     let base = logits(&model, &tokens);
     let v = model.cfg.n_vocab;

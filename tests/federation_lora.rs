@@ -8,12 +8,12 @@ mod common;
 use std::sync::Arc;
 
 use fedtune::sim::{self, FaultRates, SimConfig, TransportKind};
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::llama::random::{RandomShape, SplitMix64, random_model};
-use fedtune_client::llama::{LlamaModel, Proj};
-use fedtune_client::lora::{LoraAdapter, LoraConfig};
-use fedtune_client::train::Example;
 use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
+use fedtune_llm::backprop::Example;
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::llama::random::{RandomShape, SplitMix64, random_model};
+use fedtune_llm::llama::{LlamaModel, Proj};
+use fedtune_llm::lora::{LoraAdapter, LoraConfig};
 use fedtune_proto::Compression;
 use fedtune_server::strategy::FedAvg;
 
@@ -45,7 +45,7 @@ async fn federated_lora_lowers_the_global_adapters_loss() {
         vocab: VOCAB,
         tied: true,
     };
-    let (writer, _) = random_model(&shape, fedtune_client::quant::GgmlType::Q8_0, 3, 0).unwrap();
+    let (writer, _) = random_model(&shape, fedtune_llm::quant::GgmlType::Q8_0, 3, 0).unwrap();
     let file = GgufFile::from_bytes(writer.to_bytes().unwrap()).unwrap();
     let model = Arc::new(LlamaModel::from_file(Arc::new(file)).unwrap());
     let lora = LoraConfig {

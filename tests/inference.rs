@@ -6,8 +6,8 @@
 mod common;
 
 use common::llama::{compare, compare_top8, fixtures, model_of, read_json, smollm2_path, u32s};
-use fedtune_client::llama::{LlamaModel, Logits};
-use fedtune_client::quant::GgmlType;
+use fedtune_llm::llama::{LlamaModel, Logits};
+use fedtune_llm::quant::GgmlType;
 
 struct Golden {
     name: String,
@@ -76,7 +76,7 @@ fn random_models_match_llama_cpp_logits() {
 #[test]
 fn interleaved_q4_0_models_match_llama_cpp_logits() {
     // The interleaved kernels exist at the AVX2 level and above.
-    let simd = fedtune_client::kernels::cpu::level() >= fedtune_client::kernels::Level::Avx2;
+    let simd = fedtune_llm::kernels::cpu::level() >= fedtune_llm::kernels::Level::Avx2;
     for g in goldens().into_iter().filter(|g| g.ty == GgmlType::Q4_0) {
         let mut cache = g.model.new_cache(None);
         let plain = g.model.forward(&mut cache, &g.tokens, Logits::All).unwrap();
@@ -116,7 +116,7 @@ fn interleaved_q4_0_models_match_llama_cpp_logits() {
 /// printed, not required: 94–100% here.)
 #[test]
 fn f16_cache_halves_memory_and_keeps_the_argmax() {
-    use fedtune_client::llama::KvType;
+    use fedtune_llm::llama::KvType;
     for g in goldens() {
         let mut c32 = g.model.new_cache(None);
         let mut c16 = g.model.new_cache_of(None, KvType::F16);
@@ -244,13 +244,13 @@ fn smollm2_matches_llama_cpp() {
 fn smollm2_generates_sensibly_past_a_sliding_window() {
     let Some(path) = smollm2_path() else { return };
     let model = LlamaModel::open(&path).unwrap();
-    let tok = fedtune_client::tokenizer::Tokenizer::from_gguf(model.file()).unwrap();
+    let tok = fedtune_llm::tokenizer::Tokenizer::from_gguf(model.file()).unwrap();
     let prompt = tok
         .encode("<|im_start|>user\nTell me a long story about a fox and a crow.<|im_end|>\n<|im_start|>assistant\n", true, true)
         .unwrap();
     let window = 48;
     let mut cache = model.new_cache(Some(window));
-    let mut sampler = fedtune_client::llama::Sampler::new(fedtune_client::llama::SamplerConfig {
+    let mut sampler = fedtune_llm::llama::Sampler::new(fedtune_llm::llama::SamplerConfig {
         temperature: 0.0,
         ..Default::default()
     });

@@ -16,7 +16,13 @@ pub enum ClientError {
         status: tonic::Status,
     },
     #[error(transparent)]
-    Train(#[from] crate::TrainError),
+    Train(#[from] crate::TrainerError),
+    /// The trainer's update holds NaN or an infinity: nothing is sent.
+    #[error("the trainer produced a non-finite update: {0}")]
+    NonFiniteUpdate(String),
+    /// The device's own machinery failed (a worker pool closed, a training thread panicked).
+    #[error("device runtime: {0}")]
+    Runtime(String),
     #[error(transparent)]
     Codec(#[from] fedtune_proto::CodecError),
     #[error("server sent a malformed message: {0}")]

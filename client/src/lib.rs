@@ -5,20 +5,12 @@
 //! (local − global) in digest-checked chunks. [`Transport`] hides whether the server is across
 //! gRPC ([`GrpcTransport`]) or in the same process (the simulation's transport).
 
-mod atomic_file;
 mod error;
-pub mod gguf;
-pub mod kernels;
-pub mod llama;
-pub mod lora;
-pub mod quant;
 pub mod runtime;
-pub mod tokenizer;
-pub mod train;
 pub mod trainer;
 mod transport;
 
 pub use error::ClientError;
 pub use runtime::{Backoff, Client, ClientOptions, ClientSummary, FaultPlan, Faults};
-pub use trainer::{LocalUpdate, TaskContext, TrainError, Trainer};
+pub use trainer::{LocalUpdate, TaskContext, Trainer, TrainerError};
 pub use transport::{BoxStream, GrpcTransport, Transport};

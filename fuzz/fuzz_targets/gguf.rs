@@ -4,7 +4,7 @@
 //! count, unbounded recursion) or a broken invariant is a finding.
 #![no_main]
 
-use fedtune_client::gguf::{GgufFile, GgufWriter};
+use fedtune_llm::gguf::{GgufFile, GgufWriter};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,8 +17,8 @@ fixed rule that the Rust test repeats (spm_from_bpe): <unk>, <s>, </s>, the 256 
 tokens, then every normal SmolLM2 token whose bytes are valid UTF-8, spaces written as U+2581,
 first occurrence kept, score = -(SmolLM2 id). Those cases carry "vocab": "spm".
 
-Writes client/tests/fixtures/tokenizer/smollm2.json: a list of
-{"text", "add_special", "parse_special", "ids"[, "pre" | "vocab"]}; client/tests/tokenizer_smollm2.rs
+Writes llm/tests/fixtures/tokenizer/smollm2.json: a list of
+{"text", "add_special", "parse_special", "ids"[, "pre" | "vocab"]}; llm/tests/tokenizer_smollm2.rs
 checks that fedtune's tokenizer gives the same ids.
 
 Run:  scripts/fetch-model.sh && scripts/reference/setup-llama.sh && \
@@ -33,7 +33,7 @@ import gguf
 import llama_cpp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "client", "tests", "fixtures", "tokenizer", "smollm2.json")
+OUT = os.path.join(ROOT, "llm", "tests", "fixtures", "tokenizer", "smollm2.json")
 MODEL = os.path.join(os.path.expanduser("~"), ".cache", "fedtune", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 PLAYS_CANDIDATES = [
     os.path.join(ROOT, "..", "shared", "data", "shakespeare", "plays.jsonl"),

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use fedtune_proto::{Bundle, Compression, EncodedBundle, v1};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::registry::Registry;
@@ -21,6 +21,7 @@ pub const SERVER_METRICS: &str = "";
 use crate::round::{CommitReason, OpenRound, Phase, sample_cohort};
 use crate::store::{RoundCommit, Store, read_checkpoint};
 use crate::strategy::Strategy;
+use crate::upload_gate::UploadGate;
 use crate::{ServerConfig, ServerError};
 
 /// A committed global model, kept encoded so downloads are zero-copy slices.
@@ -60,11 +61,8 @@ pub struct Coordinator {
     strategy: Arc<Mutex<Box<dyn Strategy>>>,
     /// Woken on every phase change, so held check-ins answer at once.
     changed: Notify,
-    pub(crate) upload_slots: Semaphore,
-    /// Uploads waiting for a staging slot.
-    pub(crate) upload_waiting: std::sync::atomic::AtomicUsize,
-    /// Buffers for uploads being received (one per upload slot at most).
-    pub(crate) staging: crate::upload::StagingPool,
+    /// Uploads being received at once, and their buffers.
+    pub(crate) uploads: UploadGate,
     /// Random per process: tasks issued before a restart are recognisably stale.
     pub(crate) boot_id: u32,
 }
@@ -134,9 +132,7 @@ impl Coordinator {
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED),
         };
         let coord = Arc::new(Coordinator {
-            upload_slots: Semaphore::new(config.max_concurrent_uploads.max(1)),
-            staging: Default::default(),
-            upload_waiting: Default::default(),
+            uploads: UploadGate::new(config.max_concurrent_uploads),
             config,
             state: Mutex::new(state),
             store: Arc::new(Mutex::new(store)),

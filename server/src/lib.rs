@@ -19,6 +19,7 @@ mod service;
 pub mod store;
 pub mod strategy;
 mod upload;
+mod upload_gate;
 mod validate;
 
 pub use bulk::FederationRouter;

@@ -2,8 +2,9 @@
 //!
 //! Nothing touches the aggregate until the whole update has arrived, matched its digest,
 //! decoded to the global model's exact manifest and proved finite; a stream that breaks or
-//! ends early simply vanishes. Only a bounded number of uploads are staged at once, so server
-//! memory stays O(model) however many clients upload together.
+//! ends early simply vanishes. Only a bounded number of uploads are staged at once
+//! ([`crate::upload_gate`]), so server memory stays O(model) however many clients upload
+//! together.
 
 use std::sync::Arc;
 
@@ -77,9 +78,9 @@ impl Coordinator {
             ));
         }
         let admission = self.admit(&client, &header, &bundle_header.manifest)?;
-        let _slot = self.staging_slot().await?;
+        let _slot = self.uploads.slot().await?;
 
-        let mut rx = BundleReceiver::with_buffer(bundle_header, self.staging.take())
+        let mut rx = BundleReceiver::with_buffer(bundle_header, self.uploads.take_buffer())
             .check_finite_as_received();
         let trailer = loop {
             match stream.next().await {
@@ -109,7 +110,7 @@ impl Coordinator {
         let (encoded, update) = rx.finish_decoded(Some(trailer))?;
         let accepted = self.accept(admission, &header, &update);
         drop(update);
-        self.staging.give(encoded.payload);
+        self.uploads.give_buffer(encoded.payload);
         accepted
     }
 
@@ -132,31 +133,8 @@ impl Coordinator {
             ));
         }
         let admission = self.admit(&client, header, &update.manifest())?;
-        let _slot = self.staging_slot().await?;
+        let _slot = self.uploads.slot().await?;
         self.accept(admission, header, update)
-    }
-
-    /// Waits for a staging slot; refuses (the client backs off) when too many uploads already
-    /// wait, so parked streams cannot pile up in memory.
-    async fn staging_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServerError> {
-        if let Ok(permit) = self.upload_slots.try_acquire() {
-            return Ok(permit);
-        }
-        let limit = 4 * self.config.max_concurrent_uploads.max(1);
-        let waiting = self
-            .upload_waiting
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let permit = if waiting >= limit {
-            Err(ServerError::Busy)
-        } else {
-            self.upload_slots
-                .acquire()
-                .await
-                .map_err(|_| ServerError::ShuttingDown)
-        };
-        self.upload_waiting
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        permit
     }
 
     fn admit(
@@ -232,32 +210,5 @@ impl Coordinator {
             round: h.round,
             received,
         })
-    }
-}
-
-/// Staging buffers reused across uploads: with at most `max_concurrent_uploads` in use, the
-/// server holds a fixed few model-sized buffers instead of allocating one per update.
-#[derive(Debug, Default)]
-pub(crate) struct StagingPool {
-    free: std::sync::Mutex<Vec<bytes::BytesMut>>,
-}
-
-impl StagingPool {
-    pub fn take(&self) -> bytes::BytesMut {
-        self.free
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop()
-            .unwrap_or_default()
-    }
-
-    /// Returns a payload's buffer once nothing else refers to it.
-    pub fn give(&self, payload: bytes::Bytes) {
-        if let Ok(buf) = payload.try_into_mut() {
-            self.free
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(buf);
-        }
     }
 }

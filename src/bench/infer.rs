@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use fedtune_client::llama::random::SplitMix64;
-use fedtune_client::llama::{KvType, LlamaError, LlamaModel, Logits, argmax};
+use fedtune_llm::llama::random::SplitMix64;
+use fedtune_llm::llama::{KvType, LlamaError, LlamaModel, Logits, argmax};
 
 /// One repetition's throughput.
 #[derive(Debug, Clone, Copy)]

@@ -3,10 +3,10 @@
 
 use std::time::Instant;
 
-use fedtune_client::llama::LlamaModel;
-use fedtune_client::llama::random::SplitMix64;
-use fedtune_client::lora::{LoraAdapter, LoraConfig};
-use fedtune_client::train::{BaseView, Example, FitConfig, TrainError, fit};
+use fedtune_llm::backprop::{BaseView, Example, FitConfig, TrainError, fit};
+use fedtune_llm::llama::LlamaModel;
+use fedtune_llm::llama::random::SplitMix64;
+use fedtune_llm::lora::{LoraAdapter, LoraConfig};
 
 /// One timed measurement.
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use fedtune::bench::{infer, overhead, rss, server_memory};
-use fedtune_client::llama::random::RandomShape;
+use fedtune_llm::llama::random::RandomShape;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -131,134 +131,156 @@ pub struct MemoryArgs {
 
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
-        BenchCommand::Infer(a) => {
-            anyhow::ensure!(
-                a.prompt_tokens > 0 && a.gen_tokens > 0 && a.reps > 0,
-                "token counts and --reps must be positive"
-            );
-            let model = a.model.load_for_inference()?;
-            let threads = a.model.threads();
-            let kernels = fedtune_client::kernels::cpu::level().name();
-            let kv: fedtune_client::llama::KvType = a.cache_type.into();
-            println!(
-                "model={} params_bytes={} threads={threads} kernels={kernels} kv_cache={} prompt_tokens={} gen_tokens={}",
-                a.model.model,
-                model.file().file_size(),
-                kv.name(),
-                a.prompt_tokens,
-                a.gen_tokens
-            );
-            let runs = a
-                .model
-                .run(|| infer::run(&model, kv, a.prompt_tokens, a.gen_tokens, a.reps, 42))??;
-            for (i, r) in runs.iter().enumerate() {
-                println!(
-                    "rep={i} pp_tok_s={:.2} tg_tok_s={:.2}",
-                    r.pp_tok_s, r.tg_tok_s
-                );
-            }
-            if let Some(peak) = rss::peak_rss_mib(None) {
-                println!(
-                    "peak_rss_mib={peak:.1} file_mib={:.1}",
-                    model.file().file_size() as f64 / (1 << 20) as f64
-                );
-            }
-            let pp = infer::median(runs.iter().map(|r| r.pp_tok_s).collect());
-            let tg = infer::median(runs.iter().map(|r| r.tg_tok_s).collect());
-            println!("pp_tok_s={pp:.2} tg_tok_s={tg:.2}");
-        }
-        BenchCommand::RandomModel(a) => {
-            let shape = parse_shape(&a.shape)?;
-            let ty = fedtune_client::quant::GgmlType::from_name(&a.ty)
-                .with_context(|| format!("unknown type {}", a.ty))?;
-            let (writer, _) = fedtune_client::llama::random::random_model(&shape, ty, a.seed, 0)?;
-            writer.write_file(&a.out)?;
-            eprintln!("wrote {}", a.out.display());
-        }
-        BenchCommand::Train(a) => {
-            anyhow::ensure!(
-                a.seq >= 2 && a.batch > 0 && a.steps > 0,
-                "--seq must be at least 2, --batch and --steps positive"
-            );
-            let model = a.model.load()?;
-            let threads = a.model.threads();
-            println!(
-                "model={} threads={threads} seq={} batch={} grad_accum={} steps={} rank={} targets={} checkpoint={}",
-                a.model.model,
-                a.seq,
-                a.batch,
-                a.grad_accum,
-                a.steps,
-                a.lora.rank,
-                a.lora.targets,
-                a.checkpoint
-            );
-            let lora = a.lora.config()?;
-            let r = a.model.run(|| {
-                let shape = fedtune::bench::train::Shape {
-                    seq: a.seq,
-                    batch: a.batch,
-                    grad_accum: a.grad_accum,
-                    steps: a.steps,
-                    checkpoint: a.checkpoint,
-                };
-                fedtune::bench::train::run(&model, lora, &shape)
-            })??;
-            let peak = rss::peak_rss_mib(None).unwrap_or(f64::NAN);
-            println!("mean_loss={:.4}", r.mean_loss);
-            println!("train_tok_s={:.2} peak_rss_mb={peak:.1}", r.tok_s);
-        }
-        BenchCommand::RandomAdapter(a) => {
-            let model = a.model.open()?;
-            let adapter =
-                fedtune_client::lora::LoraAdapter::random(a.lora.config()?, &model.cfg, a.b_scale)?;
-            super::lora_args::save_adapter(&adapter, &model.cfg, &a.out, &a.model)?;
-            eprintln!("wrote {}", a.out.display());
-        }
-        BenchCommand::Overhead(a) => {
-            anyhow::ensure!(
-                a.clients > 0 && a.rounds > 0 && a.params > 0,
-                "--clients, --rounds and --params must be positive"
-            );
-            let threads = a.engine.threads();
-            let o = overhead::Overhead {
-                clients: a.clients,
-                rounds: a.rounds,
-                params: a.params,
-                transport: a.engine.transport,
-                seed: a.seed,
-                threads,
-                concurrency: a.engine.concurrency(),
-                connections: a.engine.connections,
-            };
-            println!(
-                "workload: clients={} rounds={} params={} transport={:?} threads={threads}",
-                o.clients, o.rounds, o.params, o.transport
-            );
-            let expected = fedtune::models::mean(&fedtune::models::sin_model(o.params))
-                + 0.001 * o.rounds as f64;
-            println!("expected_mean={expected}");
-            let r = super::runtime(threads)?.block_on(overhead::run(&o))?;
-            println!("fedtune_s={:.6} final_mean={}", r.seconds, r.final_mean);
-        }
-        BenchCommand::ServerMemory(a) => {
-            let rt = super::runtime(super::default_threads())?;
-            let model_mib = a.params as f64 * 4.0 / (1024.0 * 1024.0);
-            for &n in &a.clients {
-                let peak = rt.block_on(server_memory::measure(
-                    n,
-                    a.params,
-                    a.rounds,
-                    a.concurrency,
-                    a.connections,
-                ))?;
-                println!(
-                    "clients={n} params={} server_peak_rss_mib={peak:.1} bound_mib={:.1}",
-                    a.params,
-                    3.0 * model_mib + 64.0
-                );
-            }
-        }
+        BenchCommand::Infer(a) => infer_cmd(a),
+        BenchCommand::RandomModel(a) => random_model_cmd(a),
+        BenchCommand::Train(a) => train_cmd(a),
+        BenchCommand::RandomAdapter(a) => random_adapter_cmd(a),
+        BenchCommand::Overhead(a) => overhead_cmd(a),
+        BenchCommand::ServerMemory(a) => server_memory_cmd(a),
+    }
+}
+
+/// `fedtune bench infer`.
+fn infer_cmd(a: InferArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.prompt_tokens > 0 && a.gen_tokens > 0 && a.reps > 0,
+        "token counts and --reps must be positive"
+    );
+    let model = a.model.load_for_inference()?;
+    let threads = a.model.threads();
+    let kernels = fedtune_llm::kernels::cpu::level().name();
+    let kv: fedtune_llm::llama::KvType = a.cache_type.into();
+    println!(
+        "model={} params_bytes={} threads={threads} kernels={kernels} kv_cache={} prompt_tokens={} gen_tokens={}",
+        a.model.model,
+        model.file().file_size(),
+        kv.name(),
+        a.prompt_tokens,
+        a.gen_tokens
+    );
+    let runs = a
+        .model
+        .run(|| infer::run(&model, kv, a.prompt_tokens, a.gen_tokens, a.reps, 42))??;
+    for (i, r) in runs.iter().enumerate() {
+        println!(
+            "rep={i} pp_tok_s={:.2} tg_tok_s={:.2}",
+            r.pp_tok_s, r.tg_tok_s
+        );
+    }
+    if let Some(peak) = rss::peak_rss_mib(None) {
+        println!(
+            "peak_rss_mib={peak:.1} file_mib={:.1}",
+            model.file().file_size() as f64 / (1 << 20) as f64
+        );
+    }
+    let pp = infer::median(runs.iter().map(|r| r.pp_tok_s).collect());
+    let tg = infer::median(runs.iter().map(|r| r.tg_tok_s).collect());
+    println!("pp_tok_s={pp:.2} tg_tok_s={tg:.2}");
+    Ok(())
+}
+
+/// `fedtune bench random-model`.
+fn random_model_cmd(a: RandomModelArgs) -> anyhow::Result<()> {
+    let shape = parse_shape(&a.shape)?;
+    let ty = fedtune_llm::quant::GgmlType::from_name(&a.ty)
+        .with_context(|| format!("unknown type {}", a.ty))?;
+    let (writer, _) = fedtune_llm::llama::random::random_model(&shape, ty, a.seed, 0)?;
+    writer.write_file(&a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// `fedtune bench train`.
+fn train_cmd(a: TrainArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.seq >= 2 && a.batch > 0 && a.steps > 0,
+        "--seq must be at least 2, --batch and --steps positive"
+    );
+    let model = a.model.load()?;
+    let threads = a.model.threads();
+    println!(
+        "model={} threads={threads} seq={} batch={} grad_accum={} steps={} rank={} targets={} checkpoint={}",
+        a.model.model,
+        a.seq,
+        a.batch,
+        a.grad_accum,
+        a.steps,
+        a.lora.rank,
+        a.lora.targets,
+        a.checkpoint
+    );
+    let lora = a.lora.config()?;
+    let r = a.model.run(|| {
+        let shape = fedtune::bench::train::Shape {
+            seq: a.seq,
+            batch: a.batch,
+            grad_accum: a.grad_accum,
+            steps: a.steps,
+            checkpoint: a.checkpoint,
+        };
+        fedtune::bench::train::run(&model, lora, &shape)
+    })??;
+    let peak = rss::peak_rss_mib(None).unwrap_or(f64::NAN);
+    println!("mean_loss={:.4}", r.mean_loss);
+    println!("train_tok_s={:.2} peak_rss_mb={peak:.1}", r.tok_s);
+    Ok(())
+}
+
+/// `fedtune bench random-adapter`.
+fn random_adapter_cmd(a: RandomAdapterArgs) -> anyhow::Result<()> {
+    let model = a.model.open()?;
+    let adapter = fedtune_llm::lora::LoraAdapter::random(a.lora.config()?, &model.cfg, a.b_scale)?;
+    super::lora_args::save_adapter(&adapter, &model.cfg, &a.out, &a.model)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// `fedtune bench overhead`.
+fn overhead_cmd(a: OverheadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.clients > 0 && a.rounds > 0 && a.params > 0,
+        "--clients, --rounds and --params must be positive"
+    );
+    let threads = a.engine.threads();
+    let o = overhead::Overhead {
+        clients: a.clients,
+        rounds: a.rounds,
+        params: a.params,
+        transport: a.engine.transport,
+        seed: a.seed,
+        threads,
+        concurrency: a.engine.concurrency(),
+        connections: a.engine.connections,
+    };
+    println!(
+        "workload: clients={} rounds={} params={} transport={:?} threads={threads}",
+        o.clients, o.rounds, o.params, o.transport
+    );
+    let expected =
+        fedtune::models::mean(&fedtune::models::sin_model(o.params)) + 0.001 * o.rounds as f64;
+    println!("expected_mean={expected}");
+    let r = super::runtime(threads)?.block_on(overhead::run(&o))?;
+    println!("fedtune_s={:.6} final_mean={}", r.seconds, r.final_mean);
+    Ok(())
+}
+
+/// `fedtune bench server-memory`.
+fn server_memory_cmd(a: MemoryArgs) -> anyhow::Result<()> {
+    let rt = super::runtime(super::default_threads())?;
+    let model_mib = a.params as f64 * 4.0 / (1024.0 * 1024.0);
+    for &n in &a.clients {
+        let peak = rt.block_on(server_memory::measure(
+            n,
+            a.params,
+            a.rounds,
+            a.concurrency,
+            a.connections,
+        ))?;
+        println!(
+            "clients={n} params={} server_peak_rss_mib={peak:.1} bound_mib={:.1}",
+            a.params,
+            3.0 * model_mib + 64.0
+        );
     }
     Ok(())
 }

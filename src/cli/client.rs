@@ -49,7 +49,7 @@ pub struct ClientArgs {
 pub fn run(a: ClientArgs) -> anyhow::Result<()> {
     if let (Some(job), Some(data)) = (&a.job, &a.data) {
         let cfg = super::simulate::read_job(job)?;
-        let trainer = fedtune::job::run::device_from_file(&cfg, data, a.index as usize, a.clients)?;
+        let trainer = fedtune::job::device_from_file(&cfg, data, a.index as usize, a.clients)?;
         let id =
             a.id.clone()
                 .unwrap_or_else(|| fedtune::sim::client_id(a.index as usize));

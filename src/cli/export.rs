@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fedtune::base_model::BaseModel;
-use fedtune_client::lora;
+use fedtune_llm::lora;
 
 use super::lora_args::save_adapter_as;
 

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fedtune::text_data::{Where, load_texts_where};
-use fedtune_client::lora::LoraAdapter;
-use fedtune_client::train::{BaseView, evaluate, fit, windows};
+use fedtune_llm::backprop::{BaseView, evaluate, fit, windows};
+use fedtune_llm::lora::LoraAdapter;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::infer::ModelArgs;

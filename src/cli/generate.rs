@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use fedtune_client::llama::{Sampler, SamplerConfig};
+use fedtune_llm::llama::{Sampler, SamplerConfig};
 
 use super::infer::{CacheType, ModelArgs, flush_utf8};
 

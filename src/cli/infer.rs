@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fedtune::base_model::BaseModel;
-use fedtune_client::llama::LlamaModel;
-use fedtune_client::lora;
-use fedtune_client::tokenizer::Tokenizer;
+use fedtune_llm::llama::LlamaModel;
+use fedtune_llm::lora;
+use fedtune_llm::tokenizer::Tokenizer;
 
 /// How the KV cache stores keys and values (`--cache-type`), as llama.cpp's `-ctk`/`-ctv`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -18,7 +18,7 @@ pub enum CacheType {
     F32,
 }
 
-impl From<CacheType> for fedtune_client::llama::KvType {
+impl From<CacheType> for fedtune_llm::llama::KvType {
     fn from(c: CacheType) -> Self {
         match c {
             CacheType::F16 => Self::F16,

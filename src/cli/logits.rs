@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use fedtune_client::llama::Logits;
+use fedtune_llm::llama::Logits;
 
 use super::infer::{ModelArgs, parse_tokens};
 

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use fedtune::base_model::BaseModel;
-use fedtune_client::llama::{LlamaConfig, Proj};
-use fedtune_client::lora::{LoraAdapter, LoraConfig, gguf_adapter, peft};
+use fedtune_llm::llama::{LlamaConfig, Proj};
+use fedtune_llm::lora::{LoraAdapter, LoraConfig, gguf_adapter, peft};
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct LoraArgs {

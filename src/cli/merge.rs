@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fedtune::base_model::BaseModel;
-use fedtune_client::lora::{self, merge};
-use fedtune_client::quant::GgmlType;
+use fedtune_llm::lora::{self, merge};
+use fedtune_llm::quant::GgmlType;
 
 use super::quantize::{report_sizes, tensor_bar};
 

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use fedtune::shakespeare;
 use fedtune::text_data::{Texts, Where, load_texts_where, parse_jsonl};
-use fedtune_client::llama::LlamaModel;
-use fedtune_client::llama::random::RandomShape;
-use fedtune_client::quant::GgmlType;
-use fedtune_client::tokenizer::{Tokenizer, train_bpe};
-use fedtune_client::train::pretrain::{init_params, to_gguf};
-use fedtune_client::train::{BaseView, evaluate, fit_full, windows};
+use fedtune_llm::backprop::pretrain::{init_params, to_gguf};
+use fedtune_llm::backprop::{BaseView, evaluate, fit_full, windows};
+use fedtune_llm::llama::LlamaModel;
+use fedtune_llm::llama::random::RandomShape;
+use fedtune_llm::quant::GgmlType;
+use fedtune_llm::tokenizer::{Tokenizer, train_bpe};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::train_args::{TrainArgs, TrainDefaults};
@@ -145,16 +145,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         "no usable text ({} records skipped)",
         data.skipped
     );
-    let held = |i: usize| a.holdout_every > 0 && i % a.holdout_every == a.holdout_every - 1;
-    let (mut train_texts, mut eval_texts) = (Vec::new(), Vec::new());
-    for (i, t) in data.texts.iter().enumerate() {
-        if held(i) {
-            &mut eval_texts
-        } else {
-            &mut train_texts
-        }
-        .push(t.as_str());
-    }
+    let (train_texts, eval_texts) = split_held_out(&data.texts, a.holdout_every);
 
     let threads = a.threads.unwrap_or_else(super::default_threads).max(1);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -173,7 +164,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let train_ids = stream(&train_texts)?;
     let train = windows(&[train_ids], seq);
     let eval = windows(&[stream(&eval_texts)?], seq);
-    let cfg = fedtune_client::llama::LlamaConfig {
+    let cfg = fedtune_llm::llama::LlamaConfig {
         context_len: a.context,
         ..shape.config()
     };
@@ -191,17 +182,8 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         train.len(),
     );
 
-    let bar = ProgressBar::new(fit_cfg.steps).with_style(ProgressStyle::with_template(
-        "{bar:40} step {pos}/{len} loss {msg} [{elapsed}<{eta}]",
-    )?);
     let fit_started = std::time::Instant::now();
-    let summary = pool.install(|| {
-        fit_full(&cfg, &mut params, &train, &fit_cfg, |r| {
-            bar.set_position(r.step + 1);
-            bar.set_message(format!("{:.4} (lr {:.2e})", r.loss, r.lr));
-        })
-    })?;
-    bar.finish_and_clear();
+    let summary = pool.install(|| train_with_bar(&cfg, &mut params, &train, &fit_cfg))?;
     let fit_secs = fit_started.elapsed().as_secs_f64();
 
     let name = a
@@ -237,4 +219,35 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Every `every`-th text (none for 0) is held out of training, for the held-out perplexity.
+fn split_held_out(texts: &[String], every: usize) -> (Vec<&str>, Vec<&str>) {
+    let (mut train, mut held) = (Vec::new(), Vec::new());
+    for (i, t) in texts.iter().enumerate() {
+        if every > 0 && i % every == every - 1 {
+            held.push(t.as_str());
+        } else {
+            train.push(t.as_str());
+        }
+    }
+    (train, held)
+}
+
+/// [`fit_full`] with a progress bar showing the step, loss and learning rate.
+fn train_with_bar(
+    cfg: &fedtune_llm::llama::LlamaConfig,
+    params: &mut fedtune_llm::backprop::Params,
+    train: &[fedtune_llm::backprop::Example],
+    fit_cfg: &fedtune_llm::backprop::FitConfig,
+) -> anyhow::Result<fedtune_llm::backprop::FitSummary> {
+    let bar = ProgressBar::new(fit_cfg.steps).with_style(ProgressStyle::with_template(
+        "{bar:40} step {pos}/{len} loss {msg} [{elapsed}<{eta}]",
+    )?);
+    let summary = fit_full(cfg, params, train, fit_cfg, |r| {
+        bar.set_position(r.step + 1);
+        bar.set_message(format!("{:.4} (lr {:.2e})", r.loss, r.lr));
+    })?;
+    bar.finish_and_clear();
+    Ok(summary)
 }

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::llama::requantize;
-use fedtune_client::quant::GgmlType;
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::llama::requantize;
+use fedtune_llm::quant::GgmlType;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, clap::Args)]

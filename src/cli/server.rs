@@ -123,7 +123,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
                 .rounds
                 .min_clients
                 .context("--job needs --min-clients: how many devices take part")?;
-            let (initial, config) = fedtune::job::run::server_setup(&job, devices)?;
+            let (initial, config) = fedtune::job::server_setup(&job, devices)?;
             (config, initial)
         }
         None => {

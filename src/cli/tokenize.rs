@@ -1,8 +1,8 @@
 //! `fedtune tokenize`: text to token ids, as llama.cpp's tokenizer gives them.
 
 use anyhow::Context;
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::tokenizer::Tokenizer;
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]
 pub struct TokenizeArgs {

@@ -1,7 +1,7 @@
 //! The optimisation flags that `finetune` and `pretrain` share. Step count, learning rate and
 //! warm-up default per command (an adapter and a model from scratch want different ones).
 
-use fedtune_client::train::{FitConfig, OptimizerKind, Schedule};
+use fedtune_llm::backprop::{FitConfig, OptimizerKind, Schedule};
 
 #[derive(Debug, clap::Args, Clone)]
 pub struct TrainArgs {

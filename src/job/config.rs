@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use fedtune_client::llama::Proj;
+use fedtune_llm::llama::Proj;
 
 use super::clients::Partition;
 

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use fedtune_client::llama::LlamaModel;
-use fedtune_client::lora::LoraAdapter;
-use fedtune_client::tokenizer::Tokenizer;
-use fedtune_client::train::Example;
+use fedtune_llm::backprop::Example;
+use fedtune_llm::llama::LlamaModel;
+use fedtune_llm::lora::LoraAdapter;
+use fedtune_llm::tokenizer::Tokenizer;
 
 use super::Task;
 use crate::task::keyboard::{WordTable, score_text};
@@ -62,7 +62,7 @@ impl TaskIo {
                 (Task::SmartReply, None) => {}
                 (Task::Keyboard, _) => {
                     let ids = self.tok.encode(&r.text, true, false)?;
-                    out.extend(fedtune_client::train::windows(&[ids], self.seq));
+                    out.extend(fedtune_llm::backprop::windows(&[ids], self.seq));
                 }
             }
         }

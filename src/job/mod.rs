@@ -9,20 +9,35 @@
 //! - [`clients`]: records into client datasets (partitions, minimum size, local test split,
 //!   unseen clients);
 //! - [`evaluate`]: training examples and scores of a task;
-//! - [`run`]: the federation, measurements, personalisation and baseline;
-//! - [`report`] and [`plot`]: the run's files and its summary table.
+//! - `prepare`: the base model, task, records and clients of a run;
+//! - `deployment`: the server's setup and each device's trainer (simulated or deployed);
+//! - `federation`: the simulated federation;
+//! - `measure`: every round's global adapter scored from the server's checkpoints;
+//! - `personalize` and `baseline`: local fine-tuning of unseen clients, and the centralised
+//!   baseline;
+//! - [`run`]: the whole job, in that order;
+//! - [`report`] and [`plot`]: the run's files and its summary table; `out_dir`: where they go.
 
+mod baseline;
 pub mod clients;
 pub mod config;
+mod deployment;
 pub mod evaluate;
+mod federation;
+mod measure;
+mod out_dir;
+mod personalize;
 pub mod plot;
+mod prepare;
 pub mod report;
 pub mod run;
 
 pub use clients::{ClientData, ClientSplit, Partition, build_clients, hold_out};
 pub use config::{JobConfig, Task, Tier};
+pub use deployment::{device_from_file, device_trainer, server_setup};
+pub use out_dir::default_out_dir;
+pub use prepare::{Prepared, prepare};
 pub use report::JobReport;
-pub use run::{Prepared, default_out_dir, prepare};
 
 /// Why a run could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +49,17 @@ pub enum JobError {
     #[error(transparent)]
     Model(#[from] crate::base_model::BaseModelError),
     #[error(transparent)]
-    Tokenizer(#[from] fedtune_client::tokenizer::TokenizerError),
+    Tokenizer(#[from] fedtune_llm::tokenizer::TokenizerError),
     #[error(transparent)]
     Score(#[from] crate::task::ScoreError),
     #[error("training: {0}")]
-    Train(#[from] fedtune_client::train::TrainError),
+    Train(#[from] fedtune_llm::backprop::TrainError),
+    #[error("LoRA settings: {0}")]
+    LoraSettings(#[from] fedtune_llm::lora::InvalidAdapter),
     #[error("global adapter: {0}")]
-    Adapter(#[from] fedtune_client::TrainError),
+    Adapter(#[from] fedtune_client::TrainerError),
     #[error("writing the adapter: {0}")]
-    Lora(#[from] fedtune_client::lora::LoraError),
+    Lora(#[from] fedtune_llm::lora::LoraError),
     #[error(transparent)]
     Sim(#[from] crate::sim::SimError),
     #[error("server state: {0}")]
@@ -53,4 +70,12 @@ pub enum JobError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// A progress bar of `len` steps in `template`'s words.
+fn bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
 }

@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use fedtune_client::lora::{LoraAdapter, gguf_adapter, peft};
+use fedtune_llm::lora::{LoraAdapter, gguf_adapter, peft};
 use serde::Serialize;
 
-use super::run::Prepared;
+use super::prepare::Prepared;
 use super::{JobConfig, JobError, Task};
 use crate::task::Scores;
 
@@ -106,7 +106,7 @@ pub fn write_config(out: &Path, cfg: &JobConfig) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Writes every file of a finished run but the config.
+/// Writes every file of a finished run but the config and the plot.
 pub fn write_outputs(
     out: &Path,
     p: &Prepared,
@@ -131,7 +131,6 @@ pub fn write_outputs(
         &out.join("adapter.gguf"),
         Some(&base),
     )?;
-    super::plot::curves(&out.join("curves.png"), report)?;
     Ok(())
 }
 

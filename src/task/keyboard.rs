@@ -11,8 +11,8 @@
 //! rest of it: each following token of the word is the argmax, and the argmax after its last
 //! token does not continue it.
 
-use fedtune_client::llama::{LlamaModel, Logits, argmax, nll};
-use fedtune_client::tokenizer::Tokenizer;
+use fedtune_llm::llama::{LlamaModel, Logits, argmax, nll};
+use fedtune_llm::tokenizer::Tokenizer;
 
 use super::{ScoreError, Scores};
 
@@ -233,7 +233,7 @@ fn score_window(model: &LlamaModel, table: &WordTable, ids: &[u32]) -> Result<Sc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedtune_client::tokenizer::train_bpe;
+    use fedtune_llm::tokenizer::train_bpe;
 
     fn tokenizer() -> Tokenizer {
         let text =

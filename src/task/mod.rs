@@ -5,7 +5,7 @@
 pub mod keyboard;
 pub mod smart_reply;
 
-use fedtune_client::llama::LlamaError;
+use fedtune_llm::llama::LlamaError;
 
 /// Sums over scored text; [`Self::add`] merges them. `n_items` are words (keyboard) or
 /// messages (smart reply); `top1`/`top3` count the items predicted as the first suggestion or
@@ -51,7 +51,7 @@ impl Scores {
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
     #[error(transparent)]
-    Tokenizer(#[from] fedtune_client::tokenizer::TokenizerError),
+    Tokenizer(#[from] fedtune_llm::tokenizer::TokenizerError),
     #[error(transparent)]
     Model(#[from] LlamaError),
     /// A scoring thread could not start or failed.
@@ -59,5 +59,5 @@ pub enum ScoreError {
     Pool(String),
     /// The adapter does not fit the model.
     #[error(transparent)]
-    Adapter(#[from] fedtune_client::train::TrainError),
+    Adapter(#[from] fedtune_llm::backprop::TrainError),
 }

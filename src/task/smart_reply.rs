@@ -7,9 +7,9 @@
 //! response-selection work uses with language models (plain likelihood mostly ranks replies by
 //! how common their words are, whatever the message).
 
-use fedtune_client::llama::{LlamaModel, Logits, nll};
-use fedtune_client::tokenizer::Tokenizer;
-use fedtune_client::train::Example;
+use fedtune_llm::backprop::Example;
+use fedtune_llm::llama::{LlamaModel, Logits, nll};
+use fedtune_llm::tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
@@ -232,7 +232,7 @@ pub fn distractors(i: usize, n_pairs: usize, k: usize, seed: u64) -> Vec<usize> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedtune_client::tokenizer::train_bpe;
+    use fedtune_llm::tokenizer::train_bpe;
 
     fn tokenizer() -> Tokenizer {
         let text = "Good morrow, my lord. And to you, good sir. How fares the king?";

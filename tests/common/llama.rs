@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fedtune_client::gguf::GgufFile;
-use fedtune_client::llama::random::{RandomShape, random_model};
-use fedtune_client::llama::{LlamaModel, argmax};
-use fedtune_client::quant::GgmlType;
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::llama::random::{RandomShape, random_model};
+use fedtune_llm::llama::{LlamaModel, argmax};
+use fedtune_llm::quant::GgmlType;
 
 /// `tests/fixtures/<name>`.
 pub fn fixtures(name: &str) -> PathBuf {

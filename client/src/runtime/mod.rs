@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 pub use backoff::{Backoff, client_rng};
 pub use faults::{FaultPlan, Faults};
 
-use crate::{ClientError, TaskContext, TrainError, Trainer, Transport};
+use crate::{ClientError, TaskContext, Trainer, TrainerError, Transport};
 
 /// How a client behaves.
 #[derive(Clone, Debug)]
@@ -262,7 +262,7 @@ impl<T: Transport> Client<T> {
                     .clone()
                     .acquire_owned()
                     .await
-                    .map_err(|_| TrainError::Other("client pool closed".into()))?,
+                    .map_err(|_| ClientError::Runtime("the client pool closed".into()))?,
             ),
             None => None,
         };
@@ -355,7 +355,7 @@ impl<T: Transport> Client<T> {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| TrainError::Other("CPU pool closed".into()))?;
+            .map_err(|_| ClientError::Runtime("the CPU pool closed".into()))?;
         let trainer = Arc::clone(trainer);
         let global = global.clone();
         // The update (local − global, checked finite) is formed on the training thread too.
@@ -366,7 +366,7 @@ impl<T: Transport> Client<T> {
             local_update(&mut *t, &global, &ctx)
         });
         job.await
-            .map_err(|e| TrainError::Other(format!("training thread failed: {e}")))?
+            .map_err(|e| ClientError::Runtime(format!("the training thread failed: {e}")))?
     }
 
     fn refused(&mut self, round: u64, status: &Status) {
@@ -395,7 +395,7 @@ pub fn local_update(
         Some(update) => {
             let update = update?;
             if update.model.manifest() != global.manifest() {
-                return Err(TrainError::Model(
+                return Err(TrainerError::Model(
                     "the update's tensors differ from the model's".into(),
                 )
                 .into());
@@ -411,7 +411,7 @@ pub fn local_update(
     };
     let delta = delta
         .into_finite()
-        .map_err(|e| TrainError::Other(format!("trainer produced a non-finite update: {e}")))?;
+        .map_err(|e| ClientError::NonFiniteUpdate(e.to_string()))?;
     Ok((update, delta))
 }
 
@@ -419,7 +419,7 @@ pub fn local_update(
 /// ([`local_update`] proves it finite).
 pub fn delta(local: &Bundle, global: &Bundle) -> Result<Bundle, ClientError> {
     if local.manifest() != global.manifest() {
-        return Err(ClientError::Train(TrainError::Model(
+        return Err(ClientError::Train(TrainerError::Model(
             "trainer changed the model's tensors or shapes".into(),
         )));
     }
@@ -455,7 +455,7 @@ mod tests {
     }
 
     impl Trainer for Fixed {
-        fn train(&mut self, _: &Bundle, _: &TaskContext) -> Result<LocalUpdate, TrainError> {
+        fn train(&mut self, _: &Bundle, _: &TaskContext) -> Result<LocalUpdate, TrainerError> {
             Ok(LocalUpdate {
                 model: self.local.clone(),
                 num_examples: 1,
@@ -467,7 +467,7 @@ mod tests {
             &mut self,
             g: &Bundle,
             c: &TaskContext,
-        ) -> Option<Result<LocalUpdate, TrainError>> {
+        ) -> Option<Result<LocalUpdate, TrainerError>> {
             self.as_delta.then(|| self.train(g, c))
         }
     }

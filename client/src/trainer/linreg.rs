@@ -6,7 +6,8 @@ use fedtune_proto::{Bundle, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{LocalUpdate, TaskContext, TrainError, Trainer};
+use super::{LocalUpdate, TaskContext, Trainer, TrainerError};
+use fedtune_llm::backprop::TrainError;
 
 const WEIGHT: &str = "linear.weight";
 const BIAS: &str = "linear.bias";
@@ -60,7 +61,7 @@ impl LinRegData {
     }
 
     /// Mean squared error of a model on these examples.
-    pub fn mse(&self, model: &Bundle) -> Result<f64, TrainError> {
+    pub fn mse(&self, model: &Bundle) -> Result<f64, TrainerError> {
         let (w, b) = params(model, self.dim())?;
         let sum: f64 = self
             .x
@@ -72,13 +73,13 @@ impl LinRegData {
     }
 }
 
-fn params(model: &Bundle, dim: usize) -> Result<(Vec<f64>, f64), TrainError> {
-    let get = |name: &str, len: usize| -> Result<Vec<f64>, TrainError> {
+fn params(model: &Bundle, dim: usize) -> Result<(Vec<f64>, f64), TrainerError> {
+    let get = |name: &str, len: usize| -> Result<Vec<f64>, TrainerError> {
         let t = model
             .get(name)
-            .ok_or_else(|| TrainError::Model(format!("missing tensor `{name}`")))?;
+            .ok_or_else(|| TrainerError::Model(format!("missing tensor `{name}`")))?;
         if t.shape() != [len] {
-            return Err(TrainError::Model(format!(
+            return Err(TrainerError::Model(format!(
                 "`{name}` has shape {:?}, expected [{len}]",
                 t.shape()
             )));
@@ -106,12 +107,12 @@ impl LinRegTrainer {
 }
 
 impl Trainer for LinRegTrainer {
-    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError> {
+    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainerError> {
         let dim = self.data.dim();
         let (mut w, mut b) = params(global, dim)?;
         let n = self.data.y.len();
         if n == 0 {
-            return Err(TrainError::Other("no local examples".into()));
+            return Err(TrainerError::NoData("no local examples"));
         }
         let loss_before = self.data.mse(global)?;
         let lr = f64::from(task.config.learning_rate);
@@ -134,20 +135,21 @@ impl Trainer for LinRegTrainer {
                 .for_each(|(w, g)| *w -= lr * g / batch as f64);
             b -= lr * gb / batch as f64;
             if !(b.is_finite() && w.iter().all(|v| v.is_finite())) {
-                return Err(TrainError::Diverged {
-                    step,
-                    loss: f64::NAN,
-                });
+                return Err(TrainError::NonFinite {
+                    step: step as u64,
+                    what: "the weights".into(),
+                }
+                .into());
             }
         }
         let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
         let model = Bundle::new(vec![
             Tensor::from_f32(WEIGHT, vec![dim], &w32)
-                .map_err(|e| TrainError::Model(e.to_string()))?,
+                .map_err(|e| TrainerError::Model(e.to_string()))?,
             Tensor::from_f32(BIAS, vec![1], &[b as f32])
-                .map_err(|e| TrainError::Model(e.to_string()))?,
+                .map_err(|e| TrainerError::Model(e.to_string()))?,
         ])
-        .map_err(|e| TrainError::Model(e.to_string()))?;
+        .map_err(|e| TrainerError::Model(e.to_string()))?;
         let loss_after = self.data.mse(&model)?;
         Ok(LocalUpdate {
             model,
@@ -197,7 +199,7 @@ mod tests {
         };
         assert!(matches!(
             t.train(&linreg_model(5), &task),
-            Err(TrainError::Model(_))
+            Err(TrainerError::Model(_))
         ));
     }
 }

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use fedtune_proto::{Bundle, Tensor};
 
-use super::{LocalUpdate, TaskContext, TrainError, Trainer};
-use crate::llama::LlamaModel;
-use crate::lora::LoraAdapter;
-use crate::train::{self, BaseView, Example, FitConfig, OptimizerKind, Schedule, evaluate, fit};
+use super::{LocalUpdate, TaskContext, Trainer, TrainerError};
+use fedtune_llm::backprop::{BaseView, Example, FitConfig, OptimizerKind, Schedule, evaluate, fit};
+use fedtune_llm::llama::LlamaModel;
+use fedtune_llm::lora::LoraAdapter;
 
 /// `adapter` as a bundle of f32 tensors.
 pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
@@ -39,11 +39,14 @@ pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
 
 /// The adapter a bundle holds, checked tensor by tensor against `like` (same names, same
 /// shapes, finite values).
-pub fn adapter_from_bundle(bundle: &Bundle, like: &LoraAdapter) -> Result<LoraAdapter, TrainError> {
+pub fn adapter_from_bundle(
+    bundle: &Bundle,
+    like: &LoraAdapter,
+) -> Result<LoraAdapter, TrainerError> {
     let mut out = like.clone();
     let expected = 2 * like.modules.len();
     if bundle.tensors().len() != expected {
-        return Err(TrainError::Model(format!(
+        return Err(TrainerError::Model(format!(
             "the global model has {} tensors, this adapter {expected}",
             bundle.tensors().len()
         )));
@@ -57,15 +60,17 @@ pub fn adapter_from_bundle(bundle: &Bundle, like: &LoraAdapter) -> Result<LoraAd
             let name = format!("{prefix}.{suffix}");
             let t = bundle
                 .get(&name)
-                .ok_or_else(|| TrainError::Model(format!("missing tensor `{name}`")))?;
+                .ok_or_else(|| TrainerError::Model(format!("missing tensor `{name}`")))?;
             if t.shape() != shape {
-                return Err(TrainError::Model(format!(
+                return Err(TrainerError::Model(format!(
                     "`{name}` has shape {:?}, expected {shape:?}",
                     t.shape()
                 )));
             }
             if let Some(i) = t.first_non_finite() {
-                return Err(TrainError::Model(format!("`{name}` is not finite at {i}")));
+                return Err(TrainerError::Model(format!(
+                    "`{name}` is not finite at {i}"
+                )));
             }
             values.copy_from_slice(&t.to_f32());
         }
@@ -96,13 +101,13 @@ impl LoraTrainer {
         template: LoraAdapter,
         examples: Vec<Example>,
         seed: u64,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Self, TrainerError> {
         template
             .validate(&model.cfg)
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+            .map_err(|e| TrainerError::Model(e.to_string()))?;
         if examples.iter().all(|e| e.n_targets() == 0) {
-            return Err(TrainError::Other(
-                "no local example has a token to predict".into(),
+            return Err(TrainerError::NoData(
+                "no local example has a token to predict",
             ));
         }
         Ok(Self {
@@ -128,23 +133,23 @@ impl LoraTrainer {
     }
 
     /// The mean loss per target of `global` on this device's examples.
-    pub fn loss(&self, global: &Bundle) -> Result<f64, TrainError> {
+    pub fn loss(&self, global: &Bundle) -> Result<f64, TrainerError> {
         self.eval(&adapter_from_bundle(global, &self.template)?)
     }
 
-    fn eval(&self, adapter: &LoraAdapter) -> Result<f64, TrainError> {
+    fn eval(&self, adapter: &LoraAdapter) -> Result<f64, TrainerError> {
         let base = BaseView::of_model(&self.model);
-        let (loss, _) = evaluate(&base, Some(adapter), &self.examples, 8).map_err(train_error)?;
+        let (loss, _) = evaluate(&base, Some(adapter), &self.examples, 8)?;
         Ok(loss)
     }
 
-    fn fit_config(&self, task: &TaskContext) -> Result<FitConfig, TrainError> {
+    fn fit_config(&self, task: &TaskContext) -> Result<FitConfig, TrainerError> {
         let c = &task.config;
         let extra = |k: &str| c.extra.get(k).map(String::as_str);
-        let num = |k: &str, default: f64| -> Result<f64, TrainError> {
+        let num = |k: &str, default: f64| -> Result<f64, TrainerError> {
             extra(k).map_or(Ok(default), |v| {
                 v.parse().map_err(|_| {
-                    TrainError::Model(format!("training config {k}={v} is not a number"))
+                    TrainerError::Plan(format!("training config {k}={v} is not a number"))
                 })
             })
         };
@@ -156,7 +161,7 @@ impl LoraTrainer {
                 momentum: num("momentum", 0.0)? as f32,
             },
             other => {
-                return Err(TrainError::Model(format!(
+                return Err(TrainerError::Plan(format!(
                     "unknown optimizer {other:?} (adamw or sgd)"
                 )));
             }
@@ -177,18 +182,8 @@ impl LoraTrainer {
     }
 }
 
-fn train_error(e: train::TrainError) -> TrainError {
-    match e {
-        train::TrainError::NonFinite { step, .. } => TrainError::Diverged {
-            step: step as usize,
-            loss: f64::NAN,
-        },
-        other => TrainError::Other(other.to_string()),
-    }
-}
-
 impl Trainer for LoraTrainer {
-    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError> {
+    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainerError> {
         let mut adapter = adapter_from_bundle(global, &self.template)?;
         let cfg = self.fit_config(task)?;
         let mut metrics = Vec::with_capacity(3);
@@ -196,8 +191,7 @@ impl Trainer for LoraTrainer {
             metrics.push(("train_loss_before".into(), self.eval(&adapter)?));
         }
         let base = BaseView::of_model(&self.model);
-        let summary =
-            fit(&base, &mut adapter, &self.examples, &cfg, |_| {}).map_err(train_error)?;
+        let summary = fit(&base, &mut adapter, &self.examples, &cfg, |_| {})?;
         metrics.push(("train_loss".into(), summary.mean_loss));
         metrics.push(("train_tokens".into(), summary.tokens as f64));
         Ok(LocalUpdate {

@@ -6,16 +6,25 @@ mod lora;
 pub use linreg::{LinRegData, LinRegTrainer, linreg_model};
 pub use lora::{LoraTrainer, adapter_bundle, adapter_from_bundle};
 
+use fedtune_llm::backprop::TrainError;
 use fedtune_proto::{Bundle, v1::TrainingConfig};
 
+/// Why a [`Trainer`] produced no update this round.
 #[derive(Debug, thiserror::Error)]
-pub enum TrainError {
+#[non_exhaustive]
+pub enum TrainerError {
+    /// The global model (or the trainer's own result) is not what this trainer trains.
     #[error("the model does not fit this trainer: {0}")]
     Model(String),
-    #[error("training diverged at step {step}: loss is {loss}")]
-    Diverged { step: usize, loss: f64 },
-    #[error("{0}")]
-    Other(String),
+    /// The round's training plan cannot be run (an unknown optimiser, a value out of range).
+    #[error("the round's training plan cannot be run: {0}")]
+    Plan(String),
+    /// Nothing on this device to learn from.
+    #[error("no local training data: {0}")]
+    NoData(&'static str),
+    /// The engine stopped: a divergence, a bad batch (see [`TrainError`]).
+    #[error(transparent)]
+    Train(#[from] TrainError),
 }
 
 /// What the server asked for in this round.
@@ -39,7 +48,7 @@ pub struct LocalUpdate {
 /// runtime; must be deterministic given the global model and the task, so a federation is
 /// reproducible from its seed.
 pub trait Trainer: Send + 'static {
-    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainError>;
+    fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainerError>;
 
     /// [`Trainer::train`] returning the update itself (local − global, shaped like `global`)
     /// in [`LocalUpdate::model`], for trainers that form it directly: the runtime then skips
@@ -48,7 +57,7 @@ pub trait Trainer: Send + 'static {
         &mut self,
         _global: &Bundle,
         _task: &TaskContext,
-    ) -> Option<Result<LocalUpdate, TrainError>> {
+    ) -> Option<Result<LocalUpdate, TrainerError>> {
         None
     }
 }

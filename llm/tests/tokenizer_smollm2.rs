@@ -1,0 +1,434 @@
+//! fedtune's tokenizer against llama.cpp's on SmolLM2-135M-Instruct's vocabulary.
+//!
+//! The ids in tests/fixtures/tokenizer/smollm2.json come from llama.cpp's `llama_tokenize`
+//! (scripts/reference/golden_tokens.py). The model file is fetched by scripts/fetch-model.sh
+//! into ~/.cache/fedtune/models; without it the test says so and passes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use fedtune_llm::gguf::GgufFile;
+use fedtune_llm::tokenizer::{Tokenizer, VocabSpec};
+
+fn model_path() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let p = PathBuf::from(home).join(".cache/fedtune/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    p.exists().then_some(p)
+}
+
+struct Case {
+    text: String,
+    add_special: bool,
+    parse_special: bool,
+    ids: Vec<u32>,
+    /// Another `tokenizer.ggml.pre` to tokenize under (else the file's own).
+    pre: Option<String>,
+    /// `Some("spm")`: the SentencePiece vocabulary derived by [`spm_from_bpe`].
+    vocab: Option<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/smollm2.json");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let Json::Array(items) = json::parse(&text) else {
+        panic!("fixture is not a list")
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let Json::Object(fields) = item else {
+                panic!("case is not an object")
+            };
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v)
+                    .expect(k)
+            };
+            let (
+                Json::String(text),
+                Json::Bool(add_special),
+                Json::Bool(parse_special),
+                Json::Array(ids),
+            ) = (
+                get("text"),
+                get("add_special"),
+                get("parse_special"),
+                get("ids"),
+            )
+            else {
+                panic!("bad case")
+            };
+            let ids = ids
+                .iter()
+                .map(|v| match v {
+                    Json::Number(n) => u32::try_from(*n).unwrap(),
+                    _ => panic!("bad id"),
+                })
+                .collect();
+            let opt = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| match v {
+                        Json::String(p) => p.clone(),
+                        _ => panic!("bad {k}"),
+                    })
+            };
+            Case {
+                pre: opt("pre"),
+                vocab: opt("vocab"),
+                text: text.clone(),
+                add_special: *add_special,
+                parse_special: *parse_special,
+                ids,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn smollm2_tokens_match_llama_cpp() {
+    let Some(path) = model_path() else {
+        eprintln!(
+            "SKIPPED: SmolLM2-135M-Instruct.Q4_1.gguf is not in ~/.cache/fedtune/models (run scripts/fetch-model.sh)"
+        );
+        return;
+    };
+    let file = GgufFile::open(&path).unwrap();
+    let spec = VocabSpec::from_gguf(&file).unwrap();
+    assert_eq!(
+        (spec.model.as_str(), spec.pre.as_deref()),
+        ("gpt2", Some("smollm"))
+    );
+    assert_eq!(
+        (spec.tokens.len(), spec.merges.len(), spec.add_bos),
+        (49152, 48900, false)
+    );
+    let tk = Tokenizer::from_gguf(&file).unwrap();
+    assert_eq!(tk.n_vocab(), 49152);
+    assert_eq!((tk.bos(), tk.eos()), (Some(1), Some(2)));
+    assert!(tk.is_special(2) && !tk.is_special(100));
+    assert!(
+        tk.chat_template()
+            .is_some_and(|t| t.contains("<|im_start|>"))
+    );
+
+    let cases = cases();
+    assert!(cases.len() >= 200, "{} cases", cases.len());
+    let mut others: BTreeMap<String, Tokenizer> = BTreeMap::new();
+    // The same engines exported as tokenizer.json and loaded back.
+    let via_json = |tk: &Tokenizer| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(tk.to_tokenizer_json(false).unwrap().as_bytes())
+            .unwrap();
+        Tokenizer::from_json_file(f.path()).unwrap()
+    };
+    let json_main = via_json(&tk);
+    let mut json_spm: Option<Tokenizer> = None;
+    let mut failures = Vec::new();
+    for c in &cases {
+        let tk = match (&c.pre, &c.vocab) {
+            (None, None) => &tk,
+            (Some(pre), None) => others.entry(pre.clone()).or_insert_with(|| {
+                let mut spec = spec.clone();
+                spec.pre = Some(pre.clone());
+                Tokenizer::from_spec(&spec).unwrap()
+            }),
+            (None, Some(v)) if v == "spm" => others
+                .entry("spm vocabulary".into())
+                .or_insert_with(|| Tokenizer::from_spec(&spm_from_bpe(&spec)).unwrap()),
+            other => panic!("unknown case kind {other:?}"),
+        };
+        let ids = tk.encode(&c.text, c.add_special, c.parse_special).unwrap();
+        if ids != c.ids {
+            failures.push(format!(
+                "{:?} (pre {:?}, add_special {}, parse_special {}):\n  llama.cpp {:?}\n  fedtune   {:?}",
+                c.text, c.pre, c.add_special, c.parse_special, c.ids, ids
+            ));
+        }
+        let json = match (&c.pre, &c.vocab) {
+            (None, None) => Some(&json_main),
+            (None, Some(_)) => Some(&*json_spm.get_or_insert_with(|| via_json(tk))),
+            _ => None,
+        };
+        if let Some(json) = json {
+            let json_ids = json
+                .encode(&c.text, c.add_special, c.parse_special)
+                .unwrap();
+            if json_ids != c.ids {
+                failures.push(format!(
+                    "{:?} via tokenizer.json (vocab {:?}, add_special {}, parse_special {}):\n  llama.cpp {:?}\n  fedtune   {:?}",
+                    c.text, c.vocab, c.add_special, c.parse_special, c.ids, json_ids
+                ));
+            }
+        }
+        let spm = c.vocab.is_some();
+        if spm && c.add_special {
+            // BOS is rendered as "<s>" and the space prefix is kept after it.
+            continue;
+        }
+        // Lossless round trip (special tokens decode to their text, too).
+        assert_eq!(
+            tk.decode(&ids).unwrap(),
+            c.text,
+            "round trip of {:?}",
+            c.text
+        );
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| tk.token_bytes(id).unwrap())
+            .collect();
+        if spm && !c.text.is_empty() {
+            // SentencePiece pieces carry the space put before the text.
+            assert_eq!(
+                bytes,
+                format!(" {}", c.text).as_bytes(),
+                "token bytes of {:?}",
+                c.text
+            );
+        } else {
+            assert_eq!(bytes, c.text.as_bytes(), "token bytes of {:?}", c.text);
+        }
+    }
+    assert!(
+        others.len() >= 7,
+        "pre-tokenizers checked: {:?}",
+        others.keys()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+/// The SentencePiece vocabulary golden_tokens.py derives from a byte-level one: `<unk>`,
+/// `<s>`, `</s>`, the 256 `<0xNN>` byte tokens, then every normal token whose bytes are valid
+/// UTF-8 with spaces as U+2581 (first occurrence kept), scored -(original id).
+fn spm_from_bpe(bpe: &VocabSpec) -> VocabSpec {
+    let direct: Vec<u8> = (b'!'..=b'~')
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut decode = std::collections::HashMap::new();
+    for &b in &direct {
+        decode.insert(char::from(b), b);
+    }
+    for (k, b) in (0..=255u8).filter(|b| !direct.contains(b)).enumerate() {
+        decode.insert(char::from_u32(256 + u32::try_from(k).unwrap()).unwrap(), b);
+    }
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>"].map(String::from).to_vec();
+    let mut token_types = vec![2, 3, 3];
+    let mut scores = vec![0.0f32; 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        token_types.push(6);
+        scores.push(0.0);
+    }
+    let mut seen: std::collections::HashSet<String> = tokens.iter().cloned().collect();
+    for (i, (tok, &ty)) in bpe.tokens.iter().zip(&bpe.token_types).enumerate() {
+        if ty != 1 {
+            continue;
+        }
+        let Some(bytes) = tok
+            .chars()
+            .map(|c| decode.get(&c).copied())
+            .collect::<Option<Vec<u8>>>()
+        else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let text = text.replace(' ', "\u{2581}");
+        if seen.insert(text.clone()) {
+            tokens.push(text);
+            token_types.push(1);
+            #[allow(clippy::cast_precision_loss)]
+            scores.push(-(i as f32));
+        }
+    }
+    VocabSpec {
+        model: "llama".into(),
+        pre: None,
+        tokens,
+        token_types,
+        merges: Vec::new(),
+        scores,
+        bos: Some(1),
+        eos: Some(2),
+        unk: Some(0),
+        pad: None,
+        add_bos: true,
+        add_eos: false,
+        add_space_prefix: true,
+        chat_template: None,
+    }
+}
+
+/// Just enough JSON for the fixture (no dev-dependency on a JSON crate).
+enum Json {
+    Null,
+    Bool(bool),
+    Number(i64),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+mod json {
+    use super::Json;
+
+    pub fn parse(s: &str) -> Json {
+        let mut p = Parser {
+            s: s.as_bytes(),
+            i: 0,
+        };
+        let v = p.value();
+        p.ws();
+        assert_eq!(p.i, p.s.len(), "trailing data");
+        v
+    }
+
+    struct Parser<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
+                self.i += 1;
+            }
+        }
+
+        fn eat(&mut self, lit: &str) {
+            assert!(
+                self.s[self.i..].starts_with(lit.as_bytes()),
+                "expected {lit} at {}",
+                self.i
+            );
+            self.i += lit.len();
+        }
+
+        fn value(&mut self) -> Json {
+            self.ws();
+            match self.s[self.i] {
+                b'n' => {
+                    self.eat("null");
+                    Json::Null
+                }
+                b't' => {
+                    self.eat("true");
+                    Json::Bool(true)
+                }
+                b'f' => {
+                    self.eat("false");
+                    Json::Bool(false)
+                }
+                b'"' => Json::String(self.string()),
+                b'[' => {
+                    self.i += 1;
+                    let mut items = Vec::new();
+                    loop {
+                        self.ws();
+                        if self.s[self.i] == b']' {
+                            self.i += 1;
+                            return Json::Array(items);
+                        }
+                        items.push(self.value());
+                        self.ws();
+                        if self.s[self.i] == b',' {
+                            self.i += 1;
+                        }
+                    }
+                }
+                b'{' => {
+                    self.i += 1;
+                    let mut fields = Vec::new();
+                    loop {
+                        self.ws();
+                        if self.s[self.i] == b'}' {
+                            self.i += 1;
+                            return Json::Object(fields);
+                        }
+                        let k = self.string();
+                        self.ws();
+                        self.eat(":");
+                        fields.push((k, self.value()));
+                        self.ws();
+                        if self.s[self.i] == b',' {
+                            self.i += 1;
+                        }
+                    }
+                }
+                _ => {
+                    let start = self.i;
+                    while self.i < self.s.len()
+                        && (self.s[self.i] == b'-' || self.s[self.i].is_ascii_digit())
+                    {
+                        self.i += 1;
+                    }
+                    Json::Number(
+                        std::str::from_utf8(&self.s[start..self.i])
+                            .unwrap()
+                            .parse()
+                            .unwrap(),
+                    )
+                }
+            }
+        }
+
+        fn hex4(&mut self) -> u32 {
+            let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
+            self.i += 4;
+            u32::from_str_radix(h, 16).unwrap()
+        }
+
+        fn string(&mut self) -> String {
+            self.eat("\"");
+            let mut out = Vec::new();
+            loop {
+                let b = self.s[self.i];
+                self.i += 1;
+                match b {
+                    b'"' => return String::from_utf8(out).unwrap(),
+                    b'\\' => {
+                        let e = self.s[self.i];
+                        self.i += 1;
+                        let c = match e {
+                            b'n' => '\n',
+                            b't' => '\t',
+                            b'r' => '\r',
+                            b'b' => '\u{8}',
+                            b'f' => '\u{c}',
+                            b'u' => {
+                                let hi = self.hex4();
+                                let cp = if (0xD800..0xDC00).contains(&hi) {
+                                    self.eat("\\u");
+                                    let lo = self.hex4();
+                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                                } else {
+                                    hi
+                                };
+                                char::from_u32(cp).unwrap()
+                            }
+                            other => char::from(other),
+                        };
+                        let mut buf = [0u8; 4];
+                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    }
+                    _ => out.push(b),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The job deployed: the server's setup and each device's trainer, built the same way by the
+//! simulation and by `fedtune server --job` / `fedtune client --job` processes, so both train
+//! alike for the same seed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
+use fedtune_llm::backprop::Example;
+use fedtune_llm::llama::LlamaModel;
+use fedtune_llm::lora::LoraAdapter;
+use fedtune_proto::{Bundle, v1::TrainingConfig};
+use fedtune_server::ServerConfig;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::prepare::{lora_config, open_base, record_fields, task_io};
+use super::{ClientSplit, JobConfig, JobError, build_clients};
+use crate::sim;
+use crate::text_data::load_records;
+
+/// The steps multiple of each training client (device tiers assigned by a seeded shuffle).
+pub(super) fn tier_scales(cfg: &JobConfig, n: usize) -> Result<Vec<f64>, JobError> {
+    let tiers = cfg.tiers().map_err(JobError::Config)?;
+    let total: f64 = tiers.iter().map(|t| t.share).sum();
+    let mut scales = Vec::with_capacity(n);
+    for t in &tiers {
+        let k = ((t.share / total) * n as f64).round() as usize;
+        scales.extend(std::iter::repeat_n(t.steps_scale, k));
+    }
+    let last = tiers.last().map_or(1.0, |t| t.steps_scale);
+    scales.resize(n, last);
+    scales.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x71E2));
+    Ok(scales)
+}
+
+/// The trainer of training client `index` (steps multiple `scale`): built the same way by the
+/// simulation and by a `fedtune client` process, so both train alike for the same seed.
+pub fn device_trainer(
+    cfg: &JobConfig,
+    model: Arc<LlamaModel>,
+    template: &LoraAdapter,
+    examples: Vec<Example>,
+    index: usize,
+    scale: f64,
+) -> Result<LoraTrainer, JobError> {
+    Ok(LoraTrainer::new(
+        model,
+        template.clone(),
+        examples,
+        sim::trainer_seed(cfg.seed, index),
+    )?
+    .with_steps_scale(scale)
+    .with_eval_before(false))
+}
+
+/// A deployed device of the job: training client `index` of `n_clients`, holding only its
+/// own records in `data` (one client's JSONL, in the order it wrote them). Its latest
+/// `test_fraction` stays out of training, as in the simulation.
+pub fn device_from_file(
+    cfg: &JobConfig,
+    data: &Path,
+    index: usize,
+    n_clients: usize,
+) -> Result<LoraTrainer, JobError> {
+    let (_, model) = open_base(cfg)?;
+    let io = task_io(cfg, &model)?;
+    let records = load_records(data, &record_fields(cfg))?;
+    let split = ClientSplit {
+        partition: super::Partition::Natural,
+        min_examples: 2,
+        test_fraction: cfg.test_fraction,
+        seed: cfg.seed,
+    };
+    if records.n_clients() != 1 {
+        return Err(JobError::Config(format!(
+            "{} holds {} clients' records (by `{}`): a device holds its own only",
+            data.display(),
+            records.n_clients(),
+            cfg.client_field
+        )));
+    }
+    let mut mine = build_clients(&records.records, &split);
+    if mine.is_empty() {
+        return Err(JobError::Config(format!(
+            "{}: a device needs at least 2 records (one to train on, one to test)",
+            data.display()
+        )));
+    }
+    let client = mine.remove(0);
+    let examples = io.examples(&client.train)?;
+    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
+    let scale = tier_scales(cfg, n_clients.max(index + 1))?[index];
+    device_trainer(cfg, model, &template, examples, index, scale)
+}
+
+/// The server side of a deployed job: the initial global adapter and the round settings for
+/// `n_clients` devices (the simulation's, but durable and lingering for late devices).
+pub fn server_setup(cfg: &JobConfig, n_clients: usize) -> Result<(Bundle, ServerConfig), JobError> {
+    let (_, model) = open_base(cfg)?;
+    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
+    let server = ServerConfig {
+        durable: true,
+        linger: Duration::from_secs(3),
+        ..server_config(cfg, n_clients)
+    };
+    Ok((adapter_bundle(&template), server))
+}
+
+pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
+    let k = cfg.clients_per_round;
+    let mut extra = std::collections::HashMap::new();
+    if cfg.prox_mu > 0.0 {
+        extra.insert("prox_mu".to_string(), cfg.prox_mu.to_string());
+    }
+    ServerConfig {
+        rounds: cfg.rounds,
+        clients_per_round: k,
+        over_selection: cfg.over_selection,
+        min_commit: ((k as f64 * 0.8).ceil() as usize).clamp(1, k),
+        min_clients: n_clients,
+        round_timeout: Duration::from_secs(
+            30 + cfg.straggler_delay_ms / 1000 + 10 * u64::from(cfg.local_steps),
+        ),
+        long_poll: Duration::from_secs(30),
+        seed: cfg.seed,
+        training: TrainingConfig {
+            local_steps: cfg.local_steps,
+            batch_size: cfg.batch_size,
+            learning_rate: cfg.lr,
+            extra,
+        },
+        durable: false,
+        linger: Duration::ZERO,
+        ..ServerConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_cover_every_client_in_their_shares() {
+        let cfg = JobConfig {
+            tiers: "0.5:1,2:3".into(),
+            ..JobConfig::default()
+        };
+        let s = tier_scales(&cfg, 8).unwrap();
+        assert_eq!(s.iter().filter(|&&x| x == 0.5).count(), 2);
+        assert_eq!(s.iter().filter(|&&x| x == 2.0).count(), 6);
+        assert_eq!(s, tier_scales(&cfg, 8).unwrap());
+    }
+}

@@ -1,0 +1,122 @@
+//! The simulated federation of a run: every training client a device with its own trainer,
+//! the real server core, the server's state (SQLite, every round's checkpoint) on disk.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
+use fedtune_client::{LocalUpdate, TaskContext, Trainer};
+use fedtune_proto::{Bundle, Compression};
+use fedtune_server::strategy::FedAvg;
+use indicatif::ProgressBar;
+
+use super::deployment::{device_trainer, server_config, tier_scales};
+use super::prepare::Prepared;
+use super::{JobError, bar};
+use crate::sim::{self, FaultRates, SimConfig, TransportKind};
+
+/// A simulated device: counts local training runs for the progress bar, and trains on one
+/// thread (the engine runs as many devices at once as there are threads; splitting each
+/// device's small products across threads as well only adds synchronisation).
+struct Counted {
+    inner: LoraTrainer,
+    done: Arc<AtomicUsize>,
+    bar: ProgressBar,
+}
+
+impl Trainer for Counted {
+    fn train(
+        &mut self,
+        global: &Bundle,
+        task: &TaskContext,
+    ) -> Result<LocalUpdate, fedtune_client::TrainerError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| fedtune_client::TrainerError::Model(format!("thread pool: {e}")))?;
+        let out = pool.install(|| self.inner.train(global, task));
+        let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bar
+            .set_message(format!("round {} · {n} local runs", task.round));
+        out
+    }
+}
+
+/// Runs the federation; its server state (SQLite, every round's checkpoint) goes to `state`.
+pub(super) fn federate(
+    p: &Prepared,
+    state: &Path,
+    threads: usize,
+) -> Result<sim::SimReport, JobError> {
+    let cfg = &p.cfg;
+    let scales = tier_scales(cfg, p.clients.len())?;
+    let sim_cfg = SimConfig {
+        server: server_config(cfg, p.clients.len()),
+        clients: p.clients.len(),
+        transport: if cfg.transport == "grpc" {
+            TransportKind::Grpc
+        } else {
+            TransportKind::Inproc
+        },
+        threads,
+        concurrency: if cfg.concurrency == 0 {
+            2 * threads
+        } else {
+            cfg.concurrency
+        },
+        faults: FaultRates {
+            drop_before_download: cfg.drop_rate / 3.0,
+            drop_during_download: cfg.drop_rate / 3.0,
+            drop_during_upload: cfg.drop_rate / 3.0,
+            straggler: cfg.straggler_rate,
+            straggler_delay: Duration::from_millis(cfg.straggler_delay_ms),
+        },
+        connections: 0,
+        state_dir: state.to_path_buf(),
+        compression: Compression::None,
+    };
+    let progress = bar(cfg.rounds, "{bar:30} round {pos}/{len} {msg} [{elapsed}]");
+    let done = Arc::new(AtomicUsize::new(0));
+    let trainer = |i: usize| {
+        let inner = device_trainer(
+            cfg,
+            Arc::clone(&p.model),
+            &p.template,
+            p.examples[i].clone(),
+            i,
+            scales[i],
+        )
+        .expect("examples were checked in prepare");
+        Counted {
+            inner,
+            done: Arc::clone(&done),
+            bar: progress.clone(),
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    let ticker = {
+        let progress = progress.clone();
+        let state = state.to_path_buf();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let n = std::fs::read_dir(state.join("checkpoints")).map_or(0, |d| d.count());
+                progress.set_position(n.saturating_sub(1) as u64);
+            }
+        })
+    };
+    let report = rt.block_on(sim::run(
+        &sim_cfg,
+        adapter_bundle(&p.template),
+        Box::new(FedAvg),
+        trainer,
+    ));
+    ticker.abort();
+    progress.finish_and_clear();
+    Ok(report?)
+}
