@@ -11,6 +11,6 @@ pub mod trainer;
 mod transport;
 
 pub use error::ClientError;
-pub use runtime::{Backoff, Client, ClientOptions, ClientSummary, FaultPlan, Faults};
+pub use runtime::{Backoff, Client, ClientOptions, ClientSummary};
 pub use trainer::{LocalUpdate, TaskContext, Trainer, TrainerError};
 pub use transport::{BoxStream, GrpcTransport, Transport};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use clap::Args;
+use fedtune::sim::{FaultyTransport, Slow};
 use fedtune_client::trainer::{LinRegData, LinRegTrainer};
 use fedtune_client::{Client, ClientOptions, GrpcTransport};
 use tokio::sync::Semaphore;
@@ -77,13 +78,23 @@ fn serve(
     let mut opts = ClientOptions::new(id);
     opts.seed = seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
-    if let Some(delay) = a.delay {
-        opts.faults = Some(Arc::new(Slow(delay)));
-    }
     let server = a.server.clone();
+    let delay = a.delay;
     super::runtime(a.threads.max(1))?.block_on(async move {
         let transport = GrpcTransport::connect_lazy(&server)?;
-        let summary = Client::new(transport, opts).run(trainer).await?;
+        let summary = match delay {
+            // A straggler on purpose: its uploads wait.
+            Some(d) => {
+                let slow = FaultyTransport::new(
+                    transport,
+                    opts.client_id.clone(),
+                    Arc::new(Slow(d)),
+                    Arc::default(),
+                );
+                Client::new(slow, opts).run(trainer).await?
+            }
+            None => Client::new(transport, opts).run(trainer).await?,
+        };
         println!(
             "client={} rounds_trained={} accepted={} refused={} final_version={}",
             summary.client_id,
@@ -94,17 +105,4 @@ fn serve(
         );
         Ok(())
     })
-}
-
-/// A device that is slow every round.
-#[derive(Debug)]
-struct Slow(std::time::Duration);
-
-impl fedtune_client::Faults for Slow {
-    fn plan(&self, _client: &str, _round: u64) -> fedtune_client::FaultPlan {
-        fedtune_client::FaultPlan {
-            delay: Some(self.0),
-            ..Default::default()
-        }
-    }
 }

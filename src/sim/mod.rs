@@ -10,14 +10,17 @@ mod inproc;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fedtune_client::{Backoff, Client, ClientOptions, ClientSummary, GrpcTransport, Trainer};
+use fedtune_client::{
+    Backoff, Client, ClientError, ClientOptions, ClientSummary, GrpcTransport, Trainer, Transport,
+};
 use fedtune_proto::{Bundle, Compression};
 use fedtune_server::{Coordinator, ServerConfig, strategy::Strategy};
 use tokio::sync::Semaphore;
 
-pub use faults::{FaultRates, SeededFaults};
+pub use faults::{FaultPlan, FaultRates, Faults, FaultyTransport, SeededFaults, Slow};
 pub use inproc::InprocTransport;
 
 /// How virtual clients reach the server.
@@ -57,6 +60,8 @@ pub struct SimReport {
     pub version: u64,
     pub wall: Duration,
     pub clients: Vec<ClientSummary>,
+    /// Times a device dropped out (injected faults).
+    pub dropouts: u64,
     pub coordinator: Arc<Coordinator>,
 }
 
@@ -73,6 +78,16 @@ pub enum SimError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// One device's loop on its own task.
+fn spawn<T: Transport, Tr: Trainer>(
+    transport: T,
+    opts: ClientOptions,
+    trainer: Tr,
+) -> tokio::task::JoinHandle<Result<ClientSummary, ClientError>> {
+    let client = Client::new(transport, opts);
+    tokio::spawn(async move { client.run(trainer).await })
 }
 
 /// The id of virtual client `i`.
@@ -117,7 +132,7 @@ where
             Some(url)
         }
     };
-    let faults: Option<Arc<dyn fedtune_client::Faults>> = (!cfg.faults.is_none()).then(|| {
+    let faults: Option<Arc<dyn Faults>> = (!cfg.faults.is_none()).then(|| {
         Arc::new(SeededFaults {
             rates: cfg.faults.clone(),
             seed: cfg.server.seed,
@@ -133,22 +148,36 @@ where
         )?,
         None => Vec::new(),
     };
+    let dropouts = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
         let mut opts = device_options(i, cfg.server.seed, &cpu, &active);
-        opts.faults = faults.clone();
         opts.compression = cfg.compression;
         let trainer = trainer(i);
         let id = opts.client_id.clone();
-        let task = match &url {
-            None => {
-                let client = Client::new(InprocTransport::new(Arc::clone(&coord)), opts);
-                tokio::spawn(async move { client.run(trainer).await })
-            }
-            Some(_) => {
-                let client = Client::new(channels[i % channels.len()].clone(), opts);
-                tokio::spawn(async move { client.run(trainer).await })
-            }
+        let task = match (&url, &faults) {
+            (None, None) => spawn(InprocTransport::new(Arc::clone(&coord)), opts, trainer),
+            (None, Some(faults)) => spawn(
+                FaultyTransport::new(
+                    InprocTransport::new(Arc::clone(&coord)),
+                    id.clone(),
+                    Arc::clone(faults),
+                    Arc::clone(&dropouts),
+                ),
+                opts,
+                trainer,
+            ),
+            (Some(_), None) => spawn(channels[i % channels.len()].clone(), opts, trainer),
+            (Some(_), Some(faults)) => spawn(
+                FaultyTransport::new(
+                    channels[i % channels.len()].clone(),
+                    id.clone(),
+                    Arc::clone(faults),
+                    Arc::clone(&dropouts),
+                ),
+                opts,
+                trainer,
+            ),
         };
         tasks.push((id, task));
     }
@@ -171,6 +200,7 @@ where
         version,
         wall,
         clients,
+        dropouts: dropouts.load(Ordering::Relaxed),
         coordinator: coord,
     })
 }

@@ -5,10 +5,8 @@
 //! received. A refused update (stale, late, duplicate) is logged and the loop carries on.
 
 mod backoff;
-mod faults;
 mod transfer;
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +17,6 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 pub use backoff::{Backoff, client_rng};
-pub use faults::{FaultPlan, Faults};
 
 use crate::{ClientError, TaskContext, Trainer, TrainerError, Transport};
 
@@ -35,8 +32,6 @@ pub struct ClientOptions {
     pub backoff: Backoff,
     /// Seeds retry jitter.
     pub seed: u64,
-    /// Misbehaviour to inject (simulation only).
-    pub faults: Option<Arc<dyn Faults>>,
     /// Shared pool bounding concurrent training across the process's clients.
     pub cpu: Arc<Semaphore>,
     /// Shared slots bounding how many of the process's clients hold a model at once.
@@ -60,7 +55,6 @@ impl ClientOptions {
             chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
             backoff: Backoff::default(),
             seed: 0,
-            faults: None,
             cpu: Arc::new(Semaphore::new(1)),
             active: None,
             max_retry_wait: Duration::from_secs(60),
@@ -77,8 +71,6 @@ pub struct ClientSummary {
     pub accepted: u64,
     /// (round, reason) of each update the server refused.
     pub refused: Vec<(u64, String)>,
-    /// Rounds the device dropped out of (fault injection).
-    pub dropped: u64,
     pub final_version: u64,
     pub bytes_down: u64,
     pub bytes_up: u64,
@@ -98,8 +90,6 @@ pub struct Client<T: Transport> {
     opts: ClientOptions,
     token: Option<String>,
     rng: ChaCha8Rng,
-    /// Rounds this device dropped out of, so a re-offered task is not taken up again.
-    dropped_rounds: BTreeSet<u64>,
     summary: ClientSummary,
 }
 
@@ -128,7 +118,6 @@ impl<T: Transport> Client<T> {
             opts,
             token: None,
             rng,
-            dropped_rounds: BTreeSet::new(),
             summary,
         }
     }
@@ -240,22 +229,6 @@ impl<T: Transport> Client<T> {
         trainer: &Arc<Mutex<impl Trainer>>,
     ) -> Result<(), ClientError> {
         let round = task.round;
-        let plan = self
-            .opts
-            .faults
-            .as_ref()
-            .map(|f| f.plan(&self.opts.client_id, round))
-            .unwrap_or_default();
-        if self.dropped_rounds.contains(&round) {
-            // Offline for the rest of this round: come back once it has moved on.
-            tokio::time::sleep(Duration::from_millis(20).min(self.opts.max_retry_wait)).await;
-            return Ok(());
-        }
-        if plan.drop_before_download {
-            self.drop_out(round, "before download");
-            self.report(round, vec![("dropped_out".into(), 1.0)]).await;
-            return Ok(());
-        }
         let _active = match &self.opts.active {
             Some(slots) => Some(
                 slots
@@ -272,20 +245,14 @@ impl<T: Transport> Client<T> {
             .ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
         let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
         let (down0, up0) = (self.summary.bytes_down, self.summary.bytes_up);
-        // Whole bundles in shared memory, unless a fault must hit bytes in transit.
-        let shared = self.transport.shares_memory()
-            && plan.drop_during_download.is_none()
-            && plan.interrupt_download.is_none()
-            && plan.drop_during_upload.is_none();
+        // Whole bundles where the transport shares memory with the server.
+        let shared = self.transport.shares_memory();
         let fetched = if shared {
             self.fetch_shared(&task, &header).await?
         } else {
-            self.download(&task, header, &plan).await?
+            self.download(&task, header).await?
         };
         let Some(global) = fetched else {
-            if self.dropped_rounds.contains(&round) {
-                self.report(round, vec![("dropped_out".into(), 1.0)]).await;
-            }
             return Ok(());
         };
         let ctx = TaskContext {
@@ -295,32 +262,24 @@ impl<T: Transport> Client<T> {
         };
         let (update, delta) = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
-        if let Some(delay) = plan.delay {
-            tokio::time::sleep(delay).await;
-        }
         if shared {
             self.submit_shared(&task, delta, update.num_examples)
                 .await?;
         } else {
-            self.upload(&task, delta.into_bundle(), update.num_examples, &plan)
+            self.upload(&task, delta.into_bundle(), update.num_examples)
                 .await?;
         }
         let mut metrics = update.metrics;
-        if self.dropped_rounds.contains(&round) {
-            metrics = vec![("dropped_out".into(), 1.0)];
-        } else {
-            metrics.push((
-                "bytes_down".into(),
-                (self.summary.bytes_down - down0) as f64,
-            ));
-            metrics.push(("bytes_up".into(), (self.summary.bytes_up - up0) as f64));
-        }
+        metrics.push((
+            "bytes_down".into(),
+            (self.summary.bytes_down - down0) as f64,
+        ));
+        metrics.push(("bytes_up".into(), (self.summary.bytes_up - up0) as f64));
         self.report(round, metrics).await;
         Ok(())
     }
 
-    /// Sends a round's metrics (best effort: a failed report is logged and dropped). A
-    /// device that dropped out reports it once back online, as phones send analytics later.
+    /// Sends a round's metrics (best effort: a failed report is logged and dropped).
     async fn report(&mut self, round: u64, metrics: Vec<(String, f64)>) {
         let report = v1::MetricsReport {
             round,
@@ -334,12 +293,6 @@ impl<T: Transport> Client<T> {
         {
             debug!(status = %s, "metrics report failed (ignored)");
         }
-    }
-
-    fn drop_out(&mut self, round: u64, when: &str) {
-        debug!(client = %self.opts.client_id, round, when, "fault injection: device dropped out");
-        self.dropped_rounds.insert(round);
-        self.summary.dropped += 1;
     }
 
     /// Trains on the CPU pool; returns the local update and the delta to send.

@@ -2,24 +2,21 @@
 
 use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, EncodedBundle, FiniteBundle, v1};
 use futures::StreamExt;
-use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::{Client, Failure, FaultPlan};
+use super::{Client, Failure};
 use crate::{ClientError, Transport};
 
 impl<T: Transport> Client<T> {
     /// Downloads the task's model, resuming after a broken stream from the last byte
-    /// received. `None` when the device dropped out or the model is no longer served.
+    /// received. `None` when the model is no longer served (the round moved on).
     pub(super) async fn download(
         &mut self,
         task: &v1::Task,
         header: BundleHeader,
-        plan: &FaultPlan,
     ) -> Result<Option<Bundle>, ClientError> {
         let total = header.encoded_bytes;
         let mut rx = BundleReceiver::new(header.clone());
-        let mut interrupted = false;
         let mut attempt = 0;
         loop {
             let token = match self.token().await {
@@ -51,23 +48,6 @@ impl<T: Transport> Client<T> {
                         }
                         rx.push(&chunk.data)?;
                         self.summary.bytes_down += chunk.data.len() as u64;
-                        if plan
-                            .drop_during_download
-                            .is_some_and(|n| rx.received() >= n)
-                        {
-                            self.drop_out(task.round, "during download");
-                            return Ok(None);
-                        }
-                        if !interrupted
-                            && plan.interrupt_download.is_some_and(|n| rx.received() >= n)
-                            && rx.received() < total
-                        {
-                            interrupted = true;
-                            failure = Some(tonic::Status::unavailable(
-                                "fault injection: connection lost",
-                            ));
-                            break;
-                        }
                     }
                 }
             }
@@ -116,7 +96,6 @@ impl<T: Transport> Client<T> {
         task: &v1::Task,
         update: Bundle,
         num_examples: u64,
-        plan: &FaultPlan,
     ) -> Result<(), ClientError> {
         let encoded = EncodedBundle::encode(&update, self.opts.compression)?;
         let header = v1::UploadHeader {
@@ -129,20 +108,8 @@ impl<T: Transport> Client<T> {
         let mut attempt = 0;
         loop {
             let token = self.upload_token().await?;
-            let (messages, dropped) =
-                self.upload_messages(&header, &encoded, plan.drop_during_upload);
-            let call = self.transport.upload(&token, messages);
-            let result = match dropped {
-                None => call.await,
-                Some(signal) => tokio::select! {
-                    r = call => r,
-                    _ = signal => {
-                        // Abandon the call mid-stream, as a device losing its connection would.
-                        self.drop_out(task.round, "during upload");
-                        return Ok(());
-                    }
-                },
-            };
+            let messages = self.upload_messages(&header, &encoded);
+            let result = self.transport.upload(&token, messages).await;
             let bytes = encoded.payload.len() as u64;
             if let Some(done) = self
                 .settle_upload(task.round, &mut attempt, result, bytes)
@@ -264,17 +231,12 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// The upload stream: header, chunks, digest. With `drop_after`, the stream stops after
-    /// that many chunks and never ends; the returned receiver fires at that point.
+    /// The upload stream: header, chunks, digest.
     fn upload_messages(
         &self,
         header: &v1::UploadHeader,
         encoded: &EncodedBundle,
-        drop_after: Option<usize>,
-    ) -> (
-        crate::BoxStream<v1::UploadMessage>,
-        Option<oneshot::Receiver<()>>,
-    ) {
+    ) -> crate::BoxStream<v1::UploadMessage> {
         use v1::upload_message::Kind;
         let msg = |kind| v1::UploadMessage { kind: Some(kind) };
         let chunks: Vec<_> = encoded
@@ -282,23 +244,10 @@ impl<T: Transport> Client<T> {
             .map(|(_, data)| msg(Kind::Chunk(data)))
             .collect();
         let first = std::iter::once(msg(Kind::Header(header.clone())));
-        match drop_after {
-            None => {
-                let digest = msg(Kind::Digest(bytes::Bytes::copy_from_slice(
-                    &encoded.header.digest.0,
-                )));
-                let all: Vec<_> = first.chain(chunks).chain(std::iter::once(digest)).collect();
-                (futures::stream::iter(all).boxed(), None)
-            }
-            Some(k) => {
-                let (tx, rx) = oneshot::channel();
-                let sent: Vec<_> = first.chain(chunks.into_iter().take(k)).collect();
-                let stall = futures::stream::once(async move {
-                    let _ = tx.send(());
-                    futures::future::pending::<v1::UploadMessage>().await
-                });
-                (futures::stream::iter(sent).chain(stall).boxed(), Some(rx))
-            }
-        }
+        let digest = msg(Kind::Digest(bytes::Bytes::copy_from_slice(
+            &encoded.header.digest.0,
+        )));
+        let all: Vec<_> = first.chain(chunks).chain(std::iter::once(digest)).collect();
+        futures::stream::iter(all).boxed()
     }
 }
