@@ -25,6 +25,9 @@ pub enum ClientError {
     Runtime(String),
     #[error(transparent)]
     Codec(#[from] fedtune_proto::CodecError),
+    /// The server asked for local training this device cannot run.
+    #[error(transparent)]
+    Plan(#[from] fedtune_proto::PlanError),
     #[error("server sent a malformed message: {0}")]
     Protocol(String),
 }

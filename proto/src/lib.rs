@@ -5,6 +5,7 @@
 //! * [`Tensor`], [`Bundle`]: named tensors (f32, f16, bf16) as the federation moves them.
 //! * [`EncodedBundle`], [`BundleReceiver`]: the bundle codec (payload layout, optional zstd,
 //!   chunking, XXH3-128 digest), so a model of any size travels in chunks of at most 1 MiB.
+//! * [`TrainingPlan`]: the local training a round asks for, converted once from the wire.
 //! * [`bulk`]: those chunks framed and deframed for gRPC without copying them.
 //! * [`simd`]: whole-model loops compiled for AVX2 too, chosen at run time.
 
@@ -14,6 +15,7 @@ mod dtype;
 mod error;
 mod finite;
 mod header;
+mod plan;
 pub mod simd;
 mod tensor;
 
@@ -28,6 +30,7 @@ pub use dtype::DType;
 pub use error::CodecError;
 pub use finite::FiniteBundle;
 pub use header::{BundleHeader, Compression, Digest, TensorSpec};
+pub use plan::{LocalOptimizer, PlanError, TrainingPlan};
 pub use tensor::{Bundle, Tensor};
 
 // Tensors are handled as little-endian bytes without conversion.

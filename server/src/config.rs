@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fedtune_proto::v1::TrainingConfig;
+use fedtune_proto::TrainingPlan;
 
 /// How rounds are run. Defaults suit a small deployment; the simulation engine sets its own.
 #[derive(Clone, Debug)]
@@ -34,7 +34,7 @@ pub struct ServerConfig {
     /// Chunk size for downloads.
     pub chunk_bytes: usize,
     /// Local training settings sent with every task.
-    pub training: TrainingConfig,
+    pub training: TrainingPlan,
     /// fsync checkpoints and the database on commit (off only for throwaway benchmarks).
     pub durable: bool,
     /// How long the server keeps answering "finished" before it stops.
@@ -66,12 +66,7 @@ impl Default for ServerConfig {
             max_concurrent_uploads: 2,
             max_update_bytes: 4 << 30,
             chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
-            training: TrainingConfig {
-                local_steps: 10,
-                batch_size: 16,
-                learning_rate: 0.01,
-                extra: Default::default(),
-            },
+            training: TrainingPlan::default(),
             durable: true,
             linger: Duration::from_secs(3),
             keep_checkpoints: 0,

@@ -220,7 +220,7 @@ impl Coordinator {
                 task_id: r.task_for(client, self.boot_id),
                 round: r.round,
                 model_version: r.model_version,
-                config: Some(self.config.training.clone()),
+                config: Some(self.config.training.to_wire()),
                 model: Some(global.encoded.header.to_wire()),
                 deadline_in_ms: r
                     .deadline

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fedtune_proto::v1::TrainingConfig;
+use fedtune_proto::TrainingPlan;
 use fedtune_server::{Coordinator, ServerConfig, strategy};
 
 use fedtune::models::ModelSpec;
@@ -103,11 +103,11 @@ impl RoundArgs {
             min_clients: self.min_clients.unwrap_or(k),
             round_timeout: self.round_timeout,
             seed: self.seed,
-            training: TrainingConfig {
+            training: TrainingPlan {
                 local_steps: self.local_steps,
                 batch_size: self.batch_size,
                 learning_rate: self.lr,
-                extra: Default::default(),
+                ..TrainingPlan::default()
             },
             ..ServerConfig::default()
         })

@@ -10,7 +10,7 @@ use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
 use fedtune_llm::backprop::Example;
 use fedtune_llm::llama::LlamaModel;
 use fedtune_llm::lora::LoraAdapter;
-use fedtune_proto::{Bundle, v1::TrainingConfig};
+use fedtune_proto::{Bundle, TrainingPlan};
 use fedtune_server::ServerConfig;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -111,10 +111,6 @@ pub fn server_setup(cfg: &JobConfig, n_clients: usize) -> Result<(Bundle, Server
 
 pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
     let k = cfg.clients_per_round;
-    let mut extra = std::collections::HashMap::new();
-    if cfg.prox_mu > 0.0 {
-        extra.insert("prox_mu".to_string(), cfg.prox_mu.to_string());
-    }
     ServerConfig {
         rounds: cfg.rounds,
         clients_per_round: k,
@@ -126,11 +122,12 @@ pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
         ),
         long_poll: Duration::from_secs(30),
         seed: cfg.seed,
-        training: TrainingConfig {
+        training: TrainingPlan {
             local_steps: cfg.local_steps,
             batch_size: cfg.batch_size,
             learning_rate: cfg.lr,
-            extra,
+            prox_mu: cfg.prox_mu,
+            ..TrainingPlan::default()
         },
         durable: false,
         linger: Duration::ZERO,

@@ -10,7 +10,7 @@ mod transfer;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fedtune_proto::{Bundle, BundleHeader, Compression, FiniteBundle, Tensor, v1};
+use fedtune_proto::{Bundle, BundleHeader, Compression, FiniteBundle, Tensor, TrainingPlan, v1};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Semaphore;
 use tonic::{Code, Status};
@@ -244,6 +244,8 @@ impl<T: Transport> Client<T> {
             .as_ref()
             .ok_or_else(|| ClientError::Protocol("task without a model description".into()))?;
         let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
+        // The plan is checked before anything is downloaded.
+        let plan = TrainingPlan::from_wire(&task.config.clone().unwrap_or_default())?;
         let (down0, up0) = (self.summary.bytes_down, self.summary.bytes_up);
         // Whole bundles where the transport shares memory with the server.
         let shared = self.transport.shares_memory();
@@ -258,7 +260,7 @@ impl<T: Transport> Client<T> {
         let ctx = TaskContext {
             round,
             model_version: task.model_version,
-            config: task.config.clone().unwrap_or_default(),
+            plan,
         };
         let (update, delta) = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
@@ -432,7 +434,7 @@ mod tests {
         let ctx = TaskContext {
             round: 1,
             model_version: 0,
-            config: Default::default(),
+            plan: Default::default(),
         };
         let mut values = vec![1.0f32; 5000];
         let global = bundle(&values);

@@ -115,11 +115,11 @@ impl Trainer for LinRegTrainer {
             return Err(TrainerError::NoData("no local examples"));
         }
         let loss_before = self.data.mse(global)?;
-        let lr = f64::from(task.config.learning_rate);
-        let batch = (task.config.batch_size as usize).clamp(1, n);
+        let lr = f64::from(task.plan.learning_rate);
+        let batch = (task.plan.batch_size as usize).clamp(1, n);
         let mut rng =
             ChaCha8Rng::seed_from_u64(self.seed ^ task.round.wrapping_mul(0xA24B_AED4_963E_E407));
-        for step in 0..task.config.local_steps.max(1) as usize {
+        for step in 0..task.plan.local_steps.max(1) as usize {
             let mut gw = vec![0.0; dim];
             let mut gb = 0.0;
             for _ in 0..batch {
@@ -165,7 +165,7 @@ impl Trainer for LinRegTrainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedtune_proto::v1::TrainingConfig;
+    use fedtune_proto::TrainingPlan;
 
     #[test]
     fn local_sgd_lowers_the_loss_deterministically() {
@@ -174,11 +174,11 @@ mod tests {
         let task = TaskContext {
             round: 1,
             model_version: 0,
-            config: TrainingConfig {
+            plan: TrainingPlan {
                 local_steps: 50,
                 batch_size: 8,
                 learning_rate: 0.02,
-                extra: Default::default(),
+                ..TrainingPlan::default()
             },
         };
         let g = linreg_model(4);
@@ -195,7 +195,7 @@ mod tests {
         let task = TaskContext {
             round: 1,
             model_version: 0,
-            config: TrainingConfig::default(),
+            plan: TrainingPlan::default(),
         };
         assert!(matches!(
             t.train(&linreg_model(5), &task),

@@ -4,13 +4,12 @@
 //!
 //! On the wire an adapter is a bundle of f32 tensors named as in llama.cpp's GGUF LoRA files
 //! (`blk.{i}.attn_q.weight.lora_a` `[r, in]`, `….lora_b` `[out, r]`).
-//! The round's [`TrainingConfig`](fedtune_proto::v1::TrainingConfig) gives the local steps,
-//! batch size and learning rate; its `extra` map may set `prox_mu` (FedProx),
-//! `max_grad_norm`, `grad_accum` and `optimizer` (`adamw` or `sgd`).
+//! The round's [`TrainingPlan`](fedtune_proto::TrainingPlan) gives the local steps, batch
+//! size, learning rate, optimiser, clipping, accumulation and FedProx's μ.
 
 use std::sync::Arc;
 
-use fedtune_proto::{Bundle, Tensor};
+use fedtune_proto::{Bundle, LocalOptimizer, Tensor};
 
 use super::{LocalUpdate, TaskContext, Trainer, TrainerError};
 use fedtune_llm::backprop::{BaseView, Example, FitConfig, OptimizerKind, Schedule, evaluate, fit};
@@ -143,49 +142,30 @@ impl LoraTrainer {
         Ok(loss)
     }
 
-    fn fit_config(&self, task: &TaskContext) -> Result<FitConfig, TrainerError> {
-        let c = &task.config;
-        let extra = |k: &str| c.extra.get(k).map(String::as_str);
-        let num = |k: &str, default: f64| -> Result<f64, TrainerError> {
-            extra(k).map_or(Ok(default), |v| {
-                v.parse().map_err(|_| {
-                    TrainerError::Plan(format!("training config {k}={v} is not a number"))
-                })
-            })
-        };
-        let optimizer = match extra("optimizer").unwrap_or("adamw") {
-            "adamw" => OptimizerKind::AdamW {
-                weight_decay: num("weight_decay", 0.0)? as f32,
-            },
-            "sgd" => OptimizerKind::Sgd {
-                momentum: num("momentum", 0.0)? as f32,
-            },
-            other => {
-                return Err(TrainerError::Plan(format!(
-                    "unknown optimizer {other:?} (adamw or sgd)"
-                )));
-            }
-        };
-        let max_norm = num("max_grad_norm", 1.0)?;
-        Ok(FitConfig {
-            steps: ((f64::from(c.local_steps) * self.steps_scale).round() as u64).max(1),
-            batch_size: (c.batch_size as usize).max(1),
-            grad_accum: num("grad_accum", 1.0)? as usize,
-            lr: c.learning_rate,
+    fn fit_config(&self, task: &TaskContext) -> FitConfig {
+        let p = &task.plan;
+        FitConfig {
+            steps: ((f64::from(p.local_steps) * self.steps_scale).round() as u64).max(1),
+            batch_size: (p.batch_size as usize).max(1),
+            grad_accum: p.grad_accum as usize,
+            lr: p.learning_rate,
             schedule: Schedule::Constant,
-            optimizer,
-            max_grad_norm: (max_norm > 0.0).then_some(max_norm),
-            prox_mu: num("prox_mu", 0.0)? as f32,
+            optimizer: match p.optimizer {
+                LocalOptimizer::AdamW { weight_decay } => OptimizerKind::AdamW { weight_decay },
+                LocalOptimizer::Sgd { momentum } => OptimizerKind::Sgd { momentum },
+            },
+            max_grad_norm: p.max_grad_norm,
+            prox_mu: p.prox_mu,
             checkpoint: false,
             seed: self.seed ^ task.round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        })
+        }
     }
 }
 
 impl Trainer for LoraTrainer {
     fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainerError> {
         let mut adapter = adapter_from_bundle(global, &self.template)?;
-        let cfg = self.fit_config(task)?;
+        let cfg = self.fit_config(task);
         let mut metrics = Vec::with_capacity(3);
         if self.eval_before {
             metrics.push(("train_loss_before".into(), self.eval(&adapter)?));

@@ -7,7 +7,7 @@ pub use linreg::{LinRegData, LinRegTrainer, linreg_model};
 pub use lora::{LoraTrainer, adapter_bundle, adapter_from_bundle};
 
 use fedtune_llm::backprop::TrainError;
-use fedtune_proto::{Bundle, v1::TrainingConfig};
+use fedtune_proto::{Bundle, TrainingPlan};
 
 /// Why a [`Trainer`] produced no update this round.
 #[derive(Debug, thiserror::Error)]
@@ -16,9 +16,6 @@ pub enum TrainerError {
     /// The global model (or the trainer's own result) is not what this trainer trains.
     #[error("the model does not fit this trainer: {0}")]
     Model(String),
-    /// The round's training plan cannot be run (an unknown optimiser, a value out of range).
-    #[error("the round's training plan cannot be run: {0}")]
-    Plan(String),
     /// Nothing on this device to learn from.
     #[error("no local training data: {0}")]
     NoData(&'static str),
@@ -32,7 +29,8 @@ pub enum TrainerError {
 pub struct TaskContext {
     pub round: u64,
     pub model_version: u64,
-    pub config: TrainingConfig,
+    /// The local training the server asked for, checked when the task arrived.
+    pub plan: TrainingPlan,
 }
 
 /// The result of local training: the new local model, how many examples it saw (the weight
