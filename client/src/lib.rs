@@ -12,5 +12,7 @@ mod transport;
 
 pub use error::ClientError;
 pub use runtime::{Backoff, Client, ClientOptions, ClientSummary};
-pub use trainer::{LocalUpdate, TaskContext, Trainer, TrainerError};
+pub use trainer::{
+    LinRegData, LinRegTrainer, LocalUpdate, LoraTrainer, TaskContext, Trainer, TrainerError,
+};
 pub use transport::{BoxStream, GrpcTransport, Transport};

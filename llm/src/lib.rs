@@ -15,3 +15,10 @@ pub mod llama;
 pub mod lora;
 pub mod quant;
 pub mod tokenizer;
+
+pub use backprop::TrainError;
+pub use gguf::{GgufError, GgufFile};
+pub use llama::{LlamaConfig, LlamaError, LlamaModel};
+pub use lora::{InvalidAdapter, LoraAdapter, LoraConfig, LoraError};
+pub use quant::{GgmlType, QuantError};
+pub use tokenizer::{Tokenizer, TokenizerError};

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use fedtune_llm::gguf::GgufFile;
 use fedtune_llm::tokenizer::{Tokenizer, VocabSpec};
+use serde_json::Value;
 
 fn model_path() -> Option<PathBuf> {
     let home = std::env::var_os("HOME")?;
@@ -34,59 +35,24 @@ fn cases() -> Vec<Case> {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizer/smollm2.json");
     let text = std::fs::read_to_string(&path).expect("fixture");
-    let Json::Array(items) = json::parse(&text) else {
-        panic!("fixture is not a list")
-    };
+    let items: Vec<Value> = serde_json::from_str(&text).expect("the fixture is a JSON list");
     items
-        .into_iter()
-        .map(|item| {
-            let Json::Object(fields) = item else {
-                panic!("case is not an object")
-            };
-            let get = |k: &str| {
-                fields
-                    .iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| v)
-                    .expect(k)
-            };
-            let (
-                Json::String(text),
-                Json::Bool(add_special),
-                Json::Bool(parse_special),
-                Json::Array(ids),
-            ) = (
-                get("text"),
-                get("add_special"),
-                get("parse_special"),
-                get("ids"),
-            )
-            else {
-                panic!("bad case")
-            };
-            let ids = ids
-                .iter()
-                .map(|v| match v {
-                    Json::Number(n) => u32::try_from(*n).unwrap(),
-                    _ => panic!("bad id"),
-                })
-                .collect();
-            let opt = |k: &str| {
-                fields
-                    .iter()
-                    .find(|(key, _)| key == k)
-                    .map(|(_, v)| match v {
-                        Json::String(p) => p.clone(),
-                        _ => panic!("bad {k}"),
-                    })
-            };
+        .iter()
+        .map(|c| {
+            let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_owned);
+            let flag = |k: &str| c[k].as_bool().expect(k);
             Case {
-                pre: opt("pre"),
-                vocab: opt("vocab"),
-                text: text.clone(),
-                add_special: *add_special,
-                parse_special: *parse_special,
-                ids,
+                text: text("text").expect("text"),
+                add_special: flag("add_special"),
+                parse_special: flag("parse_special"),
+                ids: c["ids"]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()).expect("id"))
+                    .collect(),
+                pre: text("pre"),
+                vocab: text("vocab"),
             }
         })
         .collect()
@@ -256,179 +222,5 @@ fn spm_from_bpe(bpe: &VocabSpec) -> VocabSpec {
             scores.push(-(i as f32));
         }
     }
-    VocabSpec {
-        model: "llama".into(),
-        pre: None,
-        tokens,
-        token_types,
-        merges: Vec::new(),
-        scores,
-        bos: Some(1),
-        eos: Some(2),
-        unk: Some(0),
-        pad: None,
-        add_bos: true,
-        add_eos: false,
-        add_space_prefix: true,
-        chat_template: None,
-    }
-}
-
-/// Just enough JSON for the fixture (no dev-dependency on a JSON crate).
-enum Json {
-    Null,
-    Bool(bool),
-    Number(i64),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
-}
-
-mod json {
-    use super::Json;
-
-    pub fn parse(s: &str) -> Json {
-        let mut p = Parser {
-            s: s.as_bytes(),
-            i: 0,
-        };
-        let v = p.value();
-        p.ws();
-        assert_eq!(p.i, p.s.len(), "trailing data");
-        v
-    }
-
-    struct Parser<'a> {
-        s: &'a [u8],
-        i: usize,
-    }
-
-    impl Parser<'_> {
-        fn ws(&mut self) {
-            while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-                self.i += 1;
-            }
-        }
-
-        fn eat(&mut self, lit: &str) {
-            assert!(
-                self.s[self.i..].starts_with(lit.as_bytes()),
-                "expected {lit} at {}",
-                self.i
-            );
-            self.i += lit.len();
-        }
-
-        fn value(&mut self) -> Json {
-            self.ws();
-            match self.s[self.i] {
-                b'n' => {
-                    self.eat("null");
-                    Json::Null
-                }
-                b't' => {
-                    self.eat("true");
-                    Json::Bool(true)
-                }
-                b'f' => {
-                    self.eat("false");
-                    Json::Bool(false)
-                }
-                b'"' => Json::String(self.string()),
-                b'[' => {
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    loop {
-                        self.ws();
-                        if self.s[self.i] == b']' {
-                            self.i += 1;
-                            return Json::Array(items);
-                        }
-                        items.push(self.value());
-                        self.ws();
-                        if self.s[self.i] == b',' {
-                            self.i += 1;
-                        }
-                    }
-                }
-                b'{' => {
-                    self.i += 1;
-                    let mut fields = Vec::new();
-                    loop {
-                        self.ws();
-                        if self.s[self.i] == b'}' {
-                            self.i += 1;
-                            return Json::Object(fields);
-                        }
-                        let k = self.string();
-                        self.ws();
-                        self.eat(":");
-                        fields.push((k, self.value()));
-                        self.ws();
-                        if self.s[self.i] == b',' {
-                            self.i += 1;
-                        }
-                    }
-                }
-                _ => {
-                    let start = self.i;
-                    while self.i < self.s.len()
-                        && (self.s[self.i] == b'-' || self.s[self.i].is_ascii_digit())
-                    {
-                        self.i += 1;
-                    }
-                    Json::Number(
-                        std::str::from_utf8(&self.s[start..self.i])
-                            .unwrap()
-                            .parse()
-                            .unwrap(),
-                    )
-                }
-            }
-        }
-
-        fn hex4(&mut self) -> u32 {
-            let h = std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-            self.i += 4;
-            u32::from_str_radix(h, 16).unwrap()
-        }
-
-        fn string(&mut self) -> String {
-            self.eat("\"");
-            let mut out = Vec::new();
-            loop {
-                let b = self.s[self.i];
-                self.i += 1;
-                match b {
-                    b'"' => return String::from_utf8(out).unwrap(),
-                    b'\\' => {
-                        let e = self.s[self.i];
-                        self.i += 1;
-                        let c = match e {
-                            b'n' => '\n',
-                            b't' => '\t',
-                            b'r' => '\r',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'u' => {
-                                let hi = self.hex4();
-                                let cp = if (0xD800..0xDC00).contains(&hi) {
-                                    self.eat("\\u");
-                                    let lo = self.hex4();
-                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                                } else {
-                                    hi
-                                };
-                                char::from_u32(cp).unwrap()
-                            }
-                            other => char::from(other),
-                        };
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                    }
-                    _ => out.push(b),
-                }
-            }
-        }
-    }
+    VocabSpec::sentencepiece(tokens, token_types, scores)
 }

@@ -202,8 +202,9 @@ pub fn f32_matrix(data: &[f32], rows: usize, cols: usize) -> QMatrix<'_> {
         .expect("data holds rows × cols values")
 }
 
-/// `[n × m]` → `[m × n]`.
-pub fn transpose(a: &[f32], n: usize, m: usize) -> Vec<f32> {
+/// `[n × m]` → `[m × n]` (tests check the products against it).
+#[cfg(test)]
+fn transpose(a: &[f32], n: usize, m: usize) -> Vec<f32> {
     let mut t = vec![0f32; a.len()];
     for (i, row) in a.chunks_exact(m).enumerate() {
         for (j, &v) in row.iter().enumerate() {

@@ -22,19 +22,19 @@
 //! - [`step`]: [`train_step`] (plain SGD) and [`train_step_with`] (any optimiser, clipping),
 //!   which refuse to apply a non-finite loss or gradient.
 
-pub mod attention;
-pub mod backward;
+mod attention;
+mod backward;
 mod error;
-pub mod fit;
-pub mod forward;
-pub mod grads;
-pub mod linalg;
+mod fit;
+mod forward;
+mod grads;
+mod linalg;
 
-pub mod ops;
-pub mod optim;
-pub mod params;
-pub mod pretrain;
-pub mod step;
+mod ops;
+mod optim;
+mod params;
+mod pretrain;
+mod step;
 
 pub use backward::loss_and_grads;
 pub use error::TrainError;
@@ -46,6 +46,7 @@ pub use forward::loss;
 pub use grads::Grads;
 pub use optim::{AdamW, Optimizer, Schedule, Sgd, clip_grad_norm};
 pub use params::{BaseView, LayerParams, LayerView, Params};
+pub use pretrain::{init_params, to_gguf};
 pub use step::{StepStats, sgd_step, train_step, train_step_with};
 
 /// One training sequence: its tokens and, optionally, which of them count as targets.

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16};
+use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16, for_each_tile};
 use super::{ActBlock, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q8_0};
 
 #[inline]
@@ -526,35 +526,24 @@ pub unsafe fn gemm_q4_0x16(
     stride: usize,
 ) {
     debug_assert!(acts.nb == w.blocks() && g1 * GROUP_ROWS <= w.rows());
-    let mut t0 = 0;
-    while t0 < n {
-        let take = match n - t0 {
-            k if k >= 4 => 4,
-            k if k >= 2 => 2,
-            _ => 1,
-        };
-        for g in g0..g1 {
-            for h in 0..2 {
-                let store = |t: usize, v: __m256| {
-                    // SAFETY: element (t0 + t, 16g + 8h..+8) belongs to this call (# Safety).
-                    unsafe {
-                        _mm256_storeu_ps(out.add((t0 + t) * stride + g * GROUP_ROWS + 8 * h), v)
-                    }
-                };
-                // SAFETY (each arm): `take` rows from t0 exist (t0 + take <= n).
-                match take {
-                    4 => unsafe { x16_tile::<4>(w, g, h, acts, t0) }
-                        .into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| store(t, v)),
-                    2 => unsafe { x16_tile::<2>(w, g, h, acts, t0) }
-                        .into_iter()
-                        .enumerate()
-                        .for_each(|(t, v)| store(t, v)),
-                    _ => store(0, unsafe { x16_tile::<1>(w, g, h, acts, t0) }[0]),
-                }
+    for_each_tile(n, 4, (g0, g1), |t0, take, g| {
+        for h in 0..2 {
+            let store = |t: usize, v: __m256| {
+                // SAFETY: element (t0 + t, 16g + 8h..+8) belongs to this call (# Safety).
+                unsafe { _mm256_storeu_ps(out.add((t0 + t) * stride + g * GROUP_ROWS + 8 * h), v) }
+            };
+            // SAFETY (each arm): `take` rows from t0 exist (t0 + take <= n).
+            match take {
+                4 => unsafe { x16_tile::<4>(w, g, h, acts, t0) }
+                    .into_iter()
+                    .enumerate()
+                    .for_each(|(t, v)| store(t, v)),
+                2 => unsafe { x16_tile::<2>(w, g, h, acts, t0) }
+                    .into_iter()
+                    .enumerate()
+                    .for_each(|(t, v)| store(t, v)),
+                _ => store(0, unsafe { x16_tile::<1>(w, g, h, acts, t0) }[0]),
             }
         }
-        t0 += take;
-    }
+    });
 }

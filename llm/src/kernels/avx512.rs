@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16};
+use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16, for_each_tile};
 
 /// Activation rows a tile takes at most (8 accumulators + 8 unpacked code vectors + temporaries
 /// fit the 32 registers).
@@ -110,38 +110,26 @@ pub unsafe fn gemm_q4_0x16(
     stride: usize,
 ) {
     debug_assert!(acts.nb == w.blocks() && g1 * GROUP_ROWS <= w.rows());
-    let mut t0 = 0;
-    while t0 < n {
-        let take = match n - t0 {
-            k if k >= MAX_T => MAX_T,
-            k if k >= 4 => 4,
-            k if k >= 2 => 2,
-            _ => 1,
+    for_each_tile(n, MAX_T, (g0, g1), |t0, take, g| {
+        let store = |t: usize, v: __m512| {
+            // SAFETY: element (t0 + t, 16g..16g + 16) belongs to this call (# Safety).
+            unsafe { _mm512_storeu_ps(out.add((t0 + t) * stride + g * GROUP_ROWS), v) }
         };
-        // Activations outside, weight groups inside: the tile's activation blocks stay in L1
-        // while the task's rows stream past.
-        for g in g0..g1 {
-            // SAFETY (each arm): `take` rows from t0 exist (t0 + take <= n), see # Safety.
-            let store = |t: usize, v: __m512| {
-                // SAFETY: element (t0 + t, 16g..16g + 16) belongs to this call (# Safety).
-                unsafe { _mm512_storeu_ps(out.add((t0 + t) * stride + g * GROUP_ROWS), v) }
-            };
-            match take {
-                MAX_T => unsafe { tile::<MAX_T>(w, g, acts, t0) }
-                    .into_iter()
-                    .enumerate()
-                    .for_each(|(t, v)| store(t, v)),
-                4 => unsafe { tile::<4>(w, g, acts, t0) }
-                    .into_iter()
-                    .enumerate()
-                    .for_each(|(t, v)| store(t, v)),
-                2 => unsafe { tile::<2>(w, g, acts, t0) }
-                    .into_iter()
-                    .enumerate()
-                    .for_each(|(t, v)| store(t, v)),
-                _ => store(0, unsafe { tile::<1>(w, g, acts, t0) }[0]),
-            }
+        // SAFETY (each arm): `take` rows from t0 exist (t0 + take <= n), see # Safety.
+        match take {
+            MAX_T => unsafe { tile::<MAX_T>(w, g, acts, t0) }
+                .into_iter()
+                .enumerate()
+                .for_each(|(t, v)| store(t, v)),
+            4 => unsafe { tile::<4>(w, g, acts, t0) }
+                .into_iter()
+                .enumerate()
+                .for_each(|(t, v)| store(t, v)),
+            2 => unsafe { tile::<2>(w, g, acts, t0) }
+                .into_iter()
+                .enumerate()
+                .for_each(|(t, v)| store(t, v)),
+            _ => store(0, unsafe { tile::<1>(w, g, acts, t0) }[0]),
         }
-        t0 += take;
-    }
+    });
 }

@@ -10,8 +10,8 @@
 
 pub mod cpu;
 mod matmul;
-pub mod pool;
-pub mod scalar;
+pub(crate) mod pool;
+mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

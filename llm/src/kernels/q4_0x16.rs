@@ -53,6 +53,32 @@ pub(super) struct ActRows<'a> {
     pub nb: usize,
 }
 
+/// The interleaved products' loop, shared by the AVX2 and AVX-512 kernels: tiles of activation
+/// rows outside (the largest of `max_t`, 4, 2 or 1 rows that is left, so a tile's activation
+/// blocks stay in L1 while the weight groups stream past), the weight groups `g0..g1` inside.
+/// `tile(t0, take, g)` multiplies activation rows `t0..t0 + take` by group `g`.
+#[inline(always)]
+pub(super) fn for_each_tile(
+    n: usize,
+    max_t: usize,
+    (g0, g1): (usize, usize),
+    mut tile: impl FnMut(usize, usize, usize),
+) {
+    let mut t0 = 0;
+    while t0 < n {
+        let take = match n - t0 {
+            k if k >= max_t => max_t,
+            k if k >= 4 => 4,
+            k if k >= 2 => 2,
+            _ => 1,
+        };
+        for g in g0..g1 {
+            tile(t0, take, g);
+        }
+        t0 += take;
+    }
+}
+
 /// Whether [`Q4_0x16`] can hold `m`.
 pub fn can_pack(m: &QMatrix) -> bool {
     m.ty == GgmlType::Q4_0 && m.rows > 0 && m.rows.is_multiple_of(GROUP_ROWS)

@@ -14,7 +14,7 @@ mod kv_cache;
 mod model;
 mod quantize;
 pub mod random;
-pub mod rope;
+pub(crate) mod rope;
 mod sampling;
 mod weights;
 

@@ -19,20 +19,20 @@ use std::fmt;
 use half::f16;
 
 mod error;
-pub mod float;
-pub mod nf4;
-pub mod q2_k;
-pub mod q3_k;
-pub mod q4_0;
-pub mod q4_1;
-pub mod q4_k;
-pub mod q5_0;
-pub mod q5_1;
-pub mod q5_k;
-pub mod q6_k;
-pub mod q8_0;
-pub mod q8_1;
-pub mod q8_k;
+mod float;
+mod nf4;
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q5_1;
+mod q5_k;
+mod q6_k;
+mod q8_0;
+mod q8_1;
+mod q8_k;
 #[cfg(test)]
 mod tests;
 
@@ -345,4 +345,40 @@ fn absmax_scale(x: &[f32], qmax: f32) -> (f32, f32) {
         .fold(0.0f32, |a, v| if v.abs() > a { v.abs() } else { a });
     let d = amax / qmax;
     (d, if d != 0.0 { 1.0 / d } else { 0.0 })
+}
+
+/// The loop of every block format's decoder: `f` on each whole block of `src` and the `len`
+/// values it decodes to (callers check the lengths first).
+#[inline(always)]
+fn each_block<const BYTES: usize>(
+    src: &[u8],
+    dst: &mut [f32],
+    len: usize,
+    mut f: impl FnMut(&[u8; BYTES], &mut [f32]),
+) {
+    for (b, y) in src
+        .as_chunks::<BYTES>()
+        .0
+        .iter()
+        .zip(dst.chunks_exact_mut(len))
+    {
+        f(b, y);
+    }
+}
+
+/// The loop of every block format's encoder: `f` on each `len` values of `src` and the
+/// block they encode to.
+#[inline(always)]
+fn encode_blocks<const BYTES: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    len: usize,
+    mut f: impl FnMut(&[f32], &mut [u8; BYTES]),
+) {
+    for (x, b) in src
+        .chunks_exact(len)
+        .zip(dst.as_chunks_mut::<BYTES>().0.iter_mut())
+    {
+        f(x, b);
+    }
 }

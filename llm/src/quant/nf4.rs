@@ -69,26 +69,18 @@ pub fn nearest_code(x: f32) -> u8 {
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let absmax = f32::from_le_bytes([b[32], b[33], b[34], b[35]]);
         for (j, pair) in y.chunks_exact_mut(2).enumerate() {
             pair[0] = NF4[usize::from(b[j] >> 4)] * absmax;
             pair[1] = NF4[usize::from(b[j] & 0x0F)] * absmax;
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` (see the module docs for the rounding).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let absmax = x
             .iter()
             .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
@@ -97,5 +89,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             b[j] = (nearest_code(pair[0] * inv) << 4) | nearest_code(pair[1] * inv);
         }
         b[32..36].copy_from_slice(&absmax.to_le_bytes());
-    }
+    });
 }

@@ -17,12 +17,7 @@ pub const BLOCK_BYTES: usize = 84;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let scales = &b[0..16];
         let qs = &b[16..80];
         let d = f16_from(b[80], b[81]);
@@ -35,5 +30,5 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             let ml = dmin * f32::from(sc >> 4);
             *v = dl * f32::from(q) - ml;
         }
-    }
+    });
 }

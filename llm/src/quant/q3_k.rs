@@ -34,12 +34,7 @@ pub fn unpack_scales(packed: &[u8; 12]) -> [i8; 16] {
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let hmask = &b[0..32];
         let qs = &b[32..96];
         let mut packed = [0u8; 12];
@@ -54,5 +49,5 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             let dl = d * f32::from(scales[i / 16]);
             *v = dl * f32::from(q);
         }
-    }
+    });
 }

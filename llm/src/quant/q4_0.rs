@@ -15,27 +15,19 @@ pub const BLOCK_BYTES: usize = 18;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f16_from(b[0], b[1]);
         for j in 0..BLOCK_LEN / 2 {
             let q = b[2 + j];
             y[j] = (i32::from(q & 0x0F) - 8) as f32 * d;
             y[j + BLOCK_LEN / 2] = (i32::from(q >> 4) - 8) as f32 * d;
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` as ggml's `quantize_row_q4_0_ref` does.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let mut amax = 0.0f32;
         let mut max = 0.0f32;
         for &v in x {
@@ -53,5 +45,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             let q1 = ((x[j + BLOCK_LEN / 2] * id + 8.5) as u8).min(15);
             b[2 + j] = q0 | (q1 << 4);
         }
-    }
+    });
 }

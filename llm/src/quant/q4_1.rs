@@ -15,12 +15,7 @@ pub const BLOCK_BYTES: usize = 20;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f16_from(b[0], b[1]);
         let m = f16_from(b[2], b[3]);
         for j in 0..BLOCK_LEN / 2 {
@@ -28,15 +23,12 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             y[j] = f32::from(q & 0x0F) * d + m;
             y[j + BLOCK_LEN / 2] = f32::from(q >> 4) * d + m;
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` as ggml's `quantize_row_q4_1_ref` does.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let (min, max) = super::min_max(x);
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -47,5 +39,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             let q1 = (((x[j + BLOCK_LEN / 2] - min) * id + 0.5) as u8).min(15);
             b[4 + j] = q0 | (q1 << 4);
         }
-    }
+    });
 }

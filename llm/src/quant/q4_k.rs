@@ -30,12 +30,7 @@ pub fn scale_min(packed: &[u8; 12], j: usize) -> (u8, u8) {
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f16_from(b[0], b[1]);
         let dmin = f16_from(b[2], b[3]);
         let mut packed = [0u8; 12];
@@ -52,5 +47,5 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
                 *v = d1 * f32::from(q) - m1;
             }
         }
-    }
+    });
 }

@@ -15,12 +15,7 @@ pub const BLOCK_BYTES: usize = 22;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f16_from(b[0], b[1]);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         for j in 0..BLOCK_LEN / 2 {
@@ -30,15 +25,12 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             y[j] = (i32::from((q & 0x0F) | (h0 << 4)) - 16) as f32 * d;
             y[j + BLOCK_LEN / 2] = (i32::from((q >> 4) | (h1 << 4)) - 16) as f32 * d;
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` as ggml's `quantize_row_q5_0_ref` does.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let mut amax = 0.0f32;
         let mut max = 0.0f32;
         for &v in x {
@@ -59,5 +51,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             qh |= u32::from(q1 >> 4) << (j + BLOCK_LEN / 2);
         }
         b[2..6].copy_from_slice(&qh.to_le_bytes());
-    }
+    });
 }

@@ -16,12 +16,7 @@ pub const BLOCK_BYTES: usize = 24;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f16_from(b[0], b[1]);
         let m = f16_from(b[2], b[3]);
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
@@ -32,15 +27,12 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             y[j] = f32::from((q & 0x0F) | (h0 << 4)) * d + m;
             y[j + BLOCK_LEN / 2] = f32::from((q >> 4) | (h1 << 4)) * d + m;
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` as ggml's `quantize_row_q5_1_ref` does.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let (min, max) = super::min_max(x);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -55,5 +47,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             qh |= u32::from(q1 >> 4) << (j + BLOCK_LEN / 2);
         }
         b[4..8].copy_from_slice(&qh.to_le_bytes());
-    }
+    });
 }

@@ -18,12 +18,7 @@ pub const BLOCK_BYTES: usize = 210;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let ql = &b[0..128];
         let qh = &b[128..192];
         let scales = &b[192..208];
@@ -37,5 +32,5 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
             let sc = f32::from(scales[i / 16] as i8);
             *v = d * sc * q as f32;
         }
-    }
+    });
 }

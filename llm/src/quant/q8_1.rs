@@ -18,25 +18,17 @@ pub const BLOCK_BYTES: usize = 36;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block); `s` is not needed.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f16_from(b[0], b[1]);
         for (v, &q) in y.iter_mut().zip(&b[4..]) {
             *v = f32::from(q as i8) * d;
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` as ggml's `quantize_row_q8_1_ref` does.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let (d, id) = super::absmax_scale(x, 127.0);
         let mut sum = 0i32;
         for (q, &v) in b[4..].iter_mut().zip(x) {
@@ -46,5 +38,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         }
         b[0..2].copy_from_slice(&f16_bytes(d));
         b[2..4].copy_from_slice(&f16_bytes(sum as f32 * d));
-    }
+    });
 }

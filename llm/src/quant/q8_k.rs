@@ -17,25 +17,17 @@ pub const BLOCK_BYTES: usize = 292;
 
 /// Decodes whole blocks of `src` into `dst` (`BLOCK_LEN` values per block).
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (b, y) in src
-        .as_chunks::<BLOCK_BYTES>()
-        .0
-        .iter()
-        .zip(dst.chunks_exact_mut(BLOCK_LEN))
-    {
+    super::each_block::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |b, y| {
         let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         for (v, &q) in y.iter_mut().zip(&b[4..260]) {
             *v = d * f32::from(q as i8);
         }
-    }
+    });
 }
 
 /// Encodes whole blocks of `src` as ggml's `quantize_row_q8_K_ref` does.
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, b) in src
-        .chunks_exact(BLOCK_LEN)
-        .zip(dst.as_chunks_mut::<BLOCK_BYTES>().0.iter_mut())
-    {
+    super::encode_blocks::<BLOCK_BYTES>(src, dst, BLOCK_LEN, |x, b| {
         let mut amax = 0.0f32;
         let mut max = 0.0f32;
         for &v in x {
@@ -46,7 +38,7 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         }
         if amax == 0.0 {
             b.fill(0);
-            continue;
+            return;
         }
         let iscale = -127.0 / max;
         for (q, &v) in b[4..260].iter_mut().zip(x) {
@@ -62,5 +54,5 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
             b[260 + 2 * g..262 + 2 * g].copy_from_slice(&sum.to_le_bytes());
         }
         b[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
-    }
+    });
 }

@@ -122,6 +122,27 @@ pub(crate) const FORCED_USER_DEFINED: &[&str] =
     &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 impl VocabSpec {
+    /// A SentencePiece (`llama`) vocabulary as llama.cpp defaults one: `<unk>` = 0, BOS = 1
+    /// (added), EOS = 2, a space prefix, no merges.
+    pub fn sentencepiece(tokens: Vec<String>, token_types: Vec<i32>, scores: Vec<f32>) -> Self {
+        VocabSpec {
+            model: "llama".into(),
+            pre: None,
+            tokens,
+            token_types,
+            merges: Vec::new(),
+            scores,
+            bos: Some(1),
+            eos: Some(2),
+            unk: Some(0),
+            pad: None,
+            add_bos: true,
+            add_eos: false,
+            add_space_prefix: true,
+            chat_template: None,
+        }
+    }
+
     /// The effective type of token `id`: the stored one, adjusted as llama.cpp adjusts it.
     pub(crate) fn effective_type(&self, id: usize) -> i32 {
         let stored = self

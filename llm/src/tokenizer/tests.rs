@@ -286,22 +286,7 @@ fn spm_spec() -> VocabSpec {
         token_types.push(token_type::NORMAL);
         scores.push(s);
     }
-    VocabSpec {
-        model: "llama".into(),
-        pre: None,
-        tokens,
-        token_types,
-        merges: Vec::new(),
-        scores,
-        bos: Some(1),
-        eos: Some(2),
-        unk: Some(0),
-        pad: None,
-        add_bos: true,
-        add_eos: false,
-        add_space_prefix: true,
-        chat_template: None,
-    }
+    VocabSpec::sentencepiece(tokens, token_types, scores)
 }
 
 #[test]
