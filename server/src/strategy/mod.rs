@@ -3,8 +3,10 @@
 //! The round engine only knows two traits: an [`Aggregator`] that folds validated updates one at
 //! a time as they arrive (so FedAvg-style rules use O(model) memory whatever the cohort size),
 //! and a [`Strategy`] that weighs each update and turns the aggregate into the next global
-//! model. Server optimisers (FedAdam, FedYogi, FedAvgM) keep state in the strategy and persist it
-//! through [`Strategy::state`]; robust rules bring their own aggregator.
+//! model. The one rule today is [`FedAvg`] (with [`WeightedSum`] as its aggregator). The traits
+//! leave room for more: a strategy with state across rounds (a server optimiser) persists it
+//! through [`Strategy::state`], and a rule that needs more than a running sum can bring its own
+//! aggregator.
 
 mod fedavg;
 mod weighted_sum;
