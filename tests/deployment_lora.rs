@@ -43,6 +43,8 @@ fn wait(child: &mut Child, deadline: Instant, what: &str) {
     }
 }
 
+/// Long because it is one scenario end to end: a simulation, then a server process and four
+/// device processes on the same job file, then the two adapters compared byte for byte.
 #[test]
 fn server_and_client_processes_end_with_the_simulations_adapter() {
     let dir = tempfile::tempdir().unwrap();

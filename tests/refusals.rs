@@ -19,6 +19,8 @@ fn bundle(values: &[f32]) -> Bundle {
     .unwrap()
 }
 
+/// One long scenario on purpose: every kind of bad upload against the same running server, in
+/// turn, then a good one, so the test proves that no refusal leaves the round in a bad state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
     let initial = bundle(&[1.0, 2.0, 3.0, 4.0]);

@@ -58,6 +58,8 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
+/// Long because it runs every golden case under each of its settings (vocabulary, pre-tokenizer,
+/// special-token handling) and reports all the cases that differ at once, not the first.
 #[test]
 fn smollm2_tokens_match_llama_cpp() {
     let Some(path) = model_path() else {

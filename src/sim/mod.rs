@@ -80,14 +80,63 @@ pub enum SimError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// One device's loop on its own task.
+/// Injected faults: the plans, and the count of dropouts every device adds to.
+struct Injected {
+    faults: Arc<dyn Faults>,
+    dropouts: Arc<AtomicU64>,
+}
+
+type DeviceTask = tokio::task::JoinHandle<Result<ClientSummary, ClientError>>;
+
+/// One device's loop on its own task, its transport wrapped to inject faults if there are any.
 fn spawn<T: Transport, Tr: Trainer>(
     transport: T,
     opts: ClientOptions,
     trainer: Tr,
-) -> tokio::task::JoinHandle<Result<ClientSummary, ClientError>> {
-    let client = Client::new(transport, opts);
-    tokio::spawn(async move { client.run(trainer).await })
+    injected: Option<&Injected>,
+) -> DeviceTask {
+    match injected {
+        None => {
+            let client = Client::new(transport, opts);
+            tokio::spawn(async move { client.run(trainer).await })
+        }
+        Some(f) => {
+            let faulty = FaultyTransport::new(
+                transport,
+                opts.client_id.clone(),
+                Arc::clone(&f.faults),
+                Arc::clone(&f.dropouts),
+            );
+            let client = Client::new(faulty, opts);
+            tokio::spawn(async move { client.run(trainer).await })
+        }
+    }
+}
+
+/// A real gRPC server for `coord` on 127.0.0.1:0: its URL, and how to stop it.
+async fn start_grpc(
+    coord: &Arc<Coordinator>,
+) -> Result<
+    (
+        String,
+        (
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        ),
+    ),
+    SimError,
+> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let c = Arc::clone(coord);
+    let task = tokio::spawn(async move {
+        let _ = fedtune_server::serve(c, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    Ok((url, (stop, task)))
 }
 
 /// The id of virtual client `i`.
@@ -118,25 +167,17 @@ where
     let url = match cfg.transport {
         TransportKind::Inproc => None,
         TransportKind::Grpc => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let c = Arc::clone(&coord);
-            let task = tokio::spawn(async move {
-                fedtune_server::serve(c, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-            });
-            server = Some((stop, task));
+            let (url, handle) = start_grpc(&coord).await?;
+            server = Some(handle);
             Some(url)
         }
     };
-    let faults: Option<Arc<dyn Faults>> = (!cfg.faults.is_none()).then(|| {
-        Arc::new(SeededFaults {
+    let injected = (!cfg.faults.is_none()).then(|| Injected {
+        faults: Arc::new(SeededFaults {
             rates: cfg.faults.clone(),
             seed: cfg.server.seed,
-        }) as _
+        }),
+        dropouts: Arc::new(AtomicU64::new(0)),
     });
     let active = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     let channels = match &url {
@@ -148,35 +189,24 @@ where
         )?,
         None => Vec::new(),
     };
-    let dropouts = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
         let mut opts = device_options(i, cfg.server.seed, &cpu, &active);
         opts.compression = cfg.compression;
         let trainer = trainer(i);
         let id = opts.client_id.clone();
-        let task = match (&url, &faults) {
-            (None, None) => spawn(InprocTransport::new(Arc::clone(&coord)), opts, trainer),
-            (None, Some(faults)) => spawn(
-                FaultyTransport::new(
-                    InprocTransport::new(Arc::clone(&coord)),
-                    id.clone(),
-                    Arc::clone(faults),
-                    Arc::clone(&dropouts),
-                ),
+        let task = match &url {
+            None => spawn(
+                InprocTransport::new(Arc::clone(&coord)),
                 opts,
                 trainer,
+                injected.as_ref(),
             ),
-            (Some(_), None) => spawn(channels[i % channels.len()].clone(), opts, trainer),
-            (Some(_), Some(faults)) => spawn(
-                FaultyTransport::new(
-                    channels[i % channels.len()].clone(),
-                    id.clone(),
-                    Arc::clone(faults),
-                    Arc::clone(&dropouts),
-                ),
+            Some(_) => spawn(
+                channels[i % channels.len()].clone(),
                 opts,
                 trainer,
+                injected.as_ref(),
             ),
         };
         tasks.push((id, task));
@@ -200,7 +230,7 @@ where
         version,
         wall,
         clients,
-        dropouts: dropouts.load(Ordering::Relaxed),
+        dropouts: injected.map_or(0, |f| f.dropouts.load(Ordering::Relaxed)),
         coordinator: coord,
     })
 }

@@ -791,6 +791,8 @@ fn random_real(rng: &mut StdRng) -> (v1::BundleInfo, Vec<u8>, Option<Bundle>) {
     (info, payload, None)
 }
 
+/// One randomized case through every stage of the decoder (header, chunks, finish, decode),
+/// kept in one function so each stage sees exactly the bytes the previous one accepted.
 fn run_case(seed: u64, stats: &mut Stats) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (info, payload, intact) = if rng.random_bool(0.4) {
