@@ -81,11 +81,53 @@ pub fn save(
         ("format".to_string(), "pt".to_string()),
         ("fedtune.seed".to_string(), adapter.config.seed.to_string()),
     ]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| format_err(e.to_string()))?;
+    let mut bytes =
+        safetensors::serialize(views, Some(meta)).map_err(|e| format_err(e.to_string()))?;
+    sort_header_keys(&mut bytes).map_err(format_err)?;
     write_atomic(&weights_path, &bytes)?;
     let config = config_json(&adapter.config, base_model);
     let text = serde_json::to_string_pretty(&config).expect("a JSON value serializes");
     write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+}
+
+/// Rewrites a serialized safetensors file's JSON header with its keys sorted: the crate writes
+/// the metadata map in a hash map's order, which differs from run to run, and an adapter
+/// written twice must be the same bytes. The compact JSON keeps its length (so the data
+/// offsets hold), and key order means nothing to readers.
+fn sort_header_keys(bytes: &mut [u8]) -> Result<(), String> {
+    let short = || "the serialized adapter is shorter than its header".to_string();
+    let len = bytes.get(..8).ok_or_else(short)?;
+    let len = usize::try_from(u64::from_le_bytes(len.try_into().map_err(|_| short())?))
+        .map_err(|e| e.to_string())?;
+    let header = bytes.get_mut(8..8 + len).ok_or_else(short)?;
+    let value: Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let sorted = sorted_json(&value);
+    if sorted.len() > len {
+        return Err("the sorted header is longer than the written one".into());
+    }
+    header.fill(b' ');
+    header[..sorted.len()].copy_from_slice(sorted.as_bytes());
+    Ok(())
+}
+
+/// Compact JSON with every object's keys in sorted order.
+fn sorted_json(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let body: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), sorted_json(v)))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        }
+        Value::Array(items) => {
+            let body: Vec<String> = items.iter().map(sorted_json).collect();
+            format!("[{}]", body.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// PEFT's `adapter_config.json` for plain LoRA on a causal language model.
@@ -386,4 +428,32 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LoraError> {
             source,
         },
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::llama::testutil::tiny_cfg;
+
+    /// An adapter saved twice is the same bytes: the safetensors metadata (two keys) comes from
+    /// a hash map, whose order differs between maps unless the header is sorted.
+    #[test]
+    fn saving_twice_writes_the_same_bytes() {
+        let cfg = tiny_cfg();
+        let adapter =
+            LoraAdapter::random(LoraConfig::new(2, &[Proj::Q, Proj::V]), &cfg, 0.1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let save_as = |i: usize| {
+            let out = dir.path().join(format!("a{i}"));
+            save(&adapter, &cfg, &out, Some("base")).unwrap();
+            std::fs::read(out.join(WEIGHTS_FILE)).unwrap()
+        };
+        let first = save_as(0);
+        for i in 1..24 {
+            assert!(save_as(i) == first, "save {i} differs from the first");
+        }
+        let back = load(&dir.path().join("a0"), &cfg).unwrap();
+        assert_eq!(back, adapter);
+    }
 }

@@ -62,6 +62,7 @@ pub fn write_checkpoint(
     let tmp = path.with_extension("tmp");
     // Streamed to disk (no in-memory copy of the file), then hashed back from the page cache.
     safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| bad(e.to_string()))?;
+    canonicalize_header(&tmp).map_err(bad)?;
     let digest = digest_file(&tmp).map_err(io)?;
     if durable {
         std::fs::File::open(&tmp)
@@ -75,6 +76,58 @@ pub fn write_checkpoint(
             .map_err(io)?;
     }
     Ok(digest)
+}
+
+/// Rewrites a safetensors file's JSON header in place with its keys sorted. The crate writes
+/// the `__metadata__` map in a hash map's order, which differs from run to run; sorted, two
+/// identical checkpoints are identical bytes (and digests). Key order means nothing to
+/// readers, and the compact JSON keeps its length, so the data offsets stay as they are.
+fn canonicalize_header(path: &Path) -> Result<(), String> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| e.to_string())?;
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let value: serde_json::Value = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
+    let mut sorted = canonical_json(&value).into_bytes();
+    if sorted.len() > len {
+        return Err("the sorted header is longer than the written one".into());
+    }
+    sorted.resize(len, b' ');
+    f.seek(SeekFrom::Start(8)).map_err(|e| e.to_string())?;
+    f.write_all(&sorted).map_err(|e| e.to_string())
+}
+
+/// Compact JSON with every object's keys in sorted order.
+fn canonical_json(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let body: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::from(k.as_str()),
+                        canonical_json(v)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", body.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            let body: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", body.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Digest of a file's bytes, read in 1 MiB pieces.
@@ -202,5 +255,28 @@ mod tests {
         assert!(err.to_string().contains("does not match"), "{err}");
         std::fs::write(&path, &bytes[..10]).unwrap();
         assert!(read_checkpoint(&path, None).is_err());
+    }
+
+    /// Two writes of the same checkpoint are the same bytes: the safetensors header's metadata
+    /// comes from a hash map, whose order differs between maps (and runs) unless sorted.
+    #[test]
+    fn identical_checkpoints_are_identical_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Bundle::new(vec![
+            Tensor::from_f32("b", vec![3], &[1.0, 2.0, 3.0]).unwrap(),
+            Tensor::from_f32("a", vec![1], &[0.5]).unwrap(),
+        ])
+        .unwrap();
+        let write = |i: usize| {
+            let path = dir.path().join(format!("c{i}.safetensors"));
+            let digest = write_checkpoint(&path, &model, None, 7, false).unwrap();
+            (std::fs::read(&path).unwrap(), digest)
+        };
+        let first = write(0);
+        for i in 1..24 {
+            assert!(write(i) == first, "write {i} differs from the first");
+        }
+        let (back, _) = read_checkpoint(&dir.path().join("c0.safetensors"), Some(first.1)).unwrap();
+        assert_eq!(back, model);
     }
 }

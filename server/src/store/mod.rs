@@ -68,6 +68,9 @@ pub struct RoundCommit<'a> {
     pub total_weight: f64,
 }
 
+/// The database's file name in a state directory.
+const DB_FILE: &str = "state.sqlite";
+
 /// The server's state directory: `state.sqlite` plus `checkpoints/`.
 #[derive(Debug)]
 pub struct Store {
@@ -93,11 +96,9 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir.join("checkpoints")).map_err(io)?;
-        let db = open_db(&dir.join("state.sqlite"), durable).map_err(|e| {
-            match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError::InUse(dir.to_path_buf()),
-                _ => e.into(),
-            }
+        let db = open_db(&dir.join(DB_FILE), durable).map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError::InUse(dir.to_path_buf()),
+            _ => e.into(),
         })?;
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -351,7 +352,8 @@ fn write_pending(
         ins.execute(params![client, capabilities])?;
     }
     let mut ins = tx.prepare_cached(
-        "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))",
+        "INSERT INTO metrics(round, client_id, name, value, reported_at) VALUES (?1, ?2, ?3, ?4, strftime('%s','now'))
+         ON CONFLICT(round, client_id, name) DO UPDATE SET value = excluded.value, reported_at = excluded.reported_at",
     )?;
     for (round, client, name, value) in metrics {
         ins.execute(params![*round as i64, client, name, value])?;
@@ -393,8 +395,15 @@ fn open_db(path: &Path, durable: bool) -> rusqlite::Result<Connection> {
     // WAL, whose first write (on a new file) would otherwise fsync three times.
     db.pragma_update(None, "synchronous", if durable { "NORMAL" } else { "OFF" })?;
     db.pragma_update(None, "journal_mode", "WAL")?;
+    // A state written before metrics were keyed may hold duplicate rows: keep the last of each.
+    let keyed: i64 = db.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'metrics_key'",
+        [],
+        |r| r.get(0),
+    )?;
+    let dedupe = if keyed == 0 { DEDUPE_METRICS } else { "" };
     // One transaction for the whole schema: one WAL commit instead of one per table.
-    db.execute_batch(&format!("BEGIN;{SCHEMA}COMMIT;"))?;
+    db.execute_batch(&format!("BEGIN;{SCHEMA}{dedupe}{METRICS_KEY}COMMIT;"))?;
     Ok(db)
 }
 
@@ -413,6 +422,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     round INTEGER NOT NULL, client_id TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
     reported_at INTEGER NOT NULL);
 ";
+
+/// One row per (round, client, metric): a round that re-runs after a crash replaces its rows.
+const METRICS_KEY: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS metrics_key ON metrics(round, client_id, name);";
+
+const DEDUPE_METRICS: &str = "DELETE FROM metrics WHERE rowid NOT IN
+    (SELECT MAX(rowid) FROM metrics GROUP BY round, client_id, name);";
 
 #[cfg(test)]
 mod tests {
@@ -454,21 +470,72 @@ mod tests {
     fn metrics_are_written_in_batches_and_at_drop() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), false).unwrap();
-        let rows = |n: usize| -> Vec<(String, f64)> { vec![("loss".into(), 0.5); n] };
-        store.insert_metrics(1, "a", &rows(3)).unwrap();
+        // `n` clients' reports of one round's loss, each 0.5.
+        let report = |store: &mut Store, round: u64, clients: std::ops::Range<usize>| {
+            for c in clients {
+                let rows = [("loss".to_string(), 0.5)];
+                store
+                    .insert_metrics(round, &format!("c{c}"), &rows)
+                    .unwrap();
+            }
+        };
+        report(&mut store, 1, 0..3);
         assert_eq!(store.metric_total(1, "loss").unwrap().0, 0, "buffered");
         store.flush().unwrap();
         assert_eq!(store.metric_total(1, "loss").unwrap(), (3, 1.5));
-        store.insert_metrics(1, "b", &rows(METRIC_BATCH)).unwrap();
+        report(&mut store, 1, 3..3 + METRIC_BATCH);
         assert_eq!(
             store.metric_total(1, "loss").unwrap().0,
             3 + METRIC_BATCH,
             "a full batch is written at once"
         );
-        store.insert_metrics(2, "a", &rows(2)).unwrap();
+        report(&mut store, 2, 0..2);
         drop(store);
         let store = Store::open(dir.path(), false).unwrap();
         assert_eq!(store.metric_total(2, "loss").unwrap(), (2, 1.0));
+    }
+
+    /// A round that re-runs after a crash reports its metrics again: they replace the first
+    /// report (one row per round, client and name), also across a restart.
+    #[test]
+    fn a_rerun_round_replaces_its_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), false).unwrap();
+        store
+            .insert_metrics(4, "a", &[("loss".into(), 2.0)])
+            .unwrap();
+        store
+            .insert_metrics(4, "b", &[("loss".into(), 1.0)])
+            .unwrap();
+        drop(store);
+        let mut store = Store::open(dir.path(), false).unwrap();
+        store
+            .insert_metrics(4, "a", &[("loss".into(), 3.0)])
+            .unwrap();
+        store
+            .insert_metrics(4, "a", &[("loss".into(), 1.5)])
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.metric_total(4, "loss").unwrap(), (2, 2.5));
+    }
+
+    /// A state written before metrics were keyed keeps only the last of its duplicate rows.
+    #[test]
+    fn duplicate_metric_rows_of_an_old_state_are_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            db.execute_batch(SCHEMA).unwrap();
+            for v in [1.0, 2.0, 4.0] {
+                db.execute(
+                    "INSERT INTO metrics VALUES (1, 'a', 'loss', ?1, 0)",
+                    params![v],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(dir.path(), false).unwrap();
+        assert_eq!(store.metric_total(1, "loss").unwrap(), (1, 4.0));
     }
 
     /// With `keep_checkpoints(2)`, each commit leaves the two newest checkpoint files, the
