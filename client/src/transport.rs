@@ -101,11 +101,22 @@ impl GrpcTransport {
     /// A lazily connected channel to `url` (e.g. `http://127.0.0.1:50051`): the first call
     /// connects, and a lost connection is re-established by the next call.
     pub fn connect_lazy(url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: String| ClientError::Connect {
+            url: url.into(),
+            reason,
+        };
+        // Checked at once: a URL tonic cannot connect to would otherwise fail only at the
+        // first call, after the retries.
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(e.to_string()))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(bad(
+                "the server URL is http://HOST:PORT (or https://HOST:PORT)".into(),
+            ));
+        }
         let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ClientError::Connect {
-                url: url.into(),
-                reason: e.to_string(),
-            })?
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
@@ -262,5 +273,34 @@ impl Transport for GrpcTransport {
             .get_status(v1::StatusRequest {})
             .await?
             .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A URL without a scheme (or with another) is refused at once, naming the URL, instead of
+    /// failing at the first call after every retry.
+    #[test]
+    fn server_urls_are_checked_at_once() {
+        for url in [
+            "127.0.0.1:50299",
+            "ftp://127.0.0.1:1",
+            "http://",
+            "not a url",
+        ] {
+            match GrpcTransport::connect_lazy(url) {
+                Err(ClientError::Connect { url: named, .. }) => assert_eq!(named, url),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn http_and_https_urls_are_accepted() {
+        for url in ["http://127.0.0.1:50051", "https://fedtune.example:443"] {
+            assert!(GrpcTransport::connect_lazy(url).is_ok(), "{url}");
+        }
     }
 }

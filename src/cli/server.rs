@@ -138,11 +138,12 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     config.durable = !a.no_fsync;
     config.keep_checkpoints = a.keep_checkpoints;
     super::runtime(super::default_threads())?.block_on(async move {
-        let coord = Coordinator::open(config, &a.state, initial, strategy)
-            .with_context(|| format!("opening server state in {}", a.state.display()))?;
+        // Bind first: an address that cannot be served leaves no state behind.
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("binding {}", a.listen))?;
+        let coord = Coordinator::open(config, &a.state, initial, strategy)
+            .with_context(|| format!("opening server state in {}", a.state.display()))?;
         println!("listening on {}", listener.local_addr()?);
         std::io::stdout().flush()?;
         let c = coord.clone();
