@@ -46,3 +46,76 @@ fn a_client_with_a_bad_server_url_fails_at_once() {
         "{stderr}"
     );
 }
+
+/// Settings a federation cannot run with are refused, named, before any state exists.
+#[test]
+fn a_server_with_impossible_settings_is_refused_before_any_state() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, setting) in [
+        (&["--rounds", "0"][..], "rounds"),
+        (&["--local-steps", "0"][..], "local_steps"),
+        (&["--batch-size", "0"][..], "batch_size"),
+        (
+            &["--clients-per-round", "2", "--min-commit", "3"][..],
+            "min_commit",
+        ),
+        (&["--round-timeout", "0s"][..], "round_timeout"),
+    ] {
+        let state = dir.path().join(setting);
+        let out = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--state"])
+            .arg(&state)
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}");
+        assert!(stderr.contains(setting), "{flags:?}: {stderr}");
+        assert!(!state.exists(), "{flags:?}: state was created");
+    }
+}
+
+/// A server started on a state with a result-changing setting changed (the initial model, the
+/// rounds) is refused, naming that setting.
+#[test]
+fn a_restart_with_other_settings_is_refused() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let server = |model: &str, rounds: &str| {
+        let mut c = Command::new(BIN);
+        c.args(["server", "--listen", "127.0.0.1:0", "--state"])
+            .arg(&state)
+            .args([
+                "--model",
+                model,
+                "--rounds",
+                rounds,
+                "--clients-per-round",
+                "1",
+            ])
+            .args(["--min-clients", "1"]);
+        c
+    };
+    let mut first = server("linreg:4", "3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for (model, rounds, setting) in [
+        ("linreg:5", "3", "initial_model"),
+        ("linreg:4", "4", "rounds"),
+    ] {
+        let out = server(model, rounds).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{setting}");
+        assert!(stderr.contains(setting), "{setting}: {stderr}");
+    }
+}

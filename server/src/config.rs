@@ -82,3 +82,122 @@ impl ServerConfig {
         want.max(self.clients_per_round).min(registered)
     }
 }
+
+impl ServerConfig {
+    /// Checks every setting a federation cannot run with, naming the first one found: the
+    /// one validation the CLI, a `--job` and the simulation all go through (in
+    /// [`crate::Coordinator::open`], before any state is created).
+    pub fn validate(&self) -> Result<(), crate::ServerError> {
+        let bad =
+            |setting: &'static str, why: String| Err(crate::ServerError::Config { setting, why });
+        let k = self.clients_per_round;
+        if self.rounds == 0 {
+            return bad("rounds", "must be at least 1".into());
+        }
+        if k == 0 {
+            return bad("clients_per_round", "must be at least 1".into());
+        }
+        if !(self.over_selection.is_finite() && self.over_selection >= 1.0) {
+            return bad(
+                "over_selection",
+                format!("{} is not a number ≥ 1", self.over_selection),
+            );
+        }
+        if !(1..=k).contains(&self.min_commit) {
+            return bad(
+                "min_commit",
+                format!(
+                    "{} is not between 1 and clients_per_round = {k}",
+                    self.min_commit
+                ),
+            );
+        }
+        if self.min_clients < self.min_commit {
+            return bad(
+                "min_clients",
+                format!(
+                    "{} is fewer than min_commit = {}: no round could commit",
+                    self.min_clients, self.min_commit
+                ),
+            );
+        }
+        if self.round_timeout.is_zero() {
+            return bad("round_timeout", "must be longer than 0".into());
+        }
+        if self.chunk_bytes == 0 || self.chunk_bytes > fedtune_proto::MAX_CHUNK_BYTES {
+            return bad(
+                "chunk_bytes",
+                format!(
+                    "{} is not in 1..={}",
+                    self.chunk_bytes,
+                    fedtune_proto::MAX_CHUNK_BYTES
+                ),
+            );
+        }
+        let t = &self.training;
+        if t.local_steps == 0 {
+            return bad("local_steps", "must be at least 1".into());
+        }
+        if t.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            return bad(
+                "learning_rate",
+                format!("{} is not a positive number", t.learning_rate),
+            );
+        }
+        Ok(())
+    }
+
+    /// The settings a federation's result depends on, as stored with its state: a restart with
+    /// any of them changed is refused, naming it.
+    pub(crate) fn pinned(&self) -> [(&'static str, String); 4] {
+        let t = self.training.to_wire();
+        let mut extra: Vec<_> = t.extra.iter().collect();
+        extra.sort();
+        [
+            ("rounds", self.rounds.to_string()),
+            ("clients_per_round", self.clients_per_round.to_string()),
+            ("over_selection", self.over_selection.to_string()),
+            (
+                "training",
+                format!(
+                    "local_steps={} batch_size={} learning_rate={} {extra:?}",
+                    t.local_steps, t.batch_size, t.learning_rate
+                ),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_a_federation_cannot_run_with_are_named() {
+        assert!(ServerConfig::default().validate().is_ok());
+        type Break = fn(&mut ServerConfig);
+        let cases: [(&str, Break); 9] = [
+            ("rounds", |c| c.rounds = 0),
+            ("clients_per_round", |c| c.clients_per_round = 0),
+            ("over_selection", |c| c.over_selection = 0.5),
+            ("min_commit", |c| c.min_commit = c.clients_per_round + 1),
+            ("min_clients", |c| c.min_clients = 1),
+            ("round_timeout", |c| c.round_timeout = Duration::ZERO),
+            ("local_steps", |c| c.training.local_steps = 0),
+            ("batch_size", |c| c.training.batch_size = 0),
+            ("learning_rate", |c| c.training.learning_rate = f32::NAN),
+        ];
+        for (setting, break_it) in cases {
+            let mut c = ServerConfig::default();
+            break_it(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(
+                matches!(&err, crate::ServerError::Config { setting: s, .. } if *s == setting),
+                "{setting}: {err}"
+            );
+        }
+    }
+}

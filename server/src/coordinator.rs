@@ -88,10 +88,19 @@ impl Coordinator {
         initial: Bundle,
         mut strategy: Box<dyn Strategy>,
     ) -> Result<Arc<Self>, ServerError> {
+        config.validate()?;
         let mut store = Store::open(dir, config.durable)?;
         store.keep_checkpoints(config.keep_checkpoints);
         store.pin_setting("seed", &config.seed.to_string())?;
         store.pin_setting("strategy", strategy.name())?;
+        for (setting, value) in config.pinned() {
+            store.pin_setting(setting, &value)?;
+        }
+        // The model the federation started from (a restart given another `--model` or job).
+        let initial_digest = EncodedBundle::encode(&initial, Compression::None)?
+            .header
+            .digest;
+        store.pin_setting("initial_model", &initial_digest.to_hex())?;
         let global = match store.last_committed()? {
             Some(last) => {
                 let (bundle, state) = read_checkpoint(&last.checkpoint, Some(last.digest))?;

@@ -36,6 +36,9 @@ pub enum ServerError {
     Busy,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A setting the server cannot run with, named.
+    #[error("server setting {setting}: {why}")]
+    Config { setting: &'static str, why: String },
 }
 
 impl From<CodecError> for ServerError {
@@ -66,7 +69,7 @@ impl From<ServerError> for tonic::Status {
             ServerError::Store(_) | ServerError::Strategy(_) => Code::Internal,
             ServerError::ShuttingDown => Code::Unavailable,
             ServerError::Busy => Code::ResourceExhausted,
-            ServerError::Internal(_) => Code::Internal,
+            ServerError::Internal(_) | ServerError::Config { .. } => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -81,19 +81,9 @@ pub struct RoundArgs {
 }
 
 impl RoundArgs {
+    /// The round settings the flags give; `Coordinator::open` validates them (the same
+    /// validation a `--job` and the simulation go through).
     pub fn config(&self) -> anyhow::Result<ServerConfig> {
-        anyhow::ensure!(
-            self.clients_per_round > 0,
-            "--clients-per-round must be at least 1"
-        );
-        anyhow::ensure!(
-            self.over_selection >= 1.0,
-            "--over-selection must be at least 1.0"
-        );
-        anyhow::ensure!(
-            self.lr.is_finite() && self.lr > 0.0,
-            "--lr must be a positive number"
-        );
         let k = self.clients_per_round;
         Ok(ServerConfig {
             rounds: self.rounds,
