@@ -272,3 +272,77 @@ async fn bulk_calls_interoperate_with_tonics_codec() {
     let shifted = mean(&coord.global().1) - mean(&sin_model(params));
     assert!((shifted - 1.0).abs() < 1e-6, "{shifted}");
 }
+
+/// A device started before its server (or outliving a server restart) keeps retrying: by
+/// default it never gives up, and joins once the server is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_waits_for_a_server_that_comes_later() {
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = spare.local_addr().unwrap();
+    drop(spare);
+    let mut opts = fedtune_client::ClientOptions::new("early");
+    // Fast retries: the 12 attempts the runtime used to allow would be over in well under a
+    // second, long before the server starts.
+    opts.backoff.initial = Duration::from_millis(5);
+    opts.backoff.max = Duration::from_millis(40);
+    let transport = fedtune_client::GrpcTransport::connect_lazy(&format!("http://{addr}")).unwrap();
+    let device = tokio::spawn(
+        fedtune_client::Client::new(transport, opts).run(ShiftTrainer {
+            shift: 1.0,
+            examples: 1,
+        }),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !device.is_finished(),
+        "the device gave up: {:?}",
+        device.await
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let coord = fedtune_server::Coordinator::open(
+        common::quick_config(1, 1, 1),
+        dir.path(),
+        sin_model(100),
+        Box::new(FedAvg),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let c = coord.clone();
+    tokio::spawn(async move { fedtune_server::serve(c, listener, std::future::pending()).await });
+    let summary = tokio::time::timeout(Duration::from_secs(30), device)
+        .await
+        .expect("the device finishes once the server is up")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.accepted, 1);
+}
+
+/// With `give_up_after`, a device stops retrying an unreachable server after about that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_gives_up_when_told_to() {
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = spare.local_addr().unwrap();
+    drop(spare);
+    let mut opts = fedtune_client::ClientOptions::new("impatient");
+    opts.backoff.initial = Duration::from_millis(5);
+    opts.backoff.max = Duration::from_millis(40);
+    opts.backoff.give_up_after = Some(Duration::from_millis(300));
+    let transport = fedtune_client::GrpcTransport::connect_lazy(&format!("http://{addr}")).unwrap();
+    let started = std::time::Instant::now();
+    let err = fedtune_client::Client::new(transport, opts)
+        .run(ShiftTrainer {
+            shift: 1.0,
+            examples: 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, fedtune_client::ClientError::RetriesExhausted { .. }),
+        "{err}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}

@@ -31,6 +31,10 @@ pub struct ClientArgs {
     /// Extra time this device takes per round before uploading (emulates a slow device).
     #[arg(long, value_parser = super::parse_duration)]
     delay: Option<std::time::Duration>,
+    /// Give up after failing to reach the server for this long (e.g. 10m) [default: never: a
+    /// device outlives server restarts, retrying with capped, jittered exponential backoff].
+    #[arg(long, value_parser = super::parse_duration)]
+    give_up_after: Option<std::time::Duration>,
     /// CPU threads for training.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -78,6 +82,7 @@ fn serve(
     let mut opts = ClientOptions::new(id);
     opts.seed = seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
+    opts.backoff.give_up_after = a.give_up_after;
     let server = a.server.clone();
     let delay = a.delay;
     super::runtime(a.threads.max(1))?.block_on(async move {

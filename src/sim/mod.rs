@@ -251,6 +251,8 @@ pub fn device_options(
     opts.backoff = Backoff {
         initial: Duration::from_millis(10),
         max: Duration::from_millis(500),
+        // The server is in the same process: a minute of failures is a bug, not an outage.
+        give_up_after: Some(Duration::from_secs(60)),
         ..Backoff::default()
     };
     opts

@@ -5,14 +5,16 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Retry policy: waits `initial · multiplierⁿ` (capped at `max`), each jittered ±50%.
+/// Retry policy: waits `initial · multiplierⁿ` (capped at `max`), each jittered ±50%, for as
+/// long as `give_up_after` allows (a phone outlives a server restart: by default it never
+/// gives up).
 #[derive(Clone, Debug)]
 pub struct Backoff {
     pub initial: Duration,
     pub max: Duration,
     pub multiplier: f64,
-    /// Attempts per operation before giving up.
-    pub max_attempts: u32,
+    /// How long an operation may keep failing before the device gives up (`None`: never).
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for Backoff {
@@ -21,7 +23,7 @@ impl Default for Backoff {
             initial: Duration::from_millis(50),
             max: Duration::from_secs(5),
             multiplier: 2.0,
-            max_attempts: 12,
+            give_up_after: None,
         }
     }
 }
@@ -53,7 +55,7 @@ mod tests {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(1),
             multiplier: 2.0,
-            max_attempts: 5,
+            give_up_after: None,
         };
         let mut rng = client_rng("c", 0);
         let d0 = b.delay(0, &mut rng);

@@ -8,7 +8,7 @@ mod backoff;
 mod transfer;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fedtune_proto::{Bundle, BundleHeader, Compression, FiniteBundle, Tensor, TrainingPlan, v1};
 use rand_chacha::ChaCha8Rng;
@@ -74,6 +74,13 @@ pub struct ClientSummary {
     pub final_version: u64,
     pub bytes_down: u64,
     pub bytes_up: u64,
+}
+
+/// Where an operation stands in its retries: how many so far, and since when it fails.
+#[derive(Debug, Default)]
+pub(super) struct Retry {
+    attempt: u32,
+    since: Option<Instant>,
 }
 
 /// How a retried call failed for good.
@@ -168,7 +175,7 @@ impl<T: Transport> Client<T> {
             client_id: self.opts.client_id.clone(),
             capabilities: Some(self.opts.capabilities),
         };
-        let mut attempt = 0;
+        let mut attempt = Retry::default();
         loop {
             match self.transport.join(req.clone()).await {
                 Ok(r) => {
@@ -188,20 +195,32 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Sleeps before retry `attempt`, or gives up after the policy's attempts.
-    async fn pause(&mut self, attempt: &mut u32, last: Status) -> Result<(), Failure> {
-        if *attempt + 1 >= self.opts.backoff.max_attempts {
-            return Err(Failure::Exhausted(*attempt + 1, last));
+    /// Sleeps before the next retry, or gives up once the operation has failed for longer than
+    /// the policy's `give_up_after`. Waits of a second or more (the server is away, not busy)
+    /// are logged at info level.
+    async fn pause(&mut self, retry: &mut Retry, last: Status) -> Result<(), Failure> {
+        let since = *retry.since.get_or_insert_with(Instant::now);
+        if self
+            .opts
+            .backoff
+            .give_up_after
+            .is_some_and(|limit| since.elapsed() >= limit)
+        {
+            return Err(Failure::Exhausted(retry.attempt + 1, last));
         }
-        let wait = self.opts.backoff.delay(*attempt, &mut self.rng);
-        debug!(client = %self.opts.client_id, attempt = *attempt, ?wait, status = %last.message(), "retrying");
-        *attempt += 1;
+        let wait = self.opts.backoff.delay(retry.attempt, &mut self.rng);
+        if wait >= Duration::from_secs(1) {
+            info!(client = %self.opts.client_id, attempt = retry.attempt, ?wait, failing_for = ?since.elapsed(), status = %last.message(), "server unavailable; retrying");
+        } else {
+            debug!(client = %self.opts.client_id, attempt = retry.attempt, ?wait, status = %last.message(), "retrying");
+        }
+        retry.attempt += 1;
         tokio::time::sleep(wait).await;
         Ok(())
     }
 
     /// Handles an error from an authenticated call: re-join, back off, or give up.
-    async fn recover(&mut self, attempt: &mut u32, status: Status) -> Result<(), Failure> {
+    async fn recover(&mut self, attempt: &mut Retry, status: Status) -> Result<(), Failure> {
         match status.code() {
             Code::Unauthenticated => {
                 self.token = None;
@@ -213,7 +232,7 @@ impl<T: Transport> Client<T> {
     }
 
     async fn check_in(&mut self) -> Result<v1::CheckInResponse, Failure> {
-        let mut attempt = 0;
+        let mut attempt = Retry::default();
         loop {
             let token = self.token().await?;
             match self.transport.check_in(&token).await {

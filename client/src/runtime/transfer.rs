@@ -4,7 +4,7 @@ use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, EncodedBundle, FiniteB
 use futures::StreamExt;
 use tracing::debug;
 
-use super::{Client, Failure};
+use super::{Client, Failure, Retry};
 use crate::{ClientError, Transport};
 
 impl<T: Transport> Client<T> {
@@ -17,7 +17,7 @@ impl<T: Transport> Client<T> {
     ) -> Result<Option<Bundle>, ClientError> {
         let total = header.encoded_bytes;
         let mut rx = BundleReceiver::new(header.clone());
-        let mut attempt = 0;
+        let mut attempt = Retry::default();
         loop {
             let token = match self.token().await {
                 Ok(t) => t,
@@ -105,7 +105,7 @@ impl<T: Transport> Client<T> {
             num_examples,
             update: Some(encoded.header.to_wire()),
         };
-        let mut attempt = 0;
+        let mut attempt = Retry::default();
         loop {
             let token = self.upload_token().await?;
             let messages = self.upload_messages(&header, &encoded);
@@ -127,7 +127,7 @@ impl<T: Transport> Client<T> {
         task: &v1::Task,
         header: &BundleHeader,
     ) -> Result<Option<Bundle>, ClientError> {
-        let mut attempt = 0;
+        let mut attempt = Retry::default();
         loop {
             let result = match self.token().await {
                 Ok(token) => {
@@ -167,7 +167,7 @@ impl<T: Transport> Client<T> {
             update: None,
         };
         let bytes = update.bundle().byte_len() as u64;
-        let mut attempt = 0;
+        let mut attempt = Retry::default();
         loop {
             let token = self.upload_token().await?;
             let result = self
@@ -203,7 +203,7 @@ impl<T: Transport> Client<T> {
     async fn settle_upload(
         &mut self,
         round: u64,
-        attempt: &mut u32,
+        attempt: &mut Retry,
         result: Result<v1::UploadResponse, tonic::Status>,
         bytes: u64,
     ) -> Option<Result<(), ClientError>> {
