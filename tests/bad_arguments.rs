@@ -119,3 +119,60 @@ fn a_restart_with_other_settings_is_refused() {
         assert!(stderr.contains(setting), "{setting}: {stderr}");
     }
 }
+
+fn fedtune(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("fedtune runs")
+}
+
+/// Values with no meaning are refused with the flag named, not taken as something else.
+#[test]
+fn meaningless_values_are_refused_by_flag() {
+    for (args, flag) in [
+        (
+            &["generate", "-p", "Who", "-n", "2", "--temp", "nan"][..],
+            "--temp",
+        ),
+        (
+            &["logits", "--tokens", "1,,2", "--out", "/nonexistent/x.npy"][..],
+            "--tokens",
+        ),
+    ] {
+        let out = fedtune(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["simulate", "--rounds", "1", "--prox-mu=-1", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("prox_mu"),
+        "{stderr}"
+    );
+}
+
+/// `tokenize` defaults to the embedded model, as every command does; logs written to a pipe
+/// carry no terminal colour codes.
+#[test]
+fn tokenize_needs_no_model_flag_and_logs_are_plain() {
+    let out = fedtune(&["tokenize", "--text", "Who's there?"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        ids.trim().split(',').all(|t| t.parse::<u32>().is_ok()),
+        "{ids}"
+    );
+    let out = fedtune(&["--log", "debug", "tokenize", "--text", "x"]);
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "ANSI escape in a redirected log"
+    );
+}

@@ -43,6 +43,11 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         (0.0..=1.0).contains(&a.top_p),
         "--top-p must be within 0..=1"
     );
+    anyhow::ensure!(
+        a.temp.is_finite() && a.temp >= 0.0,
+        "--temp {} must be a number ≥ 0 (0 is greedy)",
+        a.temp
+    );
     let (model, tok) = a.model.load_with_tokenizer()?;
     let prompt = tok.encode(&a.prompt, true, true)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt has no tokens");

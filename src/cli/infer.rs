@@ -91,14 +91,15 @@ impl ModelArgs {
     }
 }
 
-/// Parses `1,2,3` (spaces allowed).
+/// Parses `1,2,3` (spaces allowed); an empty id (`1,,2`) is refused, not skipped.
 pub fn parse_tokens(s: &str) -> anyhow::Result<Vec<u32>> {
     s.split(',')
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
+            anyhow::ensure!(!t.is_empty(), "--tokens {s:?}: id {} is empty", i + 1);
             t.parse::<u32>()
-                .with_context(|| format!("`{t}` is not a token id"))
+                .with_context(|| format!("--tokens: `{t}` is not a token id"))
         })
         .collect()
 }

@@ -1,14 +1,14 @@
 //! `fedtune tokenize`: text to token ids, as llama.cpp's tokenizer gives them.
 
 use anyhow::Context;
-use fedtune_llm::gguf::GgufFile;
+use fedtune::base_model::BaseModel;
 use fedtune_llm::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]
 pub struct TokenizeArgs {
-    /// GGUF model file whose vocabulary to use.
-    #[arg(short = 'm', long)]
-    model: std::path::PathBuf,
+    /// Model whose vocabulary to use: `embedded`, `smollm2` or a GGUF file (as every command).
+    #[arg(short = 'm', long, default_value = "embedded")]
+    model: BaseModel,
     /// The text to tokenize.
     #[arg(short = 'p', long, conflicts_with = "file")]
     text: Option<String>,
@@ -31,7 +31,7 @@ pub fn run(a: TokenizeArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give the text with --text or --file"),
     };
-    let file = GgufFile::open(&a.model)?;
+    let file = a.model.open_file()?;
     let tok = Tokenizer::from_gguf(&file)?;
     let ids = tok.encode(&text, !a.no_add_special, !a.no_parse_special)?;
     let line: Vec<String> = ids.iter().map(u32::to_string).collect();

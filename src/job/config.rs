@@ -207,6 +207,9 @@ impl JobConfig {
                 return Err(format!("{name} = {lr} must be a positive number"));
             }
         }
+        if !(self.prox_mu.is_finite() && self.prox_mu >= 0.0) {
+            return Err(format!("prox_mu = {} must be a number ≥ 0", self.prox_mu));
+        }
         if self.over_selection < 1.0 {
             return Err(format!(
                 "over_selection = {} must be at least 1",

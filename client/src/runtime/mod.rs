@@ -153,7 +153,7 @@ impl<T: Transport> Client<T> {
             match resp.outcome {
                 Some(Outcome::Finished(f)) => {
                     self.summary.final_version = f.final_model_version;
-                    info!(client = %self.opts.client_id, version = f.final_model_version, "federation finished");
+                    debug!(client = %self.opts.client_id, version = f.final_model_version, "federation finished");
                     return Ok(self.summary);
                 }
                 Some(Outcome::RetryAfterMs(ms)) => {
