@@ -153,20 +153,11 @@ impl ServerConfig {
     /// The settings a federation's result depends on, as stored with its state: a restart with
     /// any of them changed is refused, naming it.
     pub(crate) fn pinned(&self) -> [(&'static str, String); 4] {
-        let t = self.training.to_wire();
-        let mut extra: Vec<_> = t.extra.iter().collect();
-        extra.sort();
         [
             ("rounds", self.rounds.to_string()),
             ("clients_per_round", self.clients_per_round.to_string()),
             ("over_selection", self.over_selection.to_string()),
-            (
-                "training",
-                format!(
-                    "local_steps={} batch_size={} learning_rate={} {extra:?}",
-                    t.local_steps, t.batch_size, t.learning_rate
-                ),
-            ),
+            ("training", format!("{:?}", self.training)),
         ]
     }
 }

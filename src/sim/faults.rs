@@ -215,24 +215,23 @@ impl<T: Transport> FaultyTransport<T> {
     /// A task the device takes up: the round it works on from now, unless it is offline for
     /// that round (then it checks in again a little later).
     fn take_up(&self, task: &v1::Task) -> Option<v1::CheckInResponse> {
-        let plan = self.device.faults.plan(&self.device.client_id, task.round);
-        {
+        let offline = {
             let mut st = self.device.state();
             st.round = task.round;
             st.model_bytes = task.model.as_ref().map_or(0, |m| m.encoded_bytes);
-        }
-        let offline = self.device.state().offline == Some(task.round);
-        if offline || plan.drop_before_download {
-            if !offline {
-                self.device.go_offline(task.round, "before download");
+            st.offline == Some(task.round)
+        };
+        if !offline {
+            if !self.device.plan().1.drop_before_download {
+                return None;
             }
-            return Some(v1::CheckInResponse {
-                outcome: Some(v1::check_in_response::Outcome::RetryAfterMs(
-                    OFFLINE_POLL_MS,
-                )),
-            });
+            self.device.go_offline(task.round, "before download");
         }
-        None
+        Some(v1::CheckInResponse {
+            outcome: Some(v1::check_in_response::Outcome::RetryAfterMs(
+                OFFLINE_POLL_MS,
+            )),
+        })
     }
 }
 

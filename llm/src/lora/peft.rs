@@ -101,33 +101,15 @@ fn sort_header_keys(bytes: &mut [u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let header = bytes.get_mut(8..8 + len).ok_or_else(short)?;
     let value: Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
-    let sorted = sorted_json(&value);
+    // serde_json's map is ordered by key (`preserve_order` is off in this tree; the test
+    // `saving_twice_writes_the_same_bytes` would catch it turned on).
+    let sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     if sorted.len() > len {
         return Err("the sorted header is longer than the written one".into());
     }
     header.fill(b' ');
-    header[..sorted.len()].copy_from_slice(sorted.as_bytes());
+    header[..sorted.len()].copy_from_slice(&sorted);
     Ok(())
-}
-
-/// Compact JSON with every object's keys in sorted order.
-fn sorted_json(v: &Value) -> String {
-    match v {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let body: Vec<String> = entries
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", Value::from(k.as_str()), sorted_json(v)))
-                .collect();
-            format!("{{{}}}", body.join(","))
-        }
-        Value::Array(items) => {
-            let body: Vec<String> = items.iter().map(sorted_json).collect();
-            format!("[{}]", body.join(","))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// PEFT's `adapter_config.json` for plain LoRA on a causal language model.

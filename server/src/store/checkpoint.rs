@@ -95,39 +95,15 @@ fn canonicalize_header(path: &Path) -> Result<(), String> {
     let mut header = vec![0u8; len];
     f.read_exact(&mut header).map_err(|e| e.to_string())?;
     let value: serde_json::Value = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
-    let mut sorted = canonical_json(&value).into_bytes();
+    // serde_json's map is ordered by key (its `preserve_order` feature is off in this tree;
+    // `identical_checkpoints_are_identical_bytes` would catch it turned on).
+    let mut sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
     if sorted.len() > len {
         return Err("the sorted header is longer than the written one".into());
     }
     sorted.resize(len, b' ');
     f.seek(SeekFrom::Start(8)).map_err(|e| e.to_string())?;
     f.write_all(&sorted).map_err(|e| e.to_string())
-}
-
-/// Compact JSON with every object's keys in sorted order.
-fn canonical_json(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            let body: Vec<String> = entries
-                .into_iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}:{}",
-                        serde_json::Value::from(k.as_str()),
-                        canonical_json(v)
-                    )
-                })
-                .collect();
-            format!("{{{}}}", body.join(","))
-        }
-        serde_json::Value::Array(items) => {
-            let body: Vec<String> = items.iter().map(canonical_json).collect();
-            format!("[{}]", body.join(","))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Digest of a file's bytes, read in 1 MiB pieces.
