@@ -62,7 +62,8 @@ async fn handed_over_updates_are_validated_like_streamed_ones() {
     };
     let a = t.join(join("a")).await.unwrap().session_token;
     let b = t.join(join("b")).await.unwrap().session_token;
-    let (ta, tb) = (task(&t, &a).await, task(&t, &b).await);
+    // Devices count from their first check-in: both check in together.
+    let (ta, tb) = tokio::join!(task(&t, &a), task(&t, &b));
 
     // The model itself, for the version served; another version is gone.
     assert_eq!(t.fetch_shared(&a, ta.model_version).await.unwrap(), initial);

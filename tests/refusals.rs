@@ -138,6 +138,7 @@ async fn bad_uploads_are_refused_and_the_server_keeps_serving() {
     let mut intruder = common::RawClient {
         rpc: a.rpc.clone(),
         token: "0123456789abcdef".into(),
+        offered: None,
     };
     refused(
         intruder.send(common::upload_messages(&ta, &good, 10)).await,
@@ -275,16 +276,14 @@ async fn an_upload_from_a_restarted_attempt_is_not_counted() {
     let mut rpc = a.rpc.clone();
     let stalled = tokio::spawn(async move { rpc.upload(req).await.map(|r| r.into_inner()) });
 
-    // The deadline passes with nothing received: attempt 1 issues new tasks.
-    let mut new = old.clone();
-    for _ in 0..60 {
-        new = a.task().await;
-        if new.task_id != old.task_id {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // The deadline passes with nothing received. b, which held a task and sent nothing, is
+    // benched: the new attempt waits until it checks in anew, then issues new tasks.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(server.coord.status().phase, v1::Phase::Waiting as i32);
+    let tb = b.task().await;
+    let new = a.task().await;
     assert_ne!(new.task_id, old.task_id, "the round should restart");
+    assert_ne!(tb.task_id, old.task_id);
     assert_eq!(new.round, old.round);
 
     // The stalled upload now completes: refused, not counted.
@@ -300,7 +299,6 @@ async fn an_upload_from_a_restarted_attempt_is_not_counted() {
     assert_eq!(server.coord.status().received, 0);
 
     // The new attempt's uploads commit the round: 1 + (1·1 + 3·3)/4 = 3.5 everywhere.
-    let tb = b.task().await;
     a.send(common::upload_messages(&new, &values(1.0), 1))
         .await
         .unwrap();

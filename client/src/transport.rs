@@ -45,6 +45,12 @@ pub trait Transport: Send + Sync + 'static {
         token: &str,
         req: v1::MetricsReport,
     ) -> impl Future<Output = Result<(), Status>> + Send;
+    /// Tells the server this device cannot do its task.
+    fn decline(
+        &self,
+        token: &str,
+        req: v1::DeclineRequest,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
     fn status(&self) -> impl Future<Output = Result<v1::StatusResponse, Status>> + Send;
 
     /// Whether client and server share memory (the simulation's in-process transport): the
@@ -263,6 +269,11 @@ impl Transport for GrpcTransport {
             .clone()
             .report_metrics(authed(token, req)?)
             .await?;
+        Ok(())
+    }
+
+    async fn decline(&self, token: &str, req: v1::DeclineRequest) -> Result<(), Status> {
+        self.client.clone().decline(authed(token, req)?).await?;
         Ok(())
     }
 

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub round_timeout: Duration,
     /// A session token expires after this long unused.
     pub token_ttl: Duration,
+    /// Most devices the registry holds (a join beyond it is refused as "busy, retry later").
+    pub max_devices: usize,
     /// How long a check-in with nothing to do is held open waiting for a round to change.
     pub long_poll: Duration,
     /// Base of the "come back later" hint; each answer is jittered ±50%.
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             min_clients: 10,
             round_timeout: Duration::from_secs(600),
             token_ttl: Duration::from_secs(3600),
+            max_devices: 100_000,
             long_poll: Duration::from_secs(5),
             retry_after: Duration::from_secs(2),
             seed: 0,
@@ -121,6 +124,15 @@ impl ServerConfig {
                 ),
             );
         }
+        if self.max_devices < self.min_clients {
+            return bad(
+                "max_devices",
+                format!(
+                    "{} is fewer than min_clients = {}: no round could open",
+                    self.max_devices, self.min_clients
+                ),
+            );
+        }
         if self.round_timeout.is_zero() {
             return bad("round_timeout", "must be longer than 0".into());
         }
@@ -170,13 +182,14 @@ mod tests {
     fn settings_a_federation_cannot_run_with_are_named() {
         assert!(ServerConfig::default().validate().is_ok());
         type Break = fn(&mut ServerConfig);
-        let cases: [(&str, Break); 9] = [
+        let cases: [(&str, Break); 10] = [
             ("rounds", |c| c.rounds = 0),
             ("clients_per_round", |c| c.clients_per_round = 0),
             ("over_selection", |c| c.over_selection = 0.5),
             ("min_commit", |c| c.min_commit = c.clients_per_round + 1),
             ("min_clients", |c| c.min_clients = 1),
             ("round_timeout", |c| c.round_timeout = Duration::ZERO),
+            ("max_devices", |c| c.max_devices = c.min_clients - 1),
             ("local_steps", |c| c.training.local_steps = 0),
             ("batch_size", |c| c.training.batch_size = 0),
             ("learning_rate", |c| c.training.learning_rate = f32::NAN),

@@ -132,7 +132,7 @@ impl Coordinator {
                 Global::new(0, initial)?
             }
         };
-        let registry = Registry::with_clients(store.clients()?);
+        let registry = Registry::with_clients(store.clients()?, config.max_devices);
         let state = State {
             phase: Phase::Waiting,
             registry,
@@ -157,7 +157,8 @@ impl Coordinator {
         &self.config
     }
 
-    /// Registers a device and opens a session.
+    /// Opens a session for a device (revoking any it held). A new device counts, and is
+    /// stored, from its first check-in.
     pub fn join(self: &Arc<Self>, req: v1::JoinRequest) -> Result<v1::JoinResponse, ServerError> {
         let id = req.client_id.trim();
         if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
@@ -166,20 +167,75 @@ impl Coordinator {
             ));
         }
         let caps = req.capabilities.unwrap_or_default();
-        let mut st = lock(&self.state);
-        let (token, new) = st.registry.join(id, self.config.token_ttl);
-        if new {
-            let caps = format!(
-                "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{}}}",
-                caps.memory_mb, caps.compute_tier, caps.threads
-            );
-            lock(&self.store).upsert_client(id, &caps);
-            self.advance(&mut st);
-        }
+        let caps = format!(
+            "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{}}}",
+            caps.memory_mb, caps.compute_tier, caps.threads
+        );
+        let token = lock(&self.state)
+            .registry
+            .join(id, caps, self.config.token_ttl)?;
         Ok(v1::JoinResponse {
             session_token: token,
             expires_in_ms: self.config.token_ttl.as_millis() as u64,
         })
+    }
+
+    /// Records that `client` checked in: a new device now counts (and is stored), a benched
+    /// one can be drawn again; either may let a round open.
+    fn seen(self: &Arc<Self>, client: &str) {
+        let mut st = lock(&self.state);
+        let seen = st.registry.check_in(client);
+        if let Some(caps) = &seen.counted {
+            lock(&self.store).upsert_client(client, caps);
+        }
+        if seen.counted.is_some() || seen.unbenched {
+            self.advance(&mut st);
+        }
+    }
+
+    /// A device cannot do its task: it leaves the open round's cohort and is benched until it
+    /// checks in anew. A cohort left too small to commit starts a new attempt at once.
+    pub fn decline(
+        self: &Arc<Self>,
+        token: &str,
+        req: &v1::DeclineRequest,
+    ) -> Result<(), ServerError> {
+        let client = self.authenticate(token)?;
+        let reason: String = req
+            .reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let mut st = lock(&self.state);
+        st.registry.bench(&client);
+        warn!(
+            client,
+            round = req.round,
+            reason,
+            "device declined its task"
+        );
+        let Phase::Training(r) = &mut st.phase else {
+            return Ok(());
+        };
+        if r.round != req.round || !r.decline(&client, &req.task_id) {
+            return Ok(());
+        }
+        if r.cohort.len() < self.config.min_commit {
+            warn!(
+                round = r.round,
+                attempt = r.attempt,
+                cohort = r.cohort.len(),
+                min = self.config.min_commit,
+                "cohort too small to commit after a decline: new attempt"
+            );
+            st.attempt += 1;
+            st.phase = Phase::Waiting;
+            self.advance(&mut st);
+        } else {
+            self.maybe_commit(&mut st);
+        }
+        Ok(())
     }
 
     /// The client behind a session token.
@@ -191,8 +247,12 @@ impl Coordinator {
 
     /// Answers a check-in: a task, "finished", or, after holding the call up to the long-poll
     /// time without a change that concerns this client, "come back after N ms".
-    pub async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, ServerError> {
+    pub async fn check_in(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<v1::CheckInResponse, ServerError> {
         let client = self.authenticate(token)?;
+        self.seen(&client);
         let until = Instant::now() + self.config.long_poll;
         loop {
             let notified = self.changed.notified();
@@ -370,7 +430,18 @@ impl Coordinator {
             self.changed.notify_waiters();
             return;
         }
+        // `min_clients` gates the first round; later rounds draw from who can be drawn.
         if st.registry.len() < self.config.min_clients.max(1) {
+            return;
+        }
+        let eligible = st.registry.eligible().count();
+        if eligible < self.config.min_commit.max(1) {
+            info!(
+                round,
+                eligible,
+                min_commit = self.config.min_commit,
+                "too few devices to draw from (others are benched until they check in): waiting"
+            );
             return;
         }
         // Registrations are written before a cohort is drawn from them, so a restarted server
@@ -378,9 +449,9 @@ impl Coordinator {
         if let Err(e) = lock(&self.store).flush() {
             warn!(error = %e, "registrations could not be written before drawing a cohort");
         }
-        let size = self.config.cohort_size(st.registry.len());
+        let size = self.config.cohort_size(eligible);
         let cohort = sample_cohort(
-            st.registry.clients(),
+            st.registry.eligible(),
             size,
             self.config.seed,
             round,
@@ -421,6 +492,22 @@ impl Coordinator {
         if r.round != round || r.attempt != attempt {
             return;
         }
+        // Devices that missed the deadline are not drawn again until they check in anew.
+        let missed = r.missed();
+        if !missed.is_empty() {
+            info!(
+                round,
+                attempt,
+                missed = missed.len(),
+                "devices missed the deadline: benched"
+            );
+        }
+        for client in &missed {
+            st.registry.bench(client);
+        }
+        let Phase::Training(r) = &st.phase else {
+            return;
+        };
         if r.commit_reason(
             self.config.clients_per_round,
             self.config.min_commit,

@@ -34,6 +34,8 @@ pub enum ServerError {
     ShuttingDown,
     #[error("too many uploads in progress; retry after a backoff")]
     Busy,
+    #[error("the server's registry is full ({0} devices); retry later")]
+    RegistryFull(usize),
     #[error("internal error: {0}")]
     Internal(String),
     /// A setting the server cannot run with, named.
@@ -68,7 +70,7 @@ impl From<ServerError> for tonic::Status {
             ServerError::Incomplete(_) => Code::Cancelled,
             ServerError::Store(_) | ServerError::Strategy(_) => Code::Internal,
             ServerError::ShuttingDown => Code::Unavailable,
-            ServerError::Busy => Code::ResourceExhausted,
+            ServerError::Busy | ServerError::RegistryFull(_) => Code::ResourceExhausted,
             ServerError::Internal(_) | ServerError::Config { .. } => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())

@@ -165,6 +165,25 @@ impl OpenRound {
         Ok(())
     }
 
+    /// Takes `client` out of the cohort if `task_id` is its task and it has neither
+    /// contributed nor started uploading; whether it did.
+    pub fn decline(&mut self, client: &str, task_id: &str) -> bool {
+        let owns = self.task_of.get(client).is_some_and(|t| t == task_id);
+        if !owns || self.has_contributed(client) || self.uploading.contains(client) {
+            return false;
+        }
+        self.cohort.remove(client)
+    }
+
+    /// Cohort members with no update in and none arriving.
+    pub fn missed(&self) -> Vec<String> {
+        self.cohort
+            .iter()
+            .filter(|c| !self.has_contributed(c) && !self.uploading.contains(*c))
+            .cloned()
+            .collect()
+    }
+
     /// Ends an upload that was admitted, whether or not it was accepted.
     pub fn release(&mut self, client: &str) {
         self.uploading.remove(client);

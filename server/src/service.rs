@@ -95,6 +95,15 @@ impl Federation for FederationService {
         Ok(Response::new(v1::MetricsAck {}))
     }
 
+    async fn decline(
+        &self,
+        req: Request<v1::DeclineRequest>,
+    ) -> Result<Response<v1::DeclineAck>, Status> {
+        let token = bearer_token(req.metadata())?;
+        self.coord.decline(&token, req.get_ref())?;
+        Ok(Response::new(v1::DeclineAck {}))
+    }
+
     async fn get_status(
         &self,
         _req: Request<v1::StatusRequest>,

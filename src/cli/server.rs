@@ -43,6 +43,10 @@ pub struct ServerArgs {
     /// database keeps every round's record; a restart needs only the newest checkpoint.
     #[arg(long, default_value_t = 0, value_name = "N")]
     keep_checkpoints: u64,
+    /// Most devices the server keeps track of; beyond it a join is refused as busy (the
+    /// device retries) unless an id that never checked in can make room.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    max_devices: usize,
 }
 
 /// Round settings shared by `server` and `simulate`.
@@ -127,6 +131,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     config.linger = a.linger;
     config.durable = !a.no_fsync;
     config.keep_checkpoints = a.keep_checkpoints;
+    config.max_devices = a.max_devices;
     super::runtime(super::default_threads())?.block_on(async move {
         // Bind first: an address that cannot be served leaves no state behind.
         let listener = tokio::net::TcpListener::bind(&a.listen)

@@ -359,6 +359,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         self.inner.report_metrics(token, req).await
     }
 
+    async fn decline(&self, token: &str, req: v1::DeclineRequest) -> Result<(), Status> {
+        self.inner.decline(token, req).await
+    }
+
     async fn status(&self) -> Result<v1::StatusResponse, Status> {
         self.inner.status().await
     }

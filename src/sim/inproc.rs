@@ -55,6 +55,10 @@ impl Transport for InprocTransport {
         Ok(self.coord.report_metrics(token, &req)?)
     }
 
+    async fn decline(&self, token: &str, req: v1::DeclineRequest) -> Result<(), Status> {
+        Ok(self.coord.decline(token, &req)?)
+    }
+
     async fn status(&self) -> Result<v1::StatusResponse, Status> {
         Ok(self.coord.status())
     }

@@ -83,6 +83,8 @@ pub fn quick_config(rounds: u64, k: usize, min_clients: usize) -> ServerConfig {
 pub struct RawClient {
     pub rpc: FederationClient<Channel>,
     pub token: String,
+    /// A task offered at the check-in that made the device count.
+    pub offered: Option<v1::Task>,
 }
 
 impl RawClient {
@@ -105,7 +107,29 @@ impl RawClient {
             .unwrap()
             .into_inner()
             .session_token;
-        RawClient { rpc, token }
+        let mut client = RawClient {
+            rpc,
+            token,
+            offered: None,
+        };
+        // A device counts from its first check-in, as a real one would make at once.
+        client.offered = client.check_in().await;
+        client
+    }
+
+    /// One check-in, as the server answers it.
+    pub async fn try_check_in(&mut self) -> Result<v1::CheckInResponse, Status> {
+        let req = self.authed(v1::CheckInRequest {});
+        self.rpc.check_in(req).await.map(|r| r.into_inner())
+    }
+
+    async fn check_in(&mut self) -> Option<v1::Task> {
+        let resp = self.try_check_in().await.unwrap();
+        match resp.outcome {
+            Some(v1::check_in_response::Outcome::Task(t)) => Some(t),
+            Some(v1::check_in_response::Outcome::RetryAfterMs(_)) => None,
+            other => panic!("expected a task, got {other:?}"),
+        }
     }
 
     pub fn authed<T>(&self, msg: T) -> Request<T> {
@@ -119,17 +143,12 @@ impl RawClient {
 
     /// Checks in until a task comes.
     pub async fn task(&mut self) -> v1::Task {
+        if let Some(t) = self.offered.take() {
+            return t;
+        }
         for _ in 0..100 {
-            let resp = self
-                .rpc
-                .check_in(self.authed(v1::CheckInRequest {}))
-                .await
-                .unwrap()
-                .into_inner();
-            match resp.outcome {
-                Some(v1::check_in_response::Outcome::Task(t)) => return t,
-                Some(v1::check_in_response::Outcome::RetryAfterMs(_)) => continue,
-                other => panic!("expected a task, got {other:?}"),
+            if let Some(t) = self.check_in().await {
+                return t;
             }
         }
         panic!("no task offered");
@@ -190,4 +209,17 @@ pub fn round_curve(coordinator: &Coordinator, name: &str, rounds: u64) -> Vec<f6
                 .unwrap()
         })
         .collect()
+}
+
+/// The `http://ADDR` a `fedtune server` child prints as `listening on ADDR`.
+pub fn listening_url(stdout: std::process::ChildStdout) -> String {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let line = lines.next().expect("server exited").expect("server stdout");
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line `{line}`"));
+    // The rest of the server's output goes nowhere rather than blocking it.
+    std::thread::spawn(move || lines.for_each(drop));
+    format!("http://{addr}")
 }

@@ -100,6 +100,18 @@ pub struct Client<T: Transport> {
     summary: ClientSummary,
 }
 
+/// Errors that mean this device cannot do a task (rather than a network or server failure).
+fn cannot_do(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Train(_)
+            | ClientError::NonFiniteUpdate(_)
+            | ClientError::Plan(_)
+            | ClientError::Codec(_)
+            | ClientError::Runtime(_)
+    )
+}
+
 fn transient(code: Code) -> bool {
     matches!(
         code,
@@ -242,9 +254,25 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Does one task; a task this device cannot do is declined, so the server stops waiting
+    /// for it, before the error ends the run.
     async fn do_task(
         &mut self,
         task: v1::Task,
+        trainer: &Arc<Mutex<impl Trainer>>,
+    ) -> Result<(), ClientError> {
+        let result = self.work(&task, trainer).await;
+        if let Err(e) = &result
+            && cannot_do(e)
+        {
+            self.decline(&task, e).await;
+        }
+        result
+    }
+
+    async fn work(
+        &mut self,
+        task: &v1::Task,
         trainer: &Arc<Mutex<impl Trainer>>,
     ) -> Result<(), ClientError> {
         let round = task.round;
@@ -269,9 +297,9 @@ impl<T: Transport> Client<T> {
         // Whole bundles where the transport shares memory with the server.
         let shared = self.transport.shares_memory();
         let fetched = if shared {
-            self.fetch_shared(&task, &header).await?
+            self.fetch_shared(task, &header).await?
         } else {
-            self.download(&task, header).await?
+            self.download(task, header).await?
         };
         let Some(global) = fetched else {
             return Ok(());
@@ -284,10 +312,9 @@ impl<T: Transport> Client<T> {
         let (update, delta) = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
         if shared {
-            self.submit_shared(&task, delta, update.num_examples)
-                .await?;
+            self.submit_shared(task, delta, update.num_examples).await?;
         } else {
-            self.upload(&task, delta.into_bundle(), update.num_examples)
+            self.upload(task, delta.into_bundle(), update.num_examples)
                 .await?;
         }
         let mut metrics = update.metrics;
@@ -298,6 +325,21 @@ impl<T: Transport> Client<T> {
         metrics.push(("bytes_up".into(), (self.summary.bytes_up - up0) as f64));
         self.report(round, metrics).await;
         Ok(())
+    }
+
+    /// Tells the server this device cannot do `task` (best effort: if the server does not
+    /// hear it, the device misses the deadline and is benched all the same).
+    async fn decline(&mut self, task: &v1::Task, why: &ClientError) {
+        let req = v1::DeclineRequest {
+            task_id: task.task_id.clone(),
+            round: task.round,
+            reason: why.to_string().chars().take(200).collect(),
+        };
+        if let Some(token) = self.token.clone()
+            && let Err(s) = self.transport.decline(&token, req).await
+        {
+            debug!(status = %s, "decline not delivered (the deadline will tell)");
+        }
     }
 
     /// Sends a round's metrics (best effort: a failed report is logged and dropped).
