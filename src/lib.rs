@@ -7,7 +7,10 @@ pub mod bench;
 pub mod job;
 pub mod models;
 pub mod npy;
+pub mod resources;
 pub mod shakespeare;
 pub mod sim;
 pub mod task;
 pub mod text_data;
+
+pub use resources::max_threads;

@@ -4,6 +4,23 @@
 //! skipped and counted, never fatal: one broken line must not lose a whole dataset.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Longest JSONL record read by default: 4 MiB (a phone's message, a chat, a document).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
+
+static MAX_RECORD_BYTES: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_RECORD_BYTES);
+
+/// Sets the longest JSONL record read (`--max-record-bytes`); longer records are skipped and
+/// counted without being parsed, so one huge line cannot take the memory of a whole run.
+pub fn set_max_record_bytes(bytes: usize) {
+    MAX_RECORD_BYTES.store(bytes.max(1), Ordering::Relaxed);
+}
+
+/// The longest JSONL record read, in bytes.
+pub fn max_record_bytes() -> usize {
+    MAX_RECORD_BYTES.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
@@ -104,13 +121,22 @@ pub fn load_texts_where(path: &Path, field: &str, filters: &[Where]) -> Result<T
     Ok(out)
 }
 
-/// Each non-blank line of JSON Lines `bytes` as a JSON value, or `None` when it is not UTF-8
-/// or not JSON.
+/// Each non-blank line of JSON Lines `bytes` as a JSON value, or `None` when it is not UTF-8,
+/// not JSON, or longer than [`max_record_bytes`] (not parsed at all; logged with its size).
 pub fn json_lines(bytes: &[u8]) -> impl Iterator<Item = Option<serde_json::Value>> + '_ {
+    let max = max_record_bytes();
     bytes
         .split(|&b| b == b'\n')
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|line| {
+        .map(move |line| {
+            if line.len() > max {
+                tracing::warn!(
+                    bytes = line.len(),
+                    max_record_bytes = max,
+                    "record longer than --max-record-bytes skipped"
+                );
+                return None;
+            }
             std::str::from_utf8(line)
                 .ok()
                 .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -254,6 +280,22 @@ mod tests {
             vec!["hello".to_string(), "world\nline".to_string()]
         );
         assert_eq!(t.skipped, 5);
+    }
+
+    /// A record longer than the limit is skipped and counted without being parsed.
+    #[test]
+    fn records_above_the_size_limit_are_skipped() {
+        let huge = format!("{{\"text\": \"{}\"}}", "a".repeat(DEFAULT_MAX_RECORD_BYTES));
+        let data = format!("{{\"text\": \"small\"}}\n{huge}\n{{\"text\": \"end\"}}\n");
+        let t = parse_jsonl(data.as_bytes(), "text", &[]);
+        assert_eq!(t.texts, ["small", "end"]);
+        assert_eq!(t.skipped, 1);
+        let fields = RecordFields {
+            client: "text".into(),
+            text: "text".into(),
+            reply: None,
+        };
+        assert_eq!(parse_records(data.as_bytes(), &fields).skipped, 1);
     }
 
     #[test]

@@ -176,3 +176,87 @@ fn tokenize_needs_no_model_flag_and_logs_are_plain() {
         "ANSI escape in a redirected log"
     );
 }
+
+/// Size-like flags are bounded by what they mean, before anything is allocated: threads by
+/// the cores, a LoRA rank by the projections, a run by the machine's memory.
+#[test]
+fn sizes_that_cannot_fit_are_refused_with_their_bound() {
+    let started = Instant::now();
+    for args in [
+        &["generate", "-p", "Who", "-n", "1", "-t", "100000"][..],
+        &["simulate", "--threads", "100000"][..],
+    ] {
+        let out = fedtune(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("100000 is more than") && stderr.contains("threads"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (flags, needle) in [
+        (&["--rank", "100000"][..], "LoRA rank 100000 exceeds"),
+        (
+            &["--batch-size", "100000", "--seq", "100000"][..],
+            "this run needs about",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["simulate", "--rounds", "1"])
+            .args(flags)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{flags:?}: {stderr}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// A 20 MB JSONL record is skipped and counted, unread, instead of taking gigabytes; the
+/// limit is a flag.
+#[test]
+fn a_huge_record_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d.jsonl");
+    let huge = "to be or not ".repeat(20 << 20 >> 4);
+    std::fs::write(
+        &data,
+        format!(
+            "{{\"c\":\"a\",\"text\":\"Who is there?\"}}\n{{\"c\":\"b\",\"text\":\"{huge}\"}}\n\
+             {{\"c\":\"b\",\"text\":\"Stand and unfold yourself.\"}}\n"
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let path = data.to_str().unwrap();
+    let out = fedtune(&["eval", "--data", path, "--client-field", "c"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["skipped_records"], 1);
+    assert_eq!(report["n_records"], 2);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let out = fedtune(&[
+        "eval",
+        "--data",
+        path,
+        "--client-field",
+        "c",
+        "--max-record-bytes",
+        "10",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("3 records skipped"),
+        "{stderr}"
+    );
+}

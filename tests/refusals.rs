@@ -312,3 +312,37 @@ async fn an_upload_from_a_restarted_attempt_is_not_counted() {
     assert_eq!(version, 1);
     assert!(model.tensors()[0].to_f32().iter().all(|&v| v == 3.5));
 }
+
+/// Sockets that send nothing (not even an HTTP/2 handshake) are closed after the idle
+/// timeout instead of holding the server's buffers forever; the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut config = common::quick_config(1, 1, 1);
+    config.idle_timeout = std::time::Duration::from_millis(800);
+    let server = common::start(config, bundle(&[0.0])).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    for mut s in silent {
+        let mut buf = [0u8; 256];
+        // The server's HTTP/2 settings frame may come first; then the close.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a silent connection stayed open");
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+    // A device still gets through, on a connection that talks.
+    let mut a = common::RawClient::join(&server.url, "a").await;
+    assert_eq!(a.task().await.round, 1);
+}

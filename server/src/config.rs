@@ -25,6 +25,12 @@ pub struct ServerConfig {
     pub max_devices: usize,
     /// How long a check-in with nothing to do is held open waiting for a round to change.
     pub long_poll: Duration,
+    /// Check-ins held at once; more are told "come back later" at once (each held call costs
+    /// the server an HTTP/2 stream and its buffers, ~8 KB).
+    pub max_held_check_ins: usize,
+    /// A connection that sends nothing for this long is closed (longer than `long_poll`,
+    /// which a held check-in may last with nothing sent but pings).
+    pub idle_timeout: Duration,
     /// Base of the "come back later" hint; each answer is jittered ±50%.
     pub retry_after: Duration,
     /// Seed for cohort sampling and pace-steering jitter.
@@ -64,6 +70,8 @@ impl Default for ServerConfig {
             token_ttl: Duration::from_secs(3600),
             max_devices: 100_000,
             long_poll: Duration::from_secs(5),
+            max_held_check_ins: 1024,
+            idle_timeout: Duration::from_secs(20),
             retry_after: Duration::from_secs(2),
             seed: 0,
             max_concurrent_uploads: 2,
@@ -133,6 +141,15 @@ impl ServerConfig {
                 ),
             );
         }
+        if self.idle_timeout <= self.long_poll {
+            return bad(
+                "idle_timeout",
+                format!(
+                    "{:?} is not longer than long_poll = {:?}: held check-ins would be cut",
+                    self.idle_timeout, self.long_poll
+                ),
+            );
+        }
         if self.round_timeout.is_zero() {
             return bad("round_timeout", "must be longer than 0".into());
         }
@@ -182,7 +199,7 @@ mod tests {
     fn settings_a_federation_cannot_run_with_are_named() {
         assert!(ServerConfig::default().validate().is_ok());
         type Break = fn(&mut ServerConfig);
-        let cases: [(&str, Break); 10] = [
+        let cases: [(&str, Break); 11] = [
             ("rounds", |c| c.rounds = 0),
             ("clients_per_round", |c| c.clients_per_round = 0),
             ("over_selection", |c| c.over_selection = 0.5),
@@ -190,6 +207,7 @@ mod tests {
             ("min_clients", |c| c.min_clients = 1),
             ("round_timeout", |c| c.round_timeout = Duration::ZERO),
             ("max_devices", |c| c.max_devices = c.min_clients - 1),
+            ("idle_timeout", |c| c.idle_timeout = c.long_poll),
             ("local_steps", |c| c.training.local_steps = 0),
             ("batch_size", |c| c.training.batch_size = 0),
             ("learning_rate", |c| c.training.learning_rate = f32::NAN),

@@ -2,6 +2,7 @@
 //! round lifecycle. The gRPC service and the simulation's in-process transport both call it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -65,6 +66,28 @@ pub struct Coordinator {
     pub(crate) uploads: UploadGate,
     /// Random per process: tasks issued before a restart are recognisably stale.
     pub(crate) boot_id: u32,
+    /// Check-ins being held right now.
+    held: AtomicUsize,
+}
+
+/// A check-in counted as held until dropped.
+struct HeldCall<'a>(&'a AtomicUsize);
+
+impl<'a> HeldCall<'a> {
+    /// Counts one more held call, unless `limit` are held already.
+    fn enter(held: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| HeldCall(held))
+    }
+}
+
+impl Drop for HeldCall<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -148,6 +171,7 @@ impl Coordinator {
             strategy: Arc::new(Mutex::new(strategy)),
             changed: Notify::new(),
             boot_id: rand::rng().random(),
+            held: AtomicUsize::new(0),
         });
         coord.advance(&mut lock(&coord.state));
         Ok(coord)
@@ -246,14 +270,18 @@ impl Coordinator {
     }
 
     /// Answers a check-in: a task, "finished", or, after holding the call up to the long-poll
-    /// time without a change that concerns this client, "come back after N ms".
+    /// time without a change that concerns this client, "come back after N ms". At most
+    /// `max_held_check_ins` calls are held at once (each held call costs the server a stream
+    /// and its buffers): beyond that, "come back later" is answered at once.
     pub async fn check_in(
         self: &Arc<Self>,
         token: &str,
     ) -> Result<v1::CheckInResponse, ServerError> {
+        use v1::check_in_response::Outcome;
         let client = self.authenticate(token)?;
         self.seen(&client);
         let until = Instant::now() + self.config.long_poll;
+        let mut hold: Option<HeldCall<'_>> = None;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -269,9 +297,12 @@ impl Coordinator {
                 (base * st.rng.random_range(0.5..1.5)) as u64
             };
             let now = Instant::now();
-            if now >= until {
+            if hold.is_none() {
+                hold = HeldCall::enter(&self.held, self.config.max_held_check_ins);
+            }
+            if now >= until || hold.is_none() {
                 return Ok(v1::CheckInResponse {
-                    outcome: Some(v1::check_in_response::Outcome::RetryAfterMs(retry_ms)),
+                    outcome: Some(Outcome::RetryAfterMs(retry_ms)),
                 });
             }
             let _ = tokio::time::timeout(until - now, notified).await;

@@ -13,6 +13,7 @@ mod bulk;
 mod config;
 mod coordinator;
 mod error;
+mod idle;
 mod registry;
 pub mod round;
 mod service;

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use fedtune_proto::v1::{self, federation_server::Federation};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
@@ -134,13 +134,19 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "serving fedtune.v1.Federation");
+    let idle = coord.config().idle_timeout;
+    let incoming = TcpListenerStream::new(listener).map(move |conn| {
+        let conn = conn?;
+        // Set here: tonic applies its own TCP settings only to listeners it binds itself.
+        conn.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(crate::idle::IdleTimeout::new(conn, idle))
+    });
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .max_frame_size(Some(MAX_FRAME))
         .add_service(crate::FederationRouter::new(coord))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

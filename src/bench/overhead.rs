@@ -42,6 +42,7 @@ pub async fn run(o: &Overhead) -> anyhow::Result<OverheadResult> {
         min_clients: o.clients,
         round_timeout: Duration::from_secs(3600),
         long_poll: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(45),
         seed: o.seed,
         max_concurrent_uploads: o.threads.max(2),
         durable: false,

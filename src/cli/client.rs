@@ -36,7 +36,7 @@ pub struct ClientArgs {
     #[arg(long, value_parser = super::parse_duration)]
     give_up_after: Option<std::time::Duration>,
     /// CPU threads for training.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::parse_threads)]
     threads: usize,
     /// Take part in the main job of this TOML file (as the server's `--job`): train its LoRA
     /// adapter on `--data`; `--index` is this device's number among `--clients`, its id

@@ -35,7 +35,7 @@ pub struct ModelArgs {
     #[arg(short = 'm', long, default_value = "embedded")]
     pub model: BaseModel,
     /// CPU threads [default: all cores].
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
     /// LoRA adapter to apply: a PEFT directory or a GGUF LoRA file.
     #[arg(long)]

@@ -33,6 +33,10 @@ pub struct Cli {
     /// [default: warn for simulate (thousands of devices), info otherwise].
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Longest JSON Lines record read from any data file, in bytes: longer records are skipped
+    /// and counted, unparsed (one huge line must not take the memory of a run).
+    #[arg(long, global = true, default_value_t = fedtune::text_data::DEFAULT_MAX_RECORD_BYTES, value_name = "BYTES")]
+    max_record_bytes: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +77,7 @@ enum Command {
 
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    fedtune::text_data::set_max_record_bytes(cli.max_record_bytes);
     let level = cli.log.clone().unwrap_or_else(|| {
         match cli.command {
             Command::Simulate(_) => "warn",
@@ -137,7 +142,7 @@ pub(crate) struct EngineArgs {
     #[arg(long, value_enum, default_value_t = fedtune::sim::TransportKind::Inproc)]
     pub transport: fedtune::sim::TransportKind,
     /// CPU threads for training [default: all cores].
-    #[arg(long)]
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Devices holding a model at once [default: 2 × threads].
     #[arg(long)]
@@ -185,9 +190,33 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `--threads N`: 1 up to [`fedtune::max_threads`] (more only adds switching and memory).
+pub(crate) fn parse_threads(s: &str) -> Result<usize, String> {
+    match parse_threads_or_all(s)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
+/// `--threads N` where 0 means every core.
+pub(crate) fn parse_threads_or_all(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    let max = fedtune::max_threads();
+    if n > max {
+        return Err(format!(
+            "{n} is more than {max} (8 threads per core on this {}-core machine)",
+            default_threads()
+        ));
+    }
+    Ok(n)
+}
+
 /// Default CPU threads: what the machine offers.
 pub(crate) fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    fedtune::resources::cores()
 }
 
 #[cfg(test)]

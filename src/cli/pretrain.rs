@@ -66,7 +66,7 @@ pub struct PretrainArgs {
     #[arg(long = "type", default_value = "q8_0", value_parser = ["q4_0", "q4_1", "q8_0", "f16", "f32"])]
     ty: String,
     /// CPU threads [default: all cores].
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long, value_parser = super::parse_threads)]
     threads: Option<usize>,
     /// The GGUF model file to write.
     #[arg(long)]

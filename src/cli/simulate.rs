@@ -124,7 +124,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// CPU threads (0: all cores) [default: 0].
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_threads_or_all)]
     threads: Option<usize>,
     /// Devices holding a model at once (0: twice the threads) [default: 0].
     #[arg(long)]

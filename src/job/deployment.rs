@@ -121,6 +121,7 @@ pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
             30 + cfg.straggler_delay_ms / 1000 + 10 * u64::from(cfg.local_steps),
         ),
         long_poll: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(45),
         seed: cfg.seed,
         training: TrainingPlan {
             local_steps: cfg.local_steps,

@@ -25,6 +25,7 @@ mod deployment;
 pub mod evaluate;
 mod federation;
 mod measure;
+pub mod memory;
 mod out_dir;
 mod personalize;
 pub mod plot;

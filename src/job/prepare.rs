@@ -93,6 +93,9 @@ fn records(cfg: &JobConfig) -> Result<Records, JobError> {
 /// Loads the model and data and builds the clients.
 pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
     let (base, model) = open_base(cfg)?;
+    // Before anything is allocated for training: the rank fits the model, the run the machine.
+    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
+    super::memory::check_fits(cfg, &model.cfg)?;
     let io = task_io(cfg, &model)?;
     let data = records(cfg)?;
     let split = ClientSplit {
@@ -120,7 +123,6 @@ pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
             cfg.clients_per_round
         )));
     }
-    let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
     Ok(Prepared {
         cfg: cfg.clone(),
         base,

@@ -108,12 +108,29 @@ pub struct LoraAdapter {
     pub modules: Vec<LoraModule>,
 }
 
+/// The rank fits every targeted projection: at most its smaller dimension.
+fn check_rank(config: &LoraConfig, cfg: &LlamaConfig) -> Result<(), InvalidAdapter> {
+    for proj in config.canonical_targets() {
+        let (out_dim, in_dim) = cfg.proj_shape(proj);
+        let max = out_dim.min(in_dim);
+        if config.rank > max {
+            return Err(InvalidAdapter::RankTooLarge {
+                rank: config.rank,
+                proj,
+                max,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl LoraAdapter {
     /// A fresh adapter for a model of `cfg`: A Kaiming-uniform as PEFT
     /// (`kaiming_uniform_(a=√5)`: uniform in ±1/√in), B zero, from a ChaCha8 stream seeded
     /// with `config.seed` (modules in [`Self::modules`] order).
     pub fn new(config: LoraConfig, cfg: &LlamaConfig) -> Result<Self, InvalidAdapter> {
         config.validate()?;
+        check_rank(&config, cfg)?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let r = config.rank;
         let mut modules = Vec::new();
@@ -165,6 +182,7 @@ impl LoraAdapter {
     /// (layer, target) in order, and every tensor's shape.
     pub fn validate(&self, cfg: &LlamaConfig) -> Result<(), InvalidAdapter> {
         self.config.validate()?;
+        check_rank(&self.config, cfg)?;
         let targets = self.config.canonical_targets();
         let layers = self.modules.len() / targets.len();
         if layers != cfg.n_layers || !self.modules.len().is_multiple_of(targets.len()) {
@@ -303,6 +321,15 @@ mod tests {
         let cfg = tiny_cfg();
         let err = |c: LoraConfig| LoraAdapter::new(c, &cfg).unwrap_err().to_string();
         assert!(err(LoraConfig::new(0, &[Proj::Q])).contains("rank"));
+        // A rank above a projection's smaller dimension is refused before anything is
+        // allocated (rank 100,000 once built a billion-parameter adapter); the largest fits.
+        let (out_dim, in_dim) = cfg.proj_shape(Proj::Down);
+        let max = out_dim.min(in_dim);
+        let e = err(LoraConfig::new(100_000, &Proj::ALL));
+        assert!(e.contains("LoRA rank 100000 exceeds"), "{e}");
+        let e = err(LoraConfig::new(max + 1, &[Proj::Down]));
+        assert!(e.contains(&format!("exceeds {max}")), "{e}");
+        LoraAdapter::new(LoraConfig::new(max, &[Proj::Down]), &cfg).unwrap();
         assert!(err(LoraConfig::new(2, &[])).contains("targets no projection"));
         assert!(
             err(LoraConfig {

@@ -90,6 +90,10 @@ pub enum InvalidAdapter {
     /// A dropout probability outside [0, 1).
     #[error("LoRA dropout {0} is not a probability in [0, 1)")]
     BadDropout(f32),
+    /// A rank above a targeted projection's smaller dimension: it adds parameters, memory and
+    /// time without adding anything a full-rank update could not express.
+    #[error("LoRA rank {rank} exceeds {max}, the smaller dimension of the {proj:?} projection")]
+    RankTooLarge { rank: usize, proj: Proj, max: usize },
     /// An adapter made for another model: wrong number of layers.
     #[error("the adapter has {found} layers, the base model {expected}")]
     LayerCount { expected: usize, found: usize },
