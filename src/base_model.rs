@@ -55,8 +55,18 @@ pub enum BaseModelError {
         .0.display()
     )]
     SmolLm2Missing(PathBuf),
-    #[error("loading {name}: {source}")]
+    #[error("{}", load_message(name, source))]
     Load { name: String, source: LlamaError },
+}
+
+/// `loading NAME: CAUSE`, or the cause alone when it names the model file already.
+fn load_message(name: &str, source: &LlamaError) -> String {
+    let cause = source.to_string();
+    if cause.contains(name) {
+        cause
+    } else {
+        format!("loading {name}: {cause}")
+    }
 }
 
 /// Where `scripts/fetch-model.sh` puts SmolLM2 (`$FEDTUNE_CACHE`, else `~/.cache/fedtune`).

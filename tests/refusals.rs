@@ -346,3 +346,31 @@ async fn silent_connections_are_closed() {
     let mut a = common::RawClient::join(&server.url, "a").await;
     assert_eq!(a.task().await.round, 1);
 }
+
+/// The server bounds the calls in flight on one connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS):
+/// unbounded, 10,000 devices on 16 shared connections put every call in flight at once and the
+/// server's memory grew with the fleet. (The 10,000-device measurement is the ignored test in
+/// tests/scale.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_per_connection_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = common::start(common::quick_config(1, 1, 1), bundle(&[0.0])).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Client preface and an empty SETTINGS frame.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 0x4, "the server's first frame is SETTINGS");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.unwrap();
+    let max_streams = payload
+        .chunks_exact(6)
+        .find(|e| u16::from_be_bytes([e[0], e[1]]) == 0x3)
+        .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
+    assert_eq!(max_streams, Some(fedtune_server::MAX_STREAMS));
+    const { assert!(fedtune_server::MAX_STREAMS <= 256) };
+}

@@ -70,7 +70,7 @@ impl Default for ServerConfig {
             token_ttl: Duration::from_secs(3600),
             max_devices: 100_000,
             long_poll: Duration::from_secs(5),
-            max_held_check_ins: 1024,
+            max_held_check_ins: 256,
             idle_timeout: Duration::from_secs(20),
             retry_after: Duration::from_secs(2),
             seed: 0,

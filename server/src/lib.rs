@@ -27,5 +27,5 @@ pub use bulk::FederationRouter;
 pub use config::ServerConfig;
 pub use coordinator::{Coordinator, SERVER_METRICS};
 pub use error::ServerError;
-pub use service::{FederationService, bearer_token, serve};
+pub use service::{FederationService, MAX_STREAMS, bearer_token, serve};
 pub use store::Store;

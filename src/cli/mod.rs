@@ -132,7 +132,18 @@ fn one_line(e: &anyhow::Error) -> String {
             line.push_str(&text);
         }
     }
-    line
+    // Names read from files (metadata keys, tensor names, fields) may hold control bytes:
+    // shown escaped, never sent to the terminal raw.
+    line.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// How virtual devices run: shared by `simulate` and `bench overhead`.

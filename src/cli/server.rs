@@ -25,7 +25,7 @@ pub struct ServerArgs {
     model: ModelSpec,
     /// Serve the main job of this TOML file (as `fedtune simulate --config`): the global model
     /// is its LoRA adapter and its settings set the rounds; the round flags are then ignored
-    /// but `--min-clients` (the number of devices).
+    /// but `--min-clients` (the number of devices) and `--round-timeout`.
     #[arg(long)]
     job: Option<PathBuf>,
     /// Aggregation strategy.
@@ -67,9 +67,9 @@ pub struct RoundArgs {
     /// Registered devices needed before the first round opens [default: K].
     #[arg(long)]
     pub min_clients: Option<usize>,
-    /// Deadline of a round.
-    #[arg(long, default_value = "10m", value_parser = super::parse_duration)]
-    pub round_timeout: Duration,
+    /// Deadline of a round [default: 10m; with --job, the job's, unless given].
+    #[arg(long, value_parser = super::parse_duration)]
+    pub round_timeout: Option<Duration>,
     /// Seed for cohort sampling (and, in simulations, for everything else).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -95,7 +95,7 @@ impl RoundArgs {
             over_selection: self.over_selection,
             min_commit: self.min_commit.unwrap_or((k * 4).div_ceil(5)).max(1),
             min_clients: self.min_clients.unwrap_or(k),
-            round_timeout: self.round_timeout,
+            round_timeout: self.round_timeout.unwrap_or(Duration::from_secs(600)),
             seed: self.seed,
             training: TrainingPlan {
                 local_steps: self.local_steps,
@@ -108,26 +108,30 @@ impl RoundArgs {
     }
 }
 
+/// The server's settings and initial model, from a `--job` or from the round flags.
+fn setup(a: &ServerArgs) -> anyhow::Result<(ServerConfig, fedtune_proto::Bundle)> {
+    let Some(path) = &a.job else {
+        let initial = a
+            .model
+            .build()
+            .with_context(|| format!("building the initial model {:?}", a.model))?;
+        return Ok((a.rounds.config()?, initial));
+    };
+    let job = super::simulate::read_job(path)?;
+    let devices = a
+        .rounds
+        .min_clients
+        .context("--job needs --min-clients: how many devices take part")?;
+    let (initial, mut config) = fedtune::job::server_setup(&job, devices)?;
+    if let Some(timeout) = a.rounds.round_timeout {
+        config.round_timeout = timeout;
+    }
+    Ok((config, initial))
+}
+
 pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     let strategy = strategy::by_name(&a.strategy).context("unknown strategy")?;
-    let (mut config, initial) = match &a.job {
-        Some(path) => {
-            let job = super::simulate::read_job(path)?;
-            let devices = a
-                .rounds
-                .min_clients
-                .context("--job needs --min-clients: how many devices take part")?;
-            let (initial, config) = fedtune::job::server_setup(&job, devices)?;
-            (config, initial)
-        }
-        None => {
-            let initial = a
-                .model
-                .build()
-                .with_context(|| format!("building the initial model {:?}", a.model))?;
-            (a.rounds.config()?, initial)
-        }
-    };
+    let (mut config, initial) = setup(&a)?;
     config.linger = a.linger;
     config.durable = !a.no_fsync;
     config.keep_checkpoints = a.keep_checkpoints;
@@ -157,4 +161,33 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs,
+    }
+
+    /// With `--job`, the job sets the rounds, but a `--round-timeout` given is kept.
+    #[test]
+    fn a_job_server_keeps_its_round_timeout_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, "rounds = 3\n").unwrap();
+        let job = job.to_str().unwrap();
+        let args = ["server", "--job", job, "--min-clients", "2"];
+        let (config, _) = setup(&Cli::parse_from(args).server).unwrap();
+        assert_eq!(config.rounds, 3);
+        let from_job = config.round_timeout;
+        let args = [&args[..], &["--round-timeout", "20s"]].concat();
+        let (config, _) = setup(&Cli::parse_from(args).server).unwrap();
+        assert_eq!(config.round_timeout, Duration::from_secs(20));
+        assert_ne!(from_job, config.round_timeout);
+    }
 }

@@ -27,13 +27,9 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
         .map_err(|e| JobError::Config(format!("thread pool: {e}")))?;
     let started = Instant::now();
     let state = out.join("state");
-    if state.exists() {
-        return Err(JobError::Config(format!(
-            "{} already holds a run: choose another --out",
-            out.display()
-        )));
-    }
-    std::fs::create_dir_all(&state)?;
+    check_out_dir(out)?;
+    std::fs::create_dir_all(&state)
+        .map_err(|e| JobError::Config(format!("cannot create {}: {e}", state.display())))?;
     super::report::write_config(out, cfg)?;
     eprintln!(
         "{} training clients ({} unseen), {} records skipped; base {}; adapter of {} parameters",
@@ -104,4 +100,23 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
     super::report::write_outputs(out, p, &job, &final_adapter)?;
     super::plot::curves(&out.join("curves.png"), &job)?;
     Ok(job)
+}
+
+/// A run writes into a new or empty directory only: never over an earlier run, nor among
+/// files of another kind.
+fn check_out_dir(out: &Path) -> Result<(), JobError> {
+    let refuse = |why: &str| {
+        Err(JobError::Config(format!(
+            "--out {}: {why}: choose a new or empty directory",
+            out.display()
+        )))
+    };
+    match std::fs::read_dir(out).map(|mut entries| entries.next().is_none()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if out.exists() && !out.is_dir() => refuse(&format!("not a directory ({e})")),
+        Err(e) => refuse(&format!("cannot be read ({e})")),
+        Ok(true) => Ok(()),
+        Ok(false) if out.join("state").exists() => refuse("already holds a run"),
+        Ok(false) => refuse("already holds other files"),
+    }
 }

@@ -342,7 +342,9 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    /// Sends a round's metrics (best effort: a failed report is logged and dropped).
+    /// Sends a round's metrics, retried through server restarts as every call is (the server
+    /// keys them by round, client and name, so a repeat replaces); a report the server refuses
+    /// is logged and dropped.
     async fn report(&mut self, round: u64, metrics: Vec<(String, f64)>) {
         let report = v1::MetricsReport {
             round,
@@ -351,10 +353,22 @@ impl<T: Transport> Client<T> {
                 .map(|(name, value)| v1::Metric { name, value })
                 .collect(),
         };
-        if let Some(token) = self.token.clone()
-            && let Err(s) = self.transport.report_metrics(&token, report).await
-        {
-            debug!(status = %s, "metrics report failed (ignored)");
+        let mut attempt = Retry::default();
+        loop {
+            let Ok(token) = self.token().await else {
+                return;
+            };
+            match self.transport.report_metrics(&token, report.clone()).await {
+                Ok(()) => return,
+                Err(s) => {
+                    if let Err(Failure::Refused(s) | Failure::Exhausted(_, s)) =
+                        self.recover(&mut attempt, s).await
+                    {
+                        debug!(status = %s, "metrics report dropped");
+                        return;
+                    }
+                }
+            }
         }
     }
 

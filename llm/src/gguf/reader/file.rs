@@ -65,7 +65,19 @@ impl GgufFile {
             }
         };
         let file = File::open(path).map_err(io("open"))?;
-        let len = file.metadata().map_err(io("stat"))?.len();
+        let meta = file.metadata().map_err(io("stat"))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "it is a directory, not a GGUF file"
+            } else {
+                "it is not a regular file"
+            };
+            return Err(io("read")(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                what,
+            )));
+        }
+        let len = meta.len();
         // An empty file cannot be mapped on every platform; it is not a GGUF file either way.
         let backing = if len == 0 {
             Backing::Owned(Vec::new())
