@@ -37,26 +37,25 @@ except sqlite3.Error:
 EOF
 }
 
+# Both start a process of this shell (so it can be waited for); its pid is then in $!.
 start_server() { # STATE PORT LOG
   "$BIN" server --listen "127.0.0.1:$2" --state "$1" --model linreg:16 --seed "$SEED" \
     --rounds $ROUNDS --clients-per-round $DEVICES --over-selection 1 \
     --min-clients $DEVICES --min-commit $DEVICES --round-timeout 10m --linger 20s \
     --log warn >>"$3" 2>&1 &
-  echo $!
 }
 
 start_device() { # PORT INDEX LOG
   "$BIN" client --server "http://127.0.0.1:$1" --id "dev-$2" --index "$2" --seed "$SEED" \
     --dim 16 --delay "$((1000 + 200 * $2))ms" --log warn >>"$3" 2>&1 &
-  echo $!
 }
 
 # The uninterrupted run.
 REF=$WORK/reference
 PORT=$(free_port)
-SERVER=$(start_server "$REF" "$PORT" "$WORK/reference.log")
+start_server "$REF" "$PORT" "$WORK/reference.log"; SERVER=$!
 DEVS=()
-for i in $(seq 0 $((DEVICES - 1))); do DEVS+=("$(start_device "$PORT" "$i" "$WORK/reference.log")"); done
+for i in $(seq 0 $((DEVICES - 1))); do start_device "$PORT" "$i" "$WORK/reference.log"; DEVS+=($!); done
 echo "$SERVER ${DEVS[*]}" >"$PIDS_FILE"
 for p in "${DEVS[@]}"; do wait "$p"; done
 wait "$SERVER"
@@ -66,13 +65,17 @@ echo "reference: $(committed "$REF") rounds committed without interruption"
 RUN=$WORK/chaos
 PORT=$(free_port)
 LOG=$WORK/chaos.log
-SERVER=$(start_server "$RUN" "$PORT" "$LOG")
+start_server "$RUN" "$PORT" "$LOG"; SERVER=$!
 DEVS=()
-for i in $(seq 0 $((DEVICES - 1))); do DEVS+=("$(start_device "$PORT" "$i" "$LOG")"); done
+for i in $(seq 0 $((DEVICES - 1))); do start_device "$PORT" "$i" "$LOG"; DEVS+=($!); done
 kills=0 device_kills=0 longest=0 started=$SECONDS
 while :; do
   echo "$SERVER ${DEVS[*]}" >"$PIDS_FILE"
-  sleep "$((1 + RANDOM % 12)).$((RANDOM % 10))"
+  # Up for a random moment after the next commit (or 20 s, if the devices are slow to come
+  # back), so that the kills fall in rounds all along the federation.
+  before=$(committed "$RUN")
+  for _ in $(seq 40); do (($(committed "$RUN") > before)) && break; sleep 0.5; done
+  sleep "$((RANDOM % 2)).$((RANDOM % 10))"
   done_rounds=$(committed "$RUN")
   if ((kills >= KILLS && done_rounds >= ROUNDS)); then break; fi
   if ((done_rounds >= ROUNDS)); then
@@ -86,7 +89,7 @@ while :; do
       wait "${DEVS[$i]}" 2>/dev/null || true
       device_kills=$((device_kills + 1))
       sleep $((RANDOM % 10))
-      DEVS[$i]=$(start_device "$PORT" "$i" "$LOG")
+      start_device "$PORT" "$i" "$LOG"; DEVS[$i]=$!
       echo "$SERVER ${DEVS[*]}" >"$PIDS_FILE"
     fi
   fi
@@ -100,7 +103,7 @@ while :; do
   ((outage > longest)) && longest=$outage
   echo "kill $kills at round $done_rounds: server down ${outage}s"
   sleep "$outage"
-  SERVER=$(start_server "$RUN" "$PORT" "$LOG")
+  start_server "$RUN" "$PORT" "$LOG"; SERVER=$!
   # After enough kills, let it finish.
   if ((kills >= KILLS)); then
     while (($(committed "$RUN") < ROUNDS)); do sleep 1; done

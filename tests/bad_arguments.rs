@@ -260,3 +260,57 @@ fn a_huge_record_is_skipped_and_counted() {
         "{stderr}"
     );
 }
+
+/// Messages a person reads: the path named once, what it is when it is not a model, control
+/// bytes from a file escaped, the output path named, another kind of directory not written
+/// into.
+#[test]
+fn messages_name_the_path_once_and_escape_control_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.gguf");
+    let missing = missing.to_str().unwrap();
+    let out = fedtune(&["generate", "-m", missing, "-p", "Who"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches(missing).count(), 1, "{stderr}");
+    let out = fedtune(&["generate", "-m", dir.path().to_str().unwrap(), "-p", "Who"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is a directory"), "{stderr}");
+    assert!(!stderr.contains("No such device"), "{stderr}");
+    // A GGUF file whose only metadata key holds an escape sequence, with an unknown type.
+    let bad = dir.path().join("bad.gguf");
+    let mut bytes = b"GGUF\x03\0\0\0".to_vec();
+    bytes.extend(0u64.to_le_bytes()); // tensors
+    bytes.extend(1u64.to_le_bytes()); // metadata entries
+    bytes.extend(8u64.to_le_bytes());
+    bytes.extend(b"ab\x1b[31mc");
+    bytes.extend(99u32.to_le_bytes());
+    std::fs::write(&bad, bytes).unwrap();
+    let out = fedtune(&["generate", "-m", bad.to_str().unwrap(), "-p", "Who"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!out.stderr.contains(&0x1b), "raw escape byte: {stderr}");
+    assert!(stderr.contains("ab\\u{1b}[31mc"), "{stderr}");
+
+    let out = fedtune(&["simulate", "--rounds", "1", "--out", "/proc/fedtune-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("/proc/fedtune-run"),
+        "{stderr}"
+    );
+    let other = dir.path().join("photos");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("holiday.jpg"), b"...").unwrap();
+    let out = fedtune(&[
+        "simulate",
+        "--rounds",
+        "1",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("already holds other files"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}

@@ -70,6 +70,16 @@ fn a_device_with_the_wrong_model_declines_and_rounds_go_on() {
     );
 }
 
+/// Devices a, b and c, joined and checked in together (the round opens with the last).
+async fn three_devices(url: &str) -> [common::RawClient; 3] {
+    let (a, b, c) = tokio::join!(
+        common::RawClient::join(url, "a"),
+        common::RawClient::join(url, "b"),
+        common::RawClient::join(url, "c"),
+    );
+    [a, b, c]
+}
+
 /// A device that holds a task and misses the deadline is not drawn again until it checks in
 /// anew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,12 +88,7 @@ async fn a_device_that_misses_a_deadline_is_benched_until_it_checks_in() {
     config.min_commit = 2;
     config.round_timeout = Duration::from_millis(700);
     let server = common::start(config, bundle(&[0.0; 4])).await;
-    let (a, b, c) = tokio::join!(
-        common::RawClient::join(&server.url, "a"),
-        common::RawClient::join(&server.url, "b"),
-        common::RawClient::join(&server.url, "c"),
-    );
-    let (mut a, mut b, mut c) = (a, b, c);
+    let [mut a, mut b, mut c] = three_devices(&server.url).await;
     let (ta, tb, _silent) = (a.task().await, b.task().await, c.task().await);
     for (client, task) in [(&mut a, &ta), (&mut b, &tb)] {
         client
@@ -114,12 +119,7 @@ async fn a_declined_task_shrinks_the_cohort_at_once() {
     let mut config = common::quick_config(2, 3, 3);
     config.min_commit = 2;
     let server = common::start(config, bundle(&[0.0; 4])).await;
-    let (a, b, c) = tokio::join!(
-        common::RawClient::join(&server.url, "a"),
-        common::RawClient::join(&server.url, "b"),
-        common::RawClient::join(&server.url, "c"),
-    );
-    let (mut a, mut b, mut c) = (a, b, c);
+    let [mut a, mut b, mut c] = three_devices(&server.url).await;
     let (ta, tb, tc) = (a.task().await, b.task().await, c.task().await);
     let decline = v1::DeclineRequest {
         task_id: tc.task_id.clone(),

@@ -28,6 +28,9 @@ pub struct ServerConfig {
     /// Check-ins held at once; more are told "come back later" at once (each held call costs
     /// the server an HTTP/2 stream and its buffers, ~8 KB).
     pub max_held_check_ins: usize,
+    /// Check-ins held at once from one connection: half of the calls a connection may have
+    /// in flight ([`crate::MAX_STREAMS`]), so that its transfers always find a stream.
+    pub max_held_per_connection: usize,
     /// A connection that sends nothing for this long is closed (longer than `long_poll`,
     /// which a held check-in may last with nothing sent but pings).
     pub idle_timeout: Duration,
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_devices: 100_000,
             long_poll: Duration::from_secs(5),
             max_held_check_ins: 256,
+            max_held_per_connection: crate::MAX_STREAMS as usize / 2,
             idle_timeout: Duration::from_secs(20),
             retry_after: Duration::from_secs(2),
             seed: 0,

@@ -2,7 +2,6 @@
 //! round lifecycle. The gRPC service and the simulation's in-process transport both call it.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -51,43 +50,23 @@ pub(crate) struct State {
     /// Attempts made at the round being trained (a failed attempt re-samples its cohort).
     attempt: u32,
     /// Pace-steering jitter.
-    rng: ChaCha8Rng,
+    pub(crate) rng: ChaCha8Rng,
 }
 
 /// The federation server's core. Cheap to share: wrap in an `Arc`.
 pub struct Coordinator {
     pub(crate) config: ServerConfig,
     pub(crate) state: Mutex<State>,
-    store: Arc<Mutex<Store>>,
+    pub(crate) store: Arc<Mutex<Store>>,
     strategy: Arc<Mutex<Box<dyn Strategy>>>,
     /// Woken on every phase change, so held check-ins answer at once.
-    changed: Notify,
+    pub(crate) changed: Notify,
     /// Uploads being received at once, and their buffers.
     pub(crate) uploads: UploadGate,
     /// Random per process: tasks issued before a restart are recognisably stale.
     pub(crate) boot_id: u32,
     /// Check-ins being held right now.
-    held: AtomicUsize,
-}
-
-/// A check-in counted as held until dropped.
-struct HeldCall<'a>(&'a AtomicUsize);
-
-impl<'a> HeldCall<'a> {
-    /// Counts one more held call, unless `limit` are held already.
-    fn enter(held: &'a AtomicUsize, limit: usize) -> Option<Self> {
-        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < limit).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| HeldCall(held))
-    }
-}
-
-impl Drop for HeldCall<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    pub(crate) held: Mutex<crate::check_in::HeldCalls>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -98,7 +77,7 @@ impl std::fmt::Debug for Coordinator {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -171,7 +150,7 @@ impl Coordinator {
             strategy: Arc::new(Mutex::new(strategy)),
             changed: Notify::new(),
             boot_id: rand::rng().random(),
-            held: AtomicUsize::new(0),
+            held: Mutex::default(),
         });
         coord.advance(&mut lock(&coord.state));
         Ok(coord)
@@ -202,19 +181,6 @@ impl Coordinator {
             session_token: token,
             expires_in_ms: self.config.token_ttl.as_millis() as u64,
         })
-    }
-
-    /// Records that `client` checked in: a new device now counts (and is stored), a benched
-    /// one can be drawn again; either may let a round open.
-    fn seen(self: &Arc<Self>, client: &str) {
-        let mut st = lock(&self.state);
-        let seen = st.registry.check_in(client);
-        if let Some(caps) = &seen.counted {
-            lock(&self.store).upsert_client(client, caps);
-        }
-        if seen.counted.is_some() || seen.unbenched {
-            self.advance(&mut st);
-        }
     }
 
     /// A device cannot do its task: it leaves the open round's cohort and is benched until it
@@ -253,9 +219,7 @@ impl Coordinator {
                 min = self.config.min_commit,
                 "cohort too small to commit after a decline: new attempt"
             );
-            st.attempt += 1;
-            st.phase = Phase::Waiting;
-            self.advance(&mut st);
+            self.new_attempt(&mut st);
         } else {
             self.maybe_commit(&mut st);
         }
@@ -267,68 +231,6 @@ impl Coordinator {
         lock(&self.state)
             .registry
             .authenticate(token, self.config.token_ttl)
-    }
-
-    /// Answers a check-in: a task, "finished", or, after holding the call up to the long-poll
-    /// time without a change that concerns this client, "come back after N ms". At most
-    /// `max_held_check_ins` calls are held at once (each held call costs the server a stream
-    /// and its buffers): beyond that, "come back later" is answered at once.
-    pub async fn check_in(
-        self: &Arc<Self>,
-        token: &str,
-    ) -> Result<v1::CheckInResponse, ServerError> {
-        use v1::check_in_response::Outcome;
-        let client = self.authenticate(token)?;
-        self.seen(&client);
-        let until = Instant::now() + self.config.long_poll;
-        let mut hold: Option<HeldCall<'_>> = None;
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let retry_ms = {
-                let mut st = lock(&self.state);
-                if let Some(outcome) = self.outcome_for(&mut st, &client) {
-                    return Ok(v1::CheckInResponse {
-                        outcome: Some(outcome),
-                    });
-                }
-                let base = self.config.retry_after.as_millis() as f64;
-                (base * st.rng.random_range(0.5..1.5)) as u64
-            };
-            let now = Instant::now();
-            if hold.is_none() {
-                hold = HeldCall::enter(&self.held, self.config.max_held_check_ins);
-            }
-            if now >= until || hold.is_none() {
-                return Ok(v1::CheckInResponse {
-                    outcome: Some(Outcome::RetryAfterMs(retry_ms)),
-                });
-            }
-            let _ = tokio::time::timeout(until - now, notified).await;
-        }
-    }
-
-    fn outcome_for(&self, st: &mut State, client: &str) -> Option<v1::check_in_response::Outcome> {
-        use v1::check_in_response::Outcome;
-        let global = st.global.clone();
-        match &mut st.phase {
-            Phase::Finished => Some(Outcome::Finished(v1::Finished {
-                final_model_version: global.version,
-            })),
-            Phase::Training(r) if r.wants(client) => Some(Outcome::Task(v1::Task {
-                task_id: r.task_for(client, self.boot_id),
-                round: r.round,
-                model_version: r.model_version,
-                config: Some(self.config.training.to_wire()),
-                model: Some(global.encoded.header.to_wire()),
-                deadline_in_ms: r
-                    .deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_millis() as u64,
-            })),
-            _ => None,
-        }
     }
 
     /// Chunks of the global model from `offset`, if `model_version` is still the one served.
@@ -447,7 +349,7 @@ impl Coordinator {
     }
 
     /// Opens the next round (or finishes) when the phase allows it.
-    fn advance(self: &Arc<Self>, st: &mut State) {
+    pub(crate) fn advance(self: &Arc<Self>, st: &mut State) {
         if !matches!(st.phase, Phase::Waiting) {
             return;
         }
@@ -555,10 +457,15 @@ impl Coordinator {
                 min = self.config.min_commit,
                 "deadline passed below the minimum: new attempt"
             );
-            st.attempt += 1;
-            st.phase = Phase::Waiting;
-            self.advance(&mut st);
+            self.new_attempt(&mut st);
         }
+    }
+
+    /// Abandons the open attempt of the round and draws a new cohort (its updates are dropped).
+    fn new_attempt(self: &Arc<Self>, st: &mut State) {
+        st.attempt += 1;
+        st.phase = Phase::Waiting;
+        self.advance(st);
     }
 
     /// Commits the open round if it is ready: aggregate, apply, persist (off the async

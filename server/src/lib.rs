@@ -10,6 +10,7 @@
 //! simulation engine calls it directly for its in-process transport.
 
 mod bulk;
+mod check_in;
 mod config;
 mod coordinator;
 mod error;

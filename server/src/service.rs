@@ -60,7 +60,10 @@ impl Federation for FederationService {
         req: Request<v1::CheckInRequest>,
     ) -> Result<Response<v1::CheckInResponse>, Status> {
         let token = bearer_token(req.metadata())?;
-        Ok(Response::new(self.coord.check_in(&token).await?))
+        let connection = req.remote_addr();
+        Ok(Response::new(
+            self.coord.check_in(&token, connection).await?,
+        ))
     }
 
     type DownloadStream = ChunkStream;

@@ -29,7 +29,7 @@ impl Transport for InprocTransport {
     }
 
     async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, Status> {
-        Ok(self.coord.check_in(token).await?)
+        Ok(self.coord.check_in(token, None).await?)
     }
 
     async fn download(
