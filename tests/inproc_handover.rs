@@ -99,7 +99,7 @@ async fn handed_over_updates_are_validated_like_streamed_ones() {
         t.submit_shared("nobody", header(&ta, 10), good.clone())
             .await,
         Code::Unauthenticated,
-        "",
+        "unknown session token",
     );
     let mut stale = header(&ta, 10);
     stale.model_version += 1;
@@ -123,7 +123,7 @@ async fn handed_over_updates_are_validated_like_streamed_ones() {
     refused(
         t.submit_shared(&a, header(&ta, 10), good.clone()).await,
         Code::AlreadyExists,
-        "",
+        "client `a` already contributed to round 1",
     );
     let ok = t
         .submit_shared(&b, header(&tb, 30), finite(&[1.5; 4]))

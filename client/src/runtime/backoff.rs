@@ -58,9 +58,26 @@ mod tests {
             give_up_after: None,
         };
         let mut rng = client_rng("c", 0);
-        let d0 = b.delay(0, &mut rng);
-        assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(150));
-        let d10 = b.delay(10, &mut rng);
-        assert!(d10 >= Duration::from_millis(500) && d10 <= Duration::from_millis(1500));
+        // Many draws: every wait within ±50% of its base (100 ms, then capped at 1 s), and the
+        // jitter really spread over that range, not one value.
+        for (attempt, base) in [(0, 100.0), (1, 200.0), (10, 1000.0)] {
+            let waits: Vec<f64> = (0..500)
+                .map(|_| b.delay(attempt, &mut rng).as_secs_f64() * 1000.0)
+                .collect();
+            let (lo, hi) = waits
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(l, h), &w| (l.min(w), h.max(w)));
+            assert!(
+                lo >= 0.5 * base && hi <= 1.5 * base,
+                "{attempt}: {lo}..{hi}"
+            );
+            assert!(
+                lo < 0.6 * base && hi > 1.4 * base,
+                "{attempt}: spread {lo}..{hi}"
+            );
+        }
+        // Two devices with other ids wait differently (no synchronised retry storms).
+        let mut other = client_rng("d", 0);
+        assert_ne!(b.delay(3, &mut client_rng("c", 0)), b.delay(3, &mut other));
     }
 }

@@ -112,15 +112,24 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_top_k_bounds_the_choices() {
         let logits = [1.0, 5.0, 4.9, 4.8, -3.0];
-        let mut s = Sampler::new(SamplerConfig {
-            temperature: 1.0,
-            top_k: 2,
-            top_p: 1.0,
-            seed: 7,
-        });
+        let sampler = |top_k| {
+            Sampler::new(SamplerConfig {
+                temperature: 1.0,
+                top_k,
+                top_p: 1.0,
+                seed: 7,
+            })
+        };
+        // top_k = 1 at temperature 1 draws the argmax every time, as greedy decoding does.
+        let mut s = sampler(1);
         for _ in 0..200 {
-            assert!(matches!(s.sample(&logits), 1 | 2));
+            assert_eq!(s.sample(&logits), 1);
         }
+        // top_k = 2 draws only the two largest, and both of them.
+        let mut s = sampler(2);
+        let draws: Vec<u32> = (0..200).map(|_| s.sample(&logits)).collect();
+        assert!(draws.iter().all(|d| matches!(d, 1 | 2)), "{draws:?}");
+        assert!(draws.contains(&1) && draws.contains(&2), "{draws:?}");
     }
 
     #[test]
