@@ -4,7 +4,7 @@
 For each case: the random model of golden_logits.py (same splitmix64 weights and tokens), a
 random adapter made by fedtune (`fedtune bench random-adapter`, a PEFT directory) and converted
 by `fedtune export --format gguf`, then llama.cpp (llama-cpp-python, `lora_path=`) computes the
-logits of every position. tests/lora_llama_cpp.rs regenerates model and adapter in Rust and
+logits of every position. tests/adapters.rs regenerates model and adapter in Rust and
 compares. The SmolLM2 case (if the model is cached) stores the top-8 logits per position of
 the text of golden_logits.py.
 
