@@ -205,3 +205,24 @@ async fn ids_that_never_check_in_are_not_kept() {
         "{stored:?}"
     );
 }
+
+/// "Come back later" is jittered ±50% around the retry hint, so a fleet told to wait does not
+/// come back at one instant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_hints_are_jittered() {
+    let mut config = common::quick_config(1, 2, 2);
+    config.long_poll = Duration::from_millis(5);
+    config.retry_after = Duration::from_millis(1000);
+    let server = common::start(config, bundle(&[0.0; 2])).await;
+    let mut lonely = common::RawClient::join(&server.url, "lonely").await;
+    let mut hints = Vec::new();
+    for _ in 0..40 {
+        match lonely.try_check_in().await.unwrap().outcome {
+            Some(v1::check_in_response::Outcome::RetryAfterMs(ms)) => hints.push(ms),
+            other => panic!("expected a retry hint, got {other:?}"),
+        }
+    }
+    let (lo, hi) = (hints.iter().min().unwrap(), hints.iter().max().unwrap());
+    assert!(*lo >= 500 && *hi <= 1500, "{hints:?}");
+    assert!(hi - lo >= 400, "hints barely spread: {hints:?}");
+}
