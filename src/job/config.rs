@@ -181,6 +181,24 @@ impl JobConfig {
     }
 
     /// Checks the settings that have a valid range.
+    /// CPU threads the run uses: `threads`, or every core when 0.
+    pub fn threads(&self) -> usize {
+        if self.threads == 0 {
+            crate::resources::cores()
+        } else {
+            self.threads
+        }
+    }
+
+    /// Devices holding a model at once: `concurrency`, or twice the threads when 0.
+    pub fn concurrency(&self) -> usize {
+        if self.concurrency == 0 {
+            2 * self.threads()
+        } else {
+            self.concurrency
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let prob = |name: &str, v: f64, max: f64| {
             if (0.0..max).contains(&v) {

@@ -61,11 +61,7 @@ pub(super) fn federate(
             TransportKind::Inproc
         },
         threads,
-        concurrency: if cfg.concurrency == 0 {
-            2 * threads
-        } else {
-            cfg.concurrency
-        },
+        concurrency: cfg.concurrency(),
         faults: FaultRates {
             drop_before_download: cfg.drop_rate / 3.0,
             drop_during_download: cfg.drop_rate / 3.0,

@@ -4,7 +4,7 @@
 use fedtune_llm::llama::LlamaConfig;
 
 use super::{JobConfig, JobError};
-use crate::resources::{available_memory, cores, human_bytes};
+use crate::resources::{available_memory, human_bytes};
 
 /// The memory a run needs beyond its base model (already loaded when this is asked), in bytes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,16 +51,7 @@ impl MemoryEstimate {
             * (tokens * per_token_layer * model.n_layers as u64
                 + 2 * tokens * model.n_vocab as u64
                 + 4 * tokens * d);
-        let threads = if cfg.threads == 0 {
-            cores()
-        } else {
-            cfg.threads
-        } as u64;
-        let holding = if cfg.concurrency == 0 {
-            2 * threads
-        } else {
-            cfg.concurrency as u64
-        };
+        let (threads, holding) = (cfg.threads() as u64, cfg.concurrency() as u64);
         let training = threads.min(holding);
         // The server's global model, aggregate and encoded copy.
         let server = 3 * adapter_params * f32s;

@@ -16,11 +16,7 @@ use super::report::{CompareScores, JobReport, ScoreSummary};
 /// Runs the whole job and writes its files under `out`.
 pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
     let cfg = &p.cfg;
-    let threads = if cfg.threads == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        cfg.threads
-    };
+    let threads = cfg.threads();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()

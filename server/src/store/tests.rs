@@ -14,6 +14,15 @@ fn one_server_per_state_directory() {
     assert!(again.last_committed().unwrap().is_none());
 }
 
+/// Another program's read-only connection to the database in `dir`.
+fn reader(dir: &Path) -> Connection {
+    Connection::open_with_flags(
+        dir.join(DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the database opens read-only")
+}
+
 /// While a server owns its state, another program can read the database.
 #[test]
 fn the_database_can_be_read_while_the_server_runs() {
@@ -21,11 +30,7 @@ fn the_database_can_be_read_while_the_server_runs() {
     let mut store = Store::open(dir.path(), true).unwrap();
     store.upsert_client("phone", "{}");
     store.flush().unwrap();
-    let reader = Connection::open_with_flags(
-        dir.path().join(DB_FILE),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let reader = reader(dir.path());
     let n: i64 = reader
         .query_row("SELECT COUNT(*) FROM clients", [], |r| r.get(0))
         .unwrap();
@@ -60,11 +65,7 @@ fn registrations_are_written_at_flush_and_at_drop() {
 fn metrics_are_written_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path(), false).unwrap();
-    let reader = Connection::open_with_flags(
-        dir.path().join(DB_FILE),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let reader = reader(dir.path());
     for c in 0..3 {
         let rows = [("loss".to_string(), 0.5)];
         store.insert_metrics(1, &format!("c{c}"), &rows).unwrap();
