@@ -83,24 +83,46 @@ async fn dropouts_and_stragglers_do_not_stop_rounds() {
         report.dropouts > 0,
         "the fault plan should have dropped someone"
     );
-    // Nobody who dropped in a round is among that round's contributors.
+    let plan = sim::SeededFaults {
+        rates: cfg.faults.clone(),
+        seed: cfg.server.seed,
+    };
+    // The stragglers really arrived late (3 s after their task, past the 2 s deadline, by
+    // which their round had committed, or the federation had finished) and were refused.
+    let mut late = 0;
+    for c in &report.clients {
+        for (round, reason) in &c.refused {
+            let slowed = sim::Faults::plan(&plan, &c.client_id, *round)
+                .delay
+                .is_some();
+            if reason.starts_with("fault injection") {
+                continue; // a dropout, counted in report.dropouts
+            }
+            // Over-selected devices may be refused too: the round had its K updates.
+            assert!(
+                reason.starts_with("stale upload") || reason.starts_with("late upload"),
+                "{} in round {round}: {reason}",
+                c.client_id
+            );
+            late += usize::from(slowed);
+        }
+    }
+    assert!(late > 0, "no straggler arrived late");
+    // Nobody who dropped or straggled in a round is among that round's contributors.
     for round in 1..=5u64 {
         let contributors = report
             .coordinator
             .with_store(|s| s.contributors(round))
             .unwrap();
         assert!(contributors.len() >= 5);
-        let plan = sim::SeededFaults {
-            rates: cfg.faults.clone(),
-            seed: cfg.server.seed,
-        };
         for c in &contributors {
             let p = sim::Faults::plan(&plan, c, round);
             assert!(
                 !p.drop_before_download
                     && p.drop_during_download.is_none()
-                    && p.drop_during_upload.is_none(),
-                "{c} dropped in round {round} yet was counted"
+                    && p.drop_during_upload.is_none()
+                    && p.delay.is_none(),
+                "{c} dropped or straggled in round {round} yet was counted"
             );
         }
     }

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::llama::{compare, compare_top8, fixtures, model_of, read_json, smollm2_path, u32s};
+use common::llama::{
+    compare, compare_top8, exact_kernels, fixtures, model_of, read_json, smollm2_path, u32s,
+};
 use fedtune_llm::llama::{LlamaModel, Logits};
 use fedtune_llm::quant::GgmlType;
 
@@ -42,6 +44,7 @@ fn goldens() -> Vec<Golden> {
 
 #[test]
 fn random_models_match_llama_cpp_logits() {
+    let exact = exact_kernels();
     let mut failures = Vec::new();
     for g in goldens() {
         let mut cache = g.model.new_cache(None);
@@ -55,28 +58,31 @@ fn random_models_match_llama_cpp_logits() {
             c.max_logit,
             100.0 * c.argmax_agree
         );
-        let ok = if g.ty == GgmlType::F32 {
-            c.max_abs <= 1e-3 * c.max_logit
-        } else {
-            c.argmax_agree >= 0.99
+        // The claims of docs/on-device.md: quantized models bit for bit, F32 within 1e-6,
+        // F16 within 1.1e-3; the scalar fallback within looser bounds and the same argmax.
+        let bound = match (g.ty, exact) {
+            (GgmlType::F32, true) => 1e-6,
+            (GgmlType::F16, _) => 1.1e-3,
+            (_, true) => 0.0,
+            (_, false) => 0.02,
         };
-        if !ok {
-            failures.push(g.name.clone());
+        if c.max_abs > bound || c.argmax_agree < 1.0 {
+            failures.push(format!("{}: max|Δ| {:e} > {bound:e}", g.name, c.max_abs));
         }
     }
     assert!(
         failures.is_empty(),
-        "logits differ from llama.cpp for {failures:?}"
+        "logits differ from llama.cpp: {failures:?}"
     );
 }
 
 /// Q4_0 models with their matrices interleaved for the AVX2 / AVX-512 VNNI kernels (what the
-/// inference commands run on such CPUs): the same agreement with llama.cpp, and the same
-/// logits as the stored layout up to float summation order.
+/// inference commands run on such CPUs): llama.cpp's logits and the stored layout's, bit for
+/// bit.
 #[test]
 fn interleaved_q4_0_models_match_llama_cpp_logits() {
     // The interleaved kernels exist at the AVX2 level and above.
-    let simd = fedtune_llm::kernels::cpu::level() >= fedtune_llm::kernels::Level::Avx2;
+    let simd = exact_kernels();
     for g in goldens().into_iter().filter(|g| g.ty == GgmlType::Q4_0) {
         let mut cache = g.model.new_cache(None);
         let plain = g.model.forward(&mut cache, &g.tokens, Logits::All).unwrap();
@@ -86,34 +92,47 @@ fn interleaved_q4_0_models_match_llama_cpp_logits() {
         let mut cache = model.new_cache(None);
         let ours = model.forward(&mut cache, &g.tokens, Logits::All).unwrap();
         let c = compare(&ours, &g.logits, model.cfg.n_vocab);
-        eprintln!(
-            "{:>10} interleaved ({bytes} bytes): mean|Δ| {:.2e} (max|logit| {:.3}), argmax \
-             agreement {:.1}%",
-            g.name,
-            c.mean_abs,
-            c.max_logit,
-            100.0 * c.argmax_agree
-        );
-        assert!(
-            c.argmax_agree >= 0.99,
-            "{}: argmax {}",
-            g.name,
-            c.argmax_agree
-        );
         let same = compare(&ours, &plain, model.cfg.n_vocab);
-        assert!(
-            same.max_abs <= 1e-4 * same.max_logit.max(1.0),
-            "{}: interleaved vs stored layout max|Δ| {}",
-            g.name,
-            same.max_abs
+        eprintln!(
+            "{:>10} interleaved ({bytes} bytes): max|Δ| {:.2e} vs llama.cpp, {:.2e} vs the \
+             stored layout",
+            g.name, c.max_abs, same.max_abs
         );
+        assert_eq!(
+            same.max_abs, 0.0,
+            "{}: interleaved vs stored layout",
+            g.name
+        );
+        if simd {
+            assert_eq!(c.max_abs, 0.0, "{}: interleaved vs llama.cpp", g.name);
+        }
     }
 }
 
-/// An f16 KV cache (llama.cpp's default, `--cache-type f16`) holds half the bytes and moves
-/// the logits only by its rounding. (Random models' logits are nearly tied and each layer
-/// re-quantizes its activations to 8 bits, so argmax agreement with the f32-cache goldens is
-/// printed, not required: 94–100% here.)
+/// Rows where `exact`'s top logit leads the runner-up by more than `margin`, and how many of
+/// them keep their argmax in `other`.
+fn argmax_kept(exact: &[f32], other: &[f32], n_vocab: usize, margin: f32) -> (usize, usize) {
+    let (mut clear, mut kept) = (0, 0);
+    for (e, o) in exact.chunks_exact(n_vocab).zip(other.chunks_exact(n_vocab)) {
+        let top = fedtune_llm::llama::argmax(e) as usize;
+        let second = e
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != top)
+            .map(|(_, &v)| v)
+            .fold(f32::NEG_INFINITY, f32::max);
+        if e[top] - second > margin {
+            clear += 1;
+            kept += usize::from(fedtune_llm::llama::argmax(o) as usize == top);
+        }
+    }
+    (clear, kept)
+}
+
+/// An f16 KV cache (llama.cpp's default, `--cache-type f16`) holds half the bytes, moves the
+/// logits only by its rounding, and keeps the argmax wherever the f32 cache's top logit leads
+/// by more than 0.05. (Random models' logits are nearly tied and each layer re-quantizes its
+/// activations to 8 bits, so a few closer calls flip: overall agreement is printed, 94–100%.)
 #[test]
 fn f16_cache_halves_memory_and_keeps_the_argmax() {
     use fedtune_llm::llama::KvType;
@@ -124,24 +143,57 @@ fn f16_cache_halves_memory_and_keeps_the_argmax() {
         let half = g.model.forward(&mut c16, &g.tokens, Logits::All).unwrap();
         assert_eq!(c16.kv_type(), KvType::F16);
         assert_eq!(2 * c16.memory_bytes(), c32.memory_bytes(), "{}", g.name);
-        let c = compare(&half, &g.logits, g.model.cfg.n_vocab);
-        let d = compare(&half, &exact, g.model.cfg.n_vocab);
+        let v = g.model.cfg.n_vocab;
+        let d = compare(&half, &exact, v);
+        let (clear, kept) = argmax_kept(&exact, &half, v, 0.05);
         eprintln!(
-            "{:>10} f16 cache: argmax {:.1}%, max|Δ| vs f32 cache {:.2e} (max|logit| {:.3})",
+            "{:>10} f16 cache: argmax {:.1}% overall, {kept}/{clear} where the lead > 0.05; \
+             max|Δ| vs f32 cache {:.2e} (max|logit| {:.3})",
             g.name,
-            100.0 * c.argmax_agree,
+            100.0 * d.argmax_agree,
             d.max_abs,
             d.max_logit
         );
         assert!(d.max_abs > 0.0, "{}: the f16 rounding shows", g.name);
-        assert!(
-            d.mean_abs < 0.01 * d.max_logit,
-            "{}: {}",
-            g.name,
-            d.mean_abs
-        );
         assert!(d.max_abs < 0.05 * d.max_logit, "{}: {}", g.name, d.max_abs);
+        assert!(
+            2 * clear >= g.tokens.len(),
+            "{}: {clear} clear rows",
+            g.name
+        );
+        assert_eq!(kept, clear, "{}: argmax lost with a lead > 0.05", g.name);
     }
+}
+
+/// On SmolLM2 the f16 cache keeps the f32 cache's argmax at 91.9% of the 210 positions, where
+/// llama.cpp's own f16 cache keeps 95.2% of its f32 cache's (scripts/reference/kv_spread.py;
+/// llama.cpp also rounds queries and attention weights to f16, fedtune does not).
+#[test]
+fn smollm2_f16_cache_keeps_the_argmax() {
+    use fedtune_llm::llama::KvType;
+    let Some(path) = smollm2_path() else { return };
+    let tokens = u32s(&read_json(&fixtures("llama/smollm2.json"))["tokens"]);
+    let model = LlamaModel::open(&path).unwrap();
+    let mut c32 = model.new_cache(None);
+    let mut c16 = model.new_cache_of(None, KvType::F16);
+    let exact = model.forward(&mut c32, &tokens, Logits::All).unwrap();
+    let half = model.forward(&mut c16, &tokens, Logits::All).unwrap();
+    let d = compare(&half, &exact, model.cfg.n_vocab);
+    let (clear, kept) = argmax_kept(&exact, &half, model.cfg.n_vocab, 0.5);
+    eprintln!(
+        "SmolLM2 f16 cache: argmax {:.1}% of {} positions, {kept}/{clear} where the lead > 0.5, \
+         max|Δ| {:.3} (max|logit| {:.1})",
+        100.0 * d.argmax_agree,
+        tokens.len(),
+        d.max_abs,
+        d.max_logit
+    );
+    assert!(d.argmax_agree >= 0.9, "argmax {}", d.argmax_agree);
+    assert!(
+        clear - kept <= 4,
+        "argmax lost with a lead > 0.5: {kept}/{clear}"
+    );
+    assert!(d.max_abs < 0.1 * d.max_logit, "max|Δ| {}", d.max_abs);
 }
 
 #[test]
@@ -237,7 +289,12 @@ fn smollm2_matches_llama_cpp() {
     // single-token paths (this deep model amplifies last-bit differences through the 8-bit
     // activation rounding), so this holds only because the decoder follows the float
     // operation order of llama.cpp's batched CPU path (see llama/ggml_math.rs).
-    assert!(rate >= 0.99, "argmax agreement {rate}");
+    if exact_kernels() {
+        assert_eq!(mean_top, 0.0, "top-8 logits differ from llama.cpp's");
+        assert_eq!(rate, 1.0, "argmax agreement {rate}");
+    } else {
+        assert!(rate >= 0.9, "argmax agreement {rate}");
+    }
 }
 
 #[test]
@@ -282,6 +339,16 @@ fn smollm2_generates_sensibly_past_a_sliding_window() {
     eprintln!(
         "window {window}, {} tokens past it, perplexity under the full model {ppl:.2}:\n{text}",
         generated.len() + prompt.len() - window
+    );
+    // A window that lost its sinks or its recent positions falls into loops that a full model
+    // may still find likely; a loop repeats trigrams.
+    let trigrams: std::collections::HashSet<&[u32]> = generated.windows(3).collect();
+    let distinct = trigrams.len() as f64 / (generated.len() - 2) as f64;
+    eprintln!("distinct trigrams {:.1}%", 100.0 * distinct);
+    assert!(
+        distinct >= 0.9,
+        "repetitive: {:.1}% distinct trigrams",
+        100.0 * distinct
     );
     assert!(ppl < 8.0, "perplexity {ppl}");
     assert!(wordy as f64 >= 0.95 * text.chars().count() as f64, "{text}");

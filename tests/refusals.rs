@@ -374,3 +374,72 @@ async fn calls_in_flight_per_connection_are_bounded() {
     assert_eq!(max_streams, Some(fedtune_server::MAX_STREAMS));
     const { assert!(fedtune_server::MAX_STREAMS <= 256) };
 }
+
+/// At most `max_concurrent_uploads` updates are staged at once and 4 × that many wait; one
+/// more is refused with RESOURCE_EXHAUSTED (the device backs off and retries) and nothing of
+/// it is counted. Once the stalled uploads finish, the refused device's retry is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_staging_limit_are_refused_busy() {
+    let n = 300_000; // 1.2 MB: two chunks, so an upload can stall between them
+    let values =
+        |v: f32| Bundle::new(vec![Tensor::from_f32("w", vec![n], &vec![v; n]).unwrap()]).unwrap();
+    let mut config = common::quick_config(1, 7, 7);
+    config.max_concurrent_uploads = 1;
+    let server = common::start(config, values(0.0)).await;
+    let mut devices = Vec::new();
+    for i in 0..7 {
+        devices.push(common::RawClient::join(&server.url, &format!("d{i}")).await);
+    }
+    let mut tasks = Vec::new();
+    for d in &mut devices {
+        tasks.push(d.task().await);
+    }
+
+    // d0 is staged (header and first chunk, then it stalls in the one slot); d1..d4 send their
+    // headers and wait for the slot.
+    let mut stalled = Vec::new();
+    for i in 0..5 {
+        let mut msgs = common::upload_messages(&tasks[i], &values(i as f32), 1).into_iter();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        for m in msgs.by_ref().take(if i == 0 { 2 } else { 1 }) {
+            tx.unbounded_send(m).unwrap();
+        }
+        let req = devices[i].authed(rx);
+        let mut rpc = devices[i].rpc.clone();
+        let call = tokio::spawn(async move { rpc.upload(req).await.map(|r| r.into_inner()) });
+        stalled.push((tx, msgs, call));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A sixth upload finds the slot taken and four waiting: refused at once.
+    let busy = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        devices[5].send(common::upload_messages(&tasks[5], &values(5.0), 1)),
+    )
+    .await
+    .expect("a refusal, not a wait");
+    refused(busy, Code::ResourceExhausted, "too many uploads");
+
+    // The stalled uploads complete and count; the refused device's retry is accepted.
+    for (tx, msgs, call) in stalled {
+        for m in msgs {
+            tx.unbounded_send(m).unwrap();
+        }
+        drop(tx);
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(server.coord.status().received, 5);
+    for i in 5..7 {
+        devices[i]
+            .send(common::upload_messages(&tasks[i], &values(i as f32), 1))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.coord.finished())
+        .await
+        .unwrap();
+    // (0 + 1 + … + 6) / 7 = 3: every update counted once, the refused one only by its retry.
+    let (_, model) = server.coord.global();
+    assert!(model.tensors()[0].to_f32().iter().all(|&v| v == 3.0));
+}

@@ -1,7 +1,8 @@
 //! Crash safety: a `fedtune server` process killed with SIGKILL mid-round and between rounds,
 //! restarted on the same state directory, ends with the same model, bit for bit, as a run
 //! that was never interrupted, also when the interrupted server keeps only its newest
-//! checkpoints.
+//! checkpoints. Six devices for a cohort of four: the restarted server must draw the cohorts
+//! the uninterrupted one drew, from the registrations it stored.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,9 @@ use std::time::{Duration, Instant};
 use fedtune_proto::v1::{self, federation_client::FederationClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fedtune");
-const CLIENTS: usize = 4;
+/// Devices, and the cohort drawn from them each round.
+const CLIENTS: usize = 6;
+const K: usize = 4;
 const ROUNDS: u64 = 6;
 /// `--keep-checkpoints` of the interrupted run.
 const KEEP: u64 = 2;
@@ -41,7 +44,7 @@ fn server(port: u16, state: &Path, keep: u64) -> Child {
             "--rounds",
             &ROUNDS.to_string(),
             "--clients-per-round",
-            &CLIENTS.to_string(),
+            &K.to_string(),
             "--over-selection",
             "1",
         ])
@@ -49,7 +52,7 @@ fn server(port: u16, state: &Path, keep: u64) -> Child {
             "--min-clients",
             &CLIENTS.to_string(),
             "--min-commit",
-            &CLIENTS.to_string(),
+            &K.to_string(),
             "--linger",
             "5s",
             "--log",
@@ -126,22 +129,31 @@ fn wait_all(children: Vec<Child>) {
     }
 }
 
-fn final_model(state: &Path) -> Vec<u8> {
+/// The last model's bytes, and who was counted in each round.
+fn final_model(state: &Path) -> (Vec<u8>, Vec<Vec<String>>) {
     let store = fedtune_server::Store::open(state, false).unwrap();
     let last = store.last_committed().unwrap().unwrap();
     assert_eq!(last.round, ROUNDS);
     let rounds = store.rounds().unwrap();
     assert!(
-        rounds.iter().all(|&(r, n)| r == 0 || n == CLIENTS),
-        "every round counts each client once: {rounds:?}"
+        rounds.iter().all(|&(r, n)| r == 0 || n == K),
+        "every round counts K devices once: {rounds:?}"
     );
     let (model, _) =
         fedtune_server::store::read_checkpoint(&last.checkpoint, Some(last.digest)).unwrap();
-    model
+    let bytes = model
         .tensors()
         .iter()
         .flat_map(|t| t.data().to_vec())
-        .collect()
+        .collect();
+    let cohorts = (1..=ROUNDS)
+        .map(|r| {
+            let mut c = store.contributors(r).unwrap();
+            c.sort();
+            c
+        })
+        .collect();
+    (bytes, cohorts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +173,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     let devices = clients(port);
     let training = v1::Phase::Training as i32;
     wait_for(port, "round 2 half done", |s| {
-        s.round == 2 && s.phase == training && s.received >= 1 && s.received < CLIENTS as u64
+        s.round == 2 && s.phase == training && s.received >= 1 && s.received < K as u64
     })
     .await;
     srv.kill().unwrap();
@@ -179,11 +191,19 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     wait_all(devices);
     assert!(srv.wait().unwrap().success());
 
+    let (model, cohorts) = final_model(crashed.path());
+    let (want_model, want_cohorts) = final_model(reference.path());
     assert_eq!(
-        final_model(crashed.path()),
-        final_model(reference.path()),
-        "resumed run must match bit for bit"
+        cohorts, want_cohorts,
+        "the restarted server drew other cohorts"
     );
+    let drawn: std::collections::BTreeSet<_> = want_cohorts.iter().flatten().collect();
+    assert_eq!(
+        drawn.len(),
+        CLIENTS,
+        "every device drawn at some round: {want_cohorts:?}"
+    );
+    assert_eq!(model, want_model, "resumed run must match bit for bit");
     assert_eq!(
         checkpoint_rounds(reference.path()),
         (0..=ROUNDS).collect::<Vec<_>>()

@@ -2,7 +2,8 @@
 //!
 //! The ids in tests/fixtures/tokenizer/smollm2.json come from llama.cpp's `llama_tokenize`
 //! (scripts/reference/golden_tokens.py). The model file is fetched by scripts/fetch-model.sh
-//! into ~/.cache/fedtune/models; without it the test says so and passes.
+//! into ~/.cache/fedtune/models; without it the test fails with how to fetch it, unless
+//! FEDTUNE_SKIP_REAL_MODELS=1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,10 +15,29 @@ use fedtune_llm::gguf::GgufFile;
 use fedtune_llm::tokenizer::{Tokenizer, VocabSpec};
 use serde_json::Value;
 
+/// SmolLM2 where scripts/fetch-model.sh puts it. A missing model fails the test with how to
+/// fetch it, unless `FEDTUNE_SKIP_REAL_MODELS=1` opts out.
 fn model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let p = PathBuf::from(home).join(".cache/fedtune/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    p.exists().then_some(p)
+    let cache = std::env::var_os("FEDTUNE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fedtune")))
+        .expect("neither FEDTUNE_CACHE nor HOME is set");
+    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("FEDTUNE_SKIP_REAL_MODELS").as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED: {} is absent and FEDTUNE_SKIP_REAL_MODELS=1",
+            p.display()
+        );
+        return None;
+    }
+    panic!(
+        "{} is absent: run scripts/fetch-model.sh to fetch SmolLM2-135M-Instruct \
+         (or set FEDTUNE_SKIP_REAL_MODELS=1 to skip the tests that need it)",
+        p.display()
+    )
 }
 
 struct Case {
@@ -62,12 +82,7 @@ fn cases() -> Vec<Case> {
 /// special-token handling) and reports all the cases that differ at once, not the first.
 #[test]
 fn smollm2_tokens_match_llama_cpp() {
-    let Some(path) = model_path() else {
-        eprintln!(
-            "SKIPPED: SmolLM2-135M-Instruct.Q4_1.gguf is not in ~/.cache/fedtune/models (run scripts/fetch-model.sh)"
-        );
-        return;
-    };
+    let Some(path) = model_path() else { return };
     let file = GgufFile::open(&path).unwrap();
     let spec = VocabSpec::from_gguf(&file).unwrap();
     assert_eq!(

@@ -127,19 +127,36 @@ pub fn compare_top8(
     )
 }
 
-/// SmolLM2 in the cache, or `None` after printing why the test is skipped.
+/// SmolLM2 in the cache. A missing model fails the test with how to fetch it, unless
+/// `FEDTUNE_SKIP_REAL_MODELS=1` opts out (then `None`, after saying the test is skipped).
 pub fn smollm2_path() -> Option<PathBuf> {
-    let cache = std::env::var_os("FEDTUNE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/fedtune")))?;
-    let p = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = fedtune::base_model::smollm2_path();
     if p.exists() {
-        Some(p)
-    } else {
+        return Some(p);
+    }
+    if std::env::var("FEDTUNE_SKIP_REAL_MODELS").as_deref() == Ok("1") {
         eprintln!(
-            "SKIPPED: {} is absent (run scripts/fetch-model.sh)",
+            "SKIPPED: {} is absent and FEDTUNE_SKIP_REAL_MODELS=1",
             p.display()
         );
-        None
+        return None;
     }
+    panic!(
+        "{} is absent: run scripts/fetch-model.sh to fetch SmolLM2-135M-Instruct \
+         (or set FEDTUNE_SKIP_REAL_MODELS=1 to skip the tests that need it)",
+        p.display()
+    )
+}
+
+/// Whether the kernels in use are the AVX2 or AVX-512 ones, whose arithmetic the llama.cpp
+/// fixtures (made by its AVX2/AVX-512 build) match bit for bit. The portable scalar fallback
+/// sums f32 dot products and rounds activations in another order: close, not identical.
+pub fn exact_kernels() -> bool {
+    let exact = fedtune_llm::kernels::cpu::level() >= fedtune_llm::kernels::Level::Avx2;
+    if !exact {
+        eprintln!(
+            "SKIPPED bit-exactness: the scalar kernels are in use (no AVX2, or FEDTUNE_KERNELS=scalar)"
+        );
+    }
+    exact
 }
