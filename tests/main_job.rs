@@ -266,19 +266,71 @@ fn a_small_keyboard_federation_improves_writes_its_files_and_repeats_exactly() {
     );
     let unseen = report.unseen.federated.as_ref().unwrap();
     assert!(unseen.perplexity < report.unseen.base.as_ref().unwrap().perplexity);
-    assert!(report.unseen.personalized.is_some() && report.unseen.centralized.is_some());
-
-    // The same seed again: the same metrics and the same adapter bytes.
-    let b = dir.path().join("b");
-    job::run::run(&job::prepare(&cfg).unwrap(), &b).unwrap();
-    assert_eq!(metrics_without_time(&b), rounds);
-    assert_eq!(
-        std::fs::read(a.join("adapter.gguf")).unwrap(),
-        std::fs::read(b.join("adapter.gguf")).unwrap()
+    // The baselines are real scores on the same clients: the centralised LoRA beats the base
+    // model, and a few local steps on each unseen client's own lines beat the federated
+    // adapter there (the personalisation gain).
+    for scores in [&report.seen, &report.unseen] {
+        let base = scores.base.as_ref().unwrap();
+        let central = scores.centralized.as_ref().unwrap();
+        assert!(central.perplexity < base.perplexity, "{scores:?}");
+        assert_eq!(central.n_tokens, base.n_tokens);
+    }
+    let personal = report.unseen.personalized.as_ref().unwrap();
+    assert!(
+        personal.perplexity < unseen.perplexity,
+        "{:?}",
+        report.unseen
     );
+    assert_eq!(personal.n_tokens, unseen.n_tokens);
+    assert!(report.seen.personalized.is_none());
+    curves_show_every_series(&a.join("curves.png"));
+
+    // The same seed again, in process and over loopback gRPC: the same metrics and the same
+    // adapter bytes.
+    let adapter = std::fs::read(a.join("adapter.gguf")).unwrap();
+    for transport in ["inproc", "grpc"] {
+        let b = dir.path().join(transport);
+        let cfg = JobConfig {
+            transport: transport.into(),
+            ..cfg.clone()
+        };
+        job::run::run(&job::prepare(&cfg).unwrap(), &b).unwrap();
+        assert_eq!(metrics_without_time(&b), rounds, "{transport}");
+        let again = std::fs::read(b.join("adapter.gguf")).unwrap();
+        assert!(again == adapter, "{transport}: other adapter bytes");
+    }
     // A run directory is never overwritten.
     let again = job::run::run(&job::prepare(&cfg).unwrap(), &a).unwrap_err();
     assert!(again.to_string().contains("already holds a run"), "{again}");
+}
+
+/// curves.png is the 1200×500 picture of two panels, each with its curves drawn: the colours
+/// of the perplexity panel (training: blue, unseen: red) and of the accuracy panel (blue, cyan,
+/// red, magenta) each cover a line's worth of pixels in their half.
+fn curves_show_every_series(path: &Path) {
+    let decoder = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1200, 500));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let count = |x0: usize, x1: usize, rgb: [u8; 3]| {
+        buf.chunks_exact(3)
+            .enumerate()
+            .filter(|(i, p)| (x0..x1).contains(&(i % 1200)) && **p == rgb)
+            .count()
+    };
+    let (blue, red, cyan, magenta) = ([0, 0, 255], [255, 0, 0], [0, 255, 255], [255, 0, 255]);
+    for (x0, x1, colours) in [
+        (0, 600, vec![blue, red]),
+        (600, 1200, vec![blue, red, cyan, magenta]),
+    ] {
+        for rgb in colours {
+            let n = count(x0, x1, rgb);
+            assert!(n >= 400, "{rgb:?} in x {x0}..{x1}: {n} pixels");
+        }
+        assert_eq!(count(x0, x1, cyan) > 0, x0 == 600, "cyan only on the right");
+    }
 }
 
 #[test]
