@@ -226,3 +226,59 @@ async fn retry_hints_are_jittered() {
     assert!(*lo >= 500 && *hi <= 1500, "{hints:?}");
     assert!(hi - lo >= 400, "hints barely spread: {hints:?}");
 }
+
+/// Held long-polls are bounded: at most `max_held_per_connection` from one connection and
+/// `max_held_check_ins` in all; a check-in beyond either is told "retry after" at once
+/// instead of holding a stream and its buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_check_ins_are_bounded_per_connection_and_in_all() {
+    use fedtune_proto::v1::federation_client::FederationClient;
+    let long_poll = Duration::from_secs(3);
+    let mut config = common::quick_config(1, 2, 100); // no round opens: every call waits
+    config.long_poll = long_poll;
+    config.max_held_check_ins = 3;
+    config.max_held_per_connection = 2;
+    let server = common::start(config, bundle(&[0.0; 2])).await;
+    let connect = || async {
+        let channel = tonic::transport::Channel::from_shared(server.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FederationClient::new(channel)
+    };
+    let (a, b) = (connect().await, connect().await);
+    // Three devices' check-ins on connection a, then two on connection b.
+    let mut calls = Vec::new();
+    for (i, conn) in [&a, &a, &a, &b, &b].into_iter().enumerate() {
+        let mut rpc = conn.clone();
+        let token = rpc
+            .join(v1::JoinRequest {
+                client_id: format!("d{i}"),
+                capabilities: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session_token;
+        let mut req = tonic::Request::new(v1::CheckInRequest {});
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let start = Instant::now();
+        calls.push(tokio::spawn(async move {
+            let resp = rpc.check_in(req).await.unwrap().into_inner();
+            assert!(matches!(
+                resp.outcome,
+                Some(v1::check_in_response::Outcome::RetryAfterMs(_))
+            ));
+            start.elapsed()
+        }));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut held = Vec::new();
+    for call in calls {
+        held.push(call.await.unwrap() >= long_poll / 2);
+    }
+    // a: two held, the third answered at once; b: one held (three in all), one answered.
+    assert_eq!(held, [true, true, false, true, false]);
+}
