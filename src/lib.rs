@@ -4,6 +4,7 @@
 
 pub mod base_model;
 pub mod bench;
+pub mod certs;
 pub mod job;
 pub mod models;
 pub mod npy;

@@ -7,11 +7,13 @@
 
 mod error;
 pub mod runtime;
+pub mod tls;
 pub mod trainer;
 mod transport;
 
 pub use error::ClientError;
 pub use runtime::{Backoff, Client, ClientOptions, ClientSummary};
+pub use tls::ClientTls;
 pub use trainer::{
     LinRegData, LinRegTrainer, LocalUpdate, LoraTrainer, TaskContext, Trainer, TrainerError,
 };

@@ -104,9 +104,21 @@ const DOWNLOAD: &str = "/fedtune.v1.Federation/Download";
 const UPLOAD: &str = "/fedtune.v1.Federation/Upload";
 
 impl GrpcTransport {
-    /// A lazily connected channel to `url` (e.g. `http://127.0.0.1:50051`): the first call
-    /// connects, and a lost connection is re-established by the next call.
+    /// A lazily connected plaintext channel to `url` (e.g. `http://127.0.0.1:50051`): the
+    /// first call connects, and a lost connection is re-established by the next call.
     pub fn connect_lazy(url: &str) -> Result<Self, ClientError> {
+        Self::connect_lazy_with(url, None, false)
+    }
+
+    /// [`connect_lazy`](Self::connect_lazy) over TLS when `tls` is given (then the URL is
+    /// `https://`). A plaintext `http://` URL must name this machine unless
+    /// `plaintext_remote` allows otherwise: an update must not cross a network in the clear
+    /// by accident.
+    pub fn connect_lazy_with(
+        url: &str,
+        tls: Option<&crate::ClientTls>,
+        plaintext_remote: bool,
+    ) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::Connect {
             url: url.into(),
             reason,
@@ -121,8 +133,34 @@ impl GrpcTransport {
                 "the server URL is http://HOST:PORT (or https://HOST:PORT)".into(),
             ));
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| bad(e.to_string()))?
+        let host = uri.host().unwrap_or_default();
+        match (uri.scheme_str(), tls) {
+            (Some("https"), None) => {
+                return Err(bad(
+                    "an https:// server needs the CA that signed its certificate (--ca)".into(),
+                ));
+            }
+            (Some("http"), Some(_)) => {
+                return Err(bad(
+                    "TLS settings given for an http:// URL: use https://".into()
+                ));
+            }
+            (Some("http"), None) if !plaintext_remote && !crate::tls::is_loopback_host(host) => {
+                return Err(bad(format!(
+                    "plaintext to {host}, which is not this machine: use https:// with --ca \
+                     (or --insecure)"
+                )));
+            }
+            _ => {}
+        }
+        let mut endpoint =
+            Endpoint::from_shared(url.to_string()).map_err(|e| bad(e.to_string()))?;
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.config())
+                .map_err(|e| bad(fedtune_proto::tls::chain(&e)))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
@@ -308,10 +346,20 @@ mod tests {
         }
     }
 
+    /// Plaintext to this machine is accepted; to another only when allowed; https needs TLS
+    /// settings (its success is tests/tls.rs's, with real certificates).
     #[tokio::test]
-    async fn http_and_https_urls_are_accepted() {
-        for url in ["http://127.0.0.1:50051", "https://fedtune.example:443"] {
+    async fn plaintext_urls_are_accepted_where_allowed() {
+        for url in [
+            "http://127.0.0.1:50051",
+            "http://localhost:1",
+            "http://[::1]:2",
+        ] {
             assert!(GrpcTransport::connect_lazy(url).is_ok(), "{url}");
         }
+        let remote = "http://fedtune.example:443";
+        assert!(GrpcTransport::connect_lazy(remote).is_err());
+        assert!(GrpcTransport::connect_lazy_with(remote, None, true).is_ok());
+        assert!(GrpcTransport::connect_lazy("https://fedtune.example:443").is_err());
     }
 }

@@ -18,6 +18,7 @@ mod header;
 mod plan;
 pub mod simd;
 mod tensor;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for package `fedtune.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used)]

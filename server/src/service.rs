@@ -141,8 +141,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tls(coord, listener, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (every call, the bulk ones included).
+pub async fn serve_tls(
+    coord: Arc<Coordinator>,
+    listener: TcpListener,
+    tls: Option<&crate::ServerTls>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "serving fedtune.v1.Federation");
+    tracing::info!(?addr, tls = tls.is_some(), "serving fedtune.v1.Federation");
     let idle = coord.config().idle_timeout;
     let incoming = TcpListenerStream::new(listener).map(move |conn| {
         let conn = conn?;
@@ -150,7 +160,11 @@ pub async fn serve(
         conn.set_nodelay(true)?;
         Ok::<_, std::io::Error>(crate::idle::IdleTimeout::new(conn, idle))
     });
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.config())?;
+    }
+    builder
         // Large HTTP/2 windows: 1 MiB chunks flow without waiting on window updates.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))

@@ -5,14 +5,28 @@ use std::sync::Arc;
 use clap::Args;
 use fedtune::sim::{FaultyTransport, Slow};
 use fedtune_client::trainer::{LinRegData, LinRegTrainer};
-use fedtune_client::{Client, ClientOptions, GrpcTransport};
+use fedtune_client::{Client, ClientOptions, ClientTls, GrpcTransport};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server URL, e.g. http://127.0.0.1:50051.
+    /// Server URL: http://127.0.0.1:50051 (plaintext, this machine only unless --insecure),
+    /// or https://HOST:PORT with --ca.
     #[arg(long)]
     server: String,
+    /// The CA that signed the server's certificate (PEM), e.g. `fedtune certs`' ca.pem.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Mutual TLS: this device's certificate (PEM), signed by the CA the server trusts.
+    #[arg(long, requires_all = ["tls_key", "ca"], value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// This device's private key (PEM), with --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Allow a plaintext http:// URL to another machine (its updates then cross the
+    /// network readable).
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
     /// This device's id, stable across restarts [default: device-<index>].
     #[arg(long)]
     id: Option<String>,
@@ -83,10 +97,17 @@ fn serve(
     opts.seed = seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
     opts.backoff.give_up_after = a.give_up_after;
+    let tls = match &a.ca {
+        Some(ca) => {
+            let identity = a.tls_cert.as_deref().zip(a.tls_key.as_deref());
+            Some(ClientTls::from_files(ca, identity)?)
+        }
+        None => None,
+    };
     let server = a.server.clone();
-    let delay = a.delay;
+    let (delay, insecure) = (a.delay, a.insecure);
     super::runtime(a.threads.max(1))?.block_on(async move {
-        let transport = GrpcTransport::connect_lazy(&server)?;
+        let transport = GrpcTransport::connect_lazy_with(&server, tls.as_ref(), insecure)?;
         let summary = match delay {
             // A straggler on purpose: its uploads wait.
             Some(d) => {

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod bench;
+mod certs;
 mod client;
 mod eval;
 mod export;
@@ -70,6 +71,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Merge a LoRA adapter into its base model and write one GGUF model.
     Merge(merge::MergeArgs),
+    /// Write a development CA, a server certificate and device certificates for TLS.
+    Certs(certs::CertsArgs),
     /// Measure the framework (figures only; nothing is asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -108,6 +111,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
+        Command::Certs(a) => certs::run(a),
         Command::Bench(b) => bench::run(b),
     };
     match result {

@@ -47,6 +47,39 @@ pub struct ServerArgs {
     /// device retries) unless an id that never checked in can make room.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     max_devices: usize,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
+}
+
+/// TLS for every call. Without it the server speaks plaintext, which it allows on loopback
+/// addresses only unless `--insecure`.
+#[derive(Debug, Args)]
+struct ServerTlsArgs {
+    /// The server's certificate chain (PEM, leaf first), e.g. `fedtune certs`' server.pem.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: devices must present a certificate signed by this CA (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address (updates then cross the network readable).
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
+}
+
+impl ServerTlsArgs {
+    fn load(&self) -> anyhow::Result<Option<fedtune_server::ServerTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(fedtune_server::ServerTls::from_files(
+            cert,
+            key,
+            self.client_ca.as_deref(),
+        )?))
+    }
 }
 
 /// Round settings shared by `server` and `simulate`.
@@ -136,11 +169,18 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     config.durable = !a.no_fsync;
     config.keep_checkpoints = a.keep_checkpoints;
     config.max_devices = a.max_devices;
+    let tls = a.tls.load()?;
     super::runtime(super::default_threads())?.block_on(async move {
         // Bind first: an address that cannot be served leaves no state behind.
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("binding {}", a.listen))?;
+        let bound = listener.local_addr()?;
+        anyhow::ensure!(
+            tls.is_some() || a.tls.insecure || bound.ip().is_loopback(),
+            "{bound} is not a loopback address: serve it with TLS (--tls-cert, --tls-key; \
+             `fedtune certs` writes a development set), or pass --insecure for plaintext"
+        );
         let coord = Coordinator::open(config, &a.state, initial, strategy)
             .with_context(|| format!("opening server state in {}", a.state.display()))?;
         println!("listening on {}", listener.local_addr()?);
@@ -153,7 +193,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
                 _ = async { c.finished().await; tokio::time::sleep(linger).await } => {}
             }
         };
-        fedtune_server::serve(coord.clone(), listener, shutdown).await?;
+        fedtune_server::serve_tls(coord.clone(), listener, tls.as_ref(), shutdown).await?;
         let status = coord.status();
         println!(
             "model_version={} registered_clients={}",
