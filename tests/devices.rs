@@ -180,6 +180,7 @@ async fn ids_that_never_check_in_are_not_kept() {
         let join = v1::JoinRequest {
             client_id: format!("fake-{i}"),
             capabilities: None,
+            proof: None,
         };
         rpc.join(join).await.unwrap();
     }
@@ -193,6 +194,7 @@ async fn ids_that_never_check_in_are_not_kept() {
         .join(v1::JoinRequest {
             client_id: "one-too-many".into(),
             capabilities: None,
+            proof: None,
         })
         .await
         .unwrap_err();
@@ -256,6 +258,7 @@ async fn held_check_ins_are_bounded_per_connection_and_in_all() {
             .join(v1::JoinRequest {
                 client_id: format!("d{i}"),
                 capabilities: None,
+                proof: None,
             })
             .await
             .unwrap()

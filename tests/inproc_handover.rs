@@ -59,6 +59,7 @@ async fn handed_over_updates_are_validated_like_streamed_ones() {
     let join = |id: &str| v1::JoinRequest {
         client_id: id.into(),
         capabilities: None,
+        proof: None,
     };
     let a = t.join(join("a")).await.unwrap().session_token;
     let b = t.join(join("b")).await.unwrap().session_token;

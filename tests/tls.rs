@@ -87,6 +87,7 @@ async fn join_fails(transport: GrpcTransport, what: &str) -> String {
         .join(v1::JoinRequest {
             client_id: "intruder".into(),
             capabilities: None,
+            proof: None,
         })
         .await;
     let e = r.expect_err(what);

@@ -30,4 +30,10 @@ pub enum ClientError {
     Plan(#[from] fedtune_proto::PlanError),
     #[error("server sent a malformed message: {0}")]
     Protocol(String),
+    /// A device key file that cannot be read, parsed or created.
+    #[error("device key {}: {why}", path.display())]
+    Key {
+        path: std::path::PathBuf,
+        why: String,
+    },
 }

@@ -6,6 +6,7 @@
 //! gRPC ([`GrpcTransport`]) or in the same process (the simulation's transport).
 
 mod error;
+pub mod identity;
 pub mod runtime;
 pub mod tls;
 pub mod trainer;

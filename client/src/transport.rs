@@ -26,6 +26,11 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         req: v1::JoinRequest,
     ) -> impl Future<Output = Result<v1::JoinResponse, Status>> + Send;
+    /// A fresh nonce to sign a join with (device identity).
+    fn challenge(
+        &self,
+        req: v1::ChallengeRequest,
+    ) -> impl Future<Output = Result<v1::ChallengeResponse, Status>> + Send;
     fn check_in(
         &self,
         token: &str,
@@ -263,6 +268,10 @@ fn upload_frames(message: v1::UploadMessage) -> Vec<Bytes> {
 impl Transport for GrpcTransport {
     async fn join(&self, req: v1::JoinRequest) -> Result<v1::JoinResponse, Status> {
         Ok(self.client.clone().join(req).await?.into_inner())
+    }
+
+    async fn challenge(&self, req: v1::ChallengeRequest) -> Result<v1::ChallengeResponse, Status> {
+        Ok(self.client.clone().challenge(req).await?.into_inner())
     }
 
     async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, Status> {

@@ -15,6 +15,7 @@ mod dtype;
 mod error;
 mod finite;
 mod header;
+pub mod identity;
 mod plan;
 pub mod simd;
 mod tensor;

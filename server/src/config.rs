@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub token_ttl: Duration,
     /// Most devices the registry holds (a join beyond it is refused as "busy, retry later").
     pub max_devices: usize,
+    /// Admit only devices whose join is signed by a key listed in this file (one base64
+    /// Ed25519 public key per line, optionally followed by the client id it may join as).
+    pub authorized_keys: Option<std::path::PathBuf>,
     /// How long a check-in with nothing to do is held open waiting for a round to change.
     pub long_poll: Duration,
     /// Check-ins held at once; more are told "come back later" at once (each held call costs
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             round_timeout: Duration::from_secs(600),
             token_ttl: Duration::from_secs(3600),
             max_devices: 100_000,
+            authorized_keys: None,
             long_poll: Duration::from_secs(5),
             max_held_check_ins: 256,
             max_held_per_connection: crate::MAX_STREAMS as usize / 2,

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::identity::DeviceGate;
 use crate::registry::Registry;
 
 /// The `client_id` under which the server records its own per-round metrics (`cohort`: the
@@ -67,6 +68,8 @@ pub struct Coordinator {
     pub(crate) boot_id: u32,
     /// Check-ins being held right now.
     pub(crate) held: Mutex<crate::check_in::HeldCalls>,
+    /// Enrolled devices, when the server admits only those.
+    gate: Option<DeviceGate>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -91,6 +94,11 @@ impl Coordinator {
         mut strategy: Box<dyn Strategy>,
     ) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
+        let gate = config
+            .authorized_keys
+            .as_deref()
+            .map(DeviceGate::open)
+            .transpose()?;
         let mut store = Store::open(dir, config.durable)?;
         store.keep_checkpoints(config.keep_checkpoints);
         store.pin_setting("seed", &config.seed.to_string())?;
@@ -151,6 +159,7 @@ impl Coordinator {
             changed: Notify::new(),
             boot_id: rand::rng().random(),
             held: Mutex::default(),
+            gate,
         });
         coord.advance(&mut lock(&coord.state));
         Ok(coord)
@@ -169,6 +178,9 @@ impl Coordinator {
                 "client_id must be 1-128 printable characters".into(),
             ));
         }
+        if let Some(gate) = &self.gate {
+            gate.admit(id, req.proof.as_ref())?;
+        }
         let caps = req.capabilities.unwrap_or_default();
         let caps = format!(
             "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{}}}",
@@ -181,6 +193,22 @@ impl Coordinator {
             session_token: token,
             expires_in_ms: self.config.token_ttl.as_millis() as u64,
         })
+    }
+
+    /// A fresh nonce for a signed join (any server answers; one with authorized keys
+    /// requires it).
+    pub fn challenge(&self, req: &v1::ChallengeRequest) -> v1::ChallengeResponse {
+        match &self.gate {
+            Some(gate) => gate.challenge(req.client_id.trim()),
+            None => DeviceGate::unchecked_challenge(),
+        }
+    }
+
+    /// Reads the authorized-keys file again (SIGHUP); without one, nothing to do.
+    pub fn reload_authorized_keys(&self) {
+        if let Some(gate) = &self.gate {
+            gate.reload();
+        }
     }
 
     /// A device cannot do its task: it leaves the open round's cohort and is benched until it

@@ -14,6 +14,7 @@ mod check_in;
 mod config;
 mod coordinator;
 mod error;
+mod identity;
 mod idle;
 mod registry;
 pub mod round;

@@ -55,6 +55,13 @@ impl Federation for FederationService {
         Ok(Response::new(self.coord.join(req.into_inner())?))
     }
 
+    async fn challenge(
+        &self,
+        req: Request<v1::ChallengeRequest>,
+    ) -> Result<Response<v1::ChallengeResponse>, Status> {
+        Ok(Response::new(self.coord.challenge(req.get_ref())))
+    }
+
     async fn check_in(
         &self,
         req: Request<v1::CheckInRequest>,

@@ -23,6 +23,14 @@ pub struct ClientArgs {
     /// This device's private key (PEM), with --tls-cert.
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<std::path::PathBuf>,
+    /// This device's Ed25519 key file (created on first use): every join is signed with it,
+    /// as servers with --authorized-keys require.
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// Print the line to add to the server's authorized keys for --key (and this device's id)
+    /// and exit.
+    #[arg(long, requires = "key")]
+    print_public_key: bool,
     /// Allow a plaintext http:// URL to another machine (its updates then cross the
     /// network readable).
     #[arg(long, conflicts_with = "ca")]
@@ -66,13 +74,20 @@ pub struct ClientArgs {
 }
 
 pub fn run(a: ClientArgs) -> anyhow::Result<()> {
+    if a.print_public_key
+        && let Some(path) = &a.key
+    {
+        let key = fedtune_client::identity::load_or_create(path)?;
+        println!(
+            "{}",
+            fedtune_proto::identity::public_key_line(&key.verifying_key(), Some(&device_id(&a)))
+        );
+        return Ok(());
+    }
     if let (Some(job), Some(data)) = (&a.job, &a.data) {
         let cfg = super::simulate::read_job(job)?;
         let trainer = fedtune::job::device_from_file(&cfg, data, a.index as usize, a.clients)?;
-        let id =
-            a.id.clone()
-                .unwrap_or_else(|| fedtune::sim::client_id(a.index as usize));
-        return serve(&a, id, cfg.seed, trainer);
+        return serve(&a, device_id(&a), cfg.seed, trainer);
     }
     anyhow::ensure!(
         a.examples > 0 && a.dim > 0,
@@ -80,10 +95,16 @@ pub fn run(a: ClientArgs) -> anyhow::Result<()> {
     );
     let data = LinRegData::synthetic(a.seed, a.index, a.examples, a.dim);
     let trainer = LinRegTrainer::new(data, fedtune::sim::trainer_seed(a.seed, a.index as usize));
-    let id =
-        a.id.clone()
-            .unwrap_or_else(|| format!("device-{}", a.index));
-    serve(&a, id, a.seed, trainer)
+    serve(&a, device_id(&a), a.seed, trainer)
+}
+
+/// `--id`, else the simulation's id for `--index` with a job, else `device-<index>`.
+fn device_id(a: &ClientArgs) -> String {
+    match (&a.id, &a.job) {
+        (Some(id), _) => id.clone(),
+        (None, Some(_)) => fedtune::sim::client_id(a.index as usize),
+        (None, None) => format!("device-{}", a.index),
+    }
 }
 
 /// Runs the device loop until the federation finishes.
@@ -97,6 +118,9 @@ fn serve(
     opts.seed = seed;
     opts.cpu = Arc::new(Semaphore::new(a.threads.max(1)));
     opts.backoff.give_up_after = a.give_up_after;
+    if let Some(path) = &a.key {
+        opts.identity = Some(Arc::new(fedtune_client::identity::load_or_create(path)?));
+    }
     let tls = match &a.ca {
         Some(ca) => {
             let identity = a.tls_cert.as_deref().zip(a.tls_key.as_deref());

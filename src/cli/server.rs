@@ -47,6 +47,11 @@ pub struct ServerArgs {
     /// device retries) unless an id that never checked in can make room.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     max_devices: usize,
+    /// Admit only enrolled devices: each join must be signed by a key listed in FILE (one per
+    /// line, as `fedtune client --key K --print-public-key` prints it). Read again when it
+    /// changes or on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    authorized_keys: Option<PathBuf>,
     #[command(flatten)]
     tls: ServerTlsArgs,
 }
@@ -169,6 +174,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     config.durable = !a.no_fsync;
     config.keep_checkpoints = a.keep_checkpoints;
     config.max_devices = a.max_devices;
+    config.authorized_keys = a.authorized_keys.clone();
     let tls = a.tls.load()?;
     super::runtime(super::default_threads())?.block_on(async move {
         // Bind first: an address that cannot be served leaves no state behind.
@@ -185,6 +191,18 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("opening server state in {}", a.state.display()))?;
         println!("listening on {}", listener.local_addr()?);
         std::io::stdout().flush()?;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut hangups = signal(SignalKind::hangup())?;
+            let c = coord.clone();
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reading the authorized keys again");
+                    c.reload_authorized_keys();
+                }
+            });
+        }
         let c = coord.clone();
         let linger = a.linger;
         let shutdown = async move {

@@ -305,6 +305,10 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         self.inner.join(req).await
     }
 
+    async fn challenge(&self, req: v1::ChallengeRequest) -> Result<v1::ChallengeResponse, Status> {
+        self.inner.challenge(req).await
+    }
+
     async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, Status> {
         self.report_dropout(token).await;
         let resp = self.inner.check_in(token).await?;

@@ -28,6 +28,10 @@ impl Transport for InprocTransport {
         Ok(self.coord.join(req)?)
     }
 
+    async fn challenge(&self, req: v1::ChallengeRequest) -> Result<v1::ChallengeResponse, Status> {
+        Ok(self.coord.challenge(&req))
+    }
+
     async fn check_in(&self, token: &str) -> Result<v1::CheckInResponse, Status> {
         Ok(self.coord.check_in(token, None).await?)
     }

@@ -102,6 +102,7 @@ impl RawClient {
             .join(v1::JoinRequest {
                 client_id: id.into(),
                 capabilities: None,
+                proof: None,
             })
             .await
             .unwrap()

@@ -40,6 +40,9 @@ pub struct ClientOptions {
     pub max_retry_wait: Duration,
     /// Largest model accepted from the server, in bytes.
     pub max_model_bytes: u64,
+    /// This device's Ed25519 key: every join is signed over a fresh server nonce (servers
+    /// with an authorized-keys list admit only such joins).
+    pub identity: Option<Arc<ed25519_dalek::SigningKey>>,
 }
 
 impl ClientOptions {
@@ -59,6 +62,7 @@ impl ClientOptions {
             active: None,
             max_retry_wait: Duration::from_secs(60),
             max_model_bytes: 8 << 30,
+            identity: None,
         }
     }
 }
@@ -183,13 +187,17 @@ impl<T: Transport> Client<T> {
     }
 
     async fn join(&mut self) -> Result<String, Failure> {
-        let req = v1::JoinRequest {
-            client_id: self.opts.client_id.clone(),
-            capabilities: Some(self.opts.capabilities),
-        };
         let mut attempt = Retry::default();
         loop {
-            match self.transport.join(req.clone()).await {
+            let req = match self.join_request().await {
+                Ok(req) => req,
+                Err(s) if transient(s.code()) => {
+                    self.pause(&mut attempt, s).await?;
+                    continue;
+                }
+                Err(s) => return Err(Failure::Refused(s)),
+            };
+            match self.transport.join(req).await {
                 Ok(r) => {
                     self.token = Some(r.session_token.clone());
                     return Ok(r.session_token);
@@ -198,6 +206,38 @@ impl<T: Transport> Client<T> {
                 Err(s) => return Err(Failure::Refused(s)),
             }
         }
+    }
+
+    /// A join request, signed over a fresh challenge when this device has a key.
+    async fn join_request(&self) -> Result<v1::JoinRequest, Status> {
+        let client_id = self.opts.client_id.clone();
+        let proof = match &self.opts.identity {
+            None => None,
+            Some(key) => {
+                let challenge = self
+                    .transport
+                    .challenge(v1::ChallengeRequest {
+                        client_id: client_id.clone(),
+                    })
+                    .await?;
+                let nonce: [u8; fedtune_proto::identity::NONCE_BYTES] =
+                    challenge.nonce.as_ref().try_into().map_err(|_| {
+                        Status::internal("the server's challenge nonce is not 32 bytes")
+                    })?;
+                Some(v1::DeviceProof {
+                    public_key: key.verifying_key().to_bytes().to_vec().into(),
+                    nonce: challenge.nonce,
+                    signature: fedtune_proto::identity::sign_join(key, &nonce, &client_id)
+                        .to_vec()
+                        .into(),
+                })
+            }
+        };
+        Ok(v1::JoinRequest {
+            client_id,
+            capabilities: Some(self.opts.capabilities),
+            proof,
+        })
     }
 
     async fn token(&mut self) -> Result<String, Failure> {
