@@ -152,17 +152,16 @@ fn too_few_shares_abandon_the_round() {
     );
 }
 
-/// The server sees each device's update only masked: a device's masked all-zero update is
-/// indistinguishable from uniform words (chi-squared over each byte lane).
-#[test]
-fn a_masked_update_looks_uniform() {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
+/// `n` devices, every one a neighbour of every other (t = 2), past the sharing step: the
+/// devices and the sealed shares they sent.
+fn shared_round(n: u32, seed: u64) -> (Vec<Device>, Vec<SealedShares>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let params = Params {
         threshold: 2,
-        context: round_context(1, 0),
+        context: round_context(seed, 0),
     };
-    let graph = neighbour_graph(3, 2, 1);
-    let mut devices: Vec<Device> = (0..3)
+    let graph = neighbour_graph(n as usize, n as usize - 1, seed);
+    let mut devices: Vec<Device> = (0..n)
         .map(|i| Device::new(i, graph[i as usize].clone(), params.clone(), &mut rng))
         .collect();
     let adverts: Vec<_> = devices.iter().map(Device::advert).collect();
@@ -170,6 +169,14 @@ fn a_masked_update_looks_uniform() {
     for d in &mut devices {
         mail.extend(d.share(&adverts, &mut rng).unwrap());
     }
+    (devices, mail)
+}
+
+/// The server sees each device's update only masked: a device's masked all-zero update is
+/// indistinguishable from uniform words (chi-squared over each byte lane).
+#[test]
+fn a_masked_update_looks_uniform() {
+    let (mut devices, mail) = shared_round(3, 11);
     let zeros = vec![0u32; 65_536];
     let y = devices[0].mask(&mail, &zeros).unwrap();
     for lane in 0..4 {
@@ -187,20 +194,7 @@ fn a_masked_update_looks_uniform() {
 
 #[test]
 fn an_honest_device_never_reveals_both_secrets_of_one_device() {
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let params = Params {
-        threshold: 2,
-        context: round_context(2, 0),
-    };
-    let graph = neighbour_graph(4, 3, 2);
-    let mut devices: Vec<Device> = (0..4)
-        .map(|i| Device::new(i, graph[i as usize].clone(), params.clone(), &mut rng))
-        .collect();
-    let adverts: Vec<_> = devices.iter().map(Device::advert).collect();
-    let mut mail = Vec::new();
-    for d in &mut devices {
-        mail.extend(d.share(&adverts, &mut rng).unwrap());
-    }
+    let (mut devices, mail) = shared_round(4, 12);
     devices[0].mask(&mail, &[0; 4]).unwrap();
     assert_eq!(
         devices[0].unmask(&[1, 2, 3], &[3]).unwrap_err(),

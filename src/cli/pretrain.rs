@@ -208,14 +208,16 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let stored = heldout_ppl(&BaseView::of_model(&model))?;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |p| format!("{p:.3}"));
     let file_mb = std::fs::metadata(&a.out)?.len() as f64 / (1 << 20) as f64;
+    // The trained f32 weights, then the stored ones (once, when they are f32 too).
+    let mut ppl = format!("heldout_ppl_f32={}", fmt(trained));
+    if a.ty != "f32" {
+        ppl.push_str(&format!(" heldout_ppl_{}={}", a.ty, fmt(stored)));
+    }
     println!(
-        "steps={} params={n_params} train_loss={:.4} train_tok_s={:.1} heldout_ppl_f32={} heldout_ppl_{}={} file_mb={file_mb:.2} out={}",
+        "steps={} params={n_params} train_loss={:.4} train_tok_s={:.1} {ppl} file_mb={file_mb:.2} out={}",
         summary.steps,
         summary.mean_loss,
         summary.tokens as f64 / fit_secs,
-        fmt(trained),
-        a.ty,
-        fmt(stored),
         a.out.display()
     );
     Ok(())

@@ -187,7 +187,8 @@ impl<T: Transport> Client<T> {
     }
 
     async fn join(&mut self) -> Result<String, Failure> {
-        let mut attempt = Retry::default();
+        const SIGNED_JOIN_TRIES: u32 = 3;
+        let (mut attempt, mut signed_tries) = (Retry::default(), 0);
         loop {
             let req = match self.join_request().await {
                 Ok(req) => req,
@@ -203,6 +204,16 @@ impl<T: Transport> Client<T> {
                     return Ok(r.session_token);
                 }
                 Err(s) if transient(s.code()) => self.pause(&mut attempt, s).await?,
+                // A signed join may lose its nonce to a server restart between the challenge
+                // and the join: a few fresh tries before taking the refusal as final.
+                Err(s)
+                    if s.code() == Code::Unauthenticated
+                        && self.opts.identity.is_some()
+                        && signed_tries < SIGNED_JOIN_TRIES =>
+                {
+                    signed_tries += 1;
+                    self.pause(&mut attempt, s).await?;
+                }
                 Err(s) => return Err(Failure::Refused(s)),
             }
         }
