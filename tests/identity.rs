@@ -144,32 +144,16 @@ fn enrolled_device_processes_finish_and_an_unenrolled_one_is_refused() {
         list.push_str(&line);
     }
     std::fs::write(&keys, list).unwrap();
-    let mut server = Command::new(BIN)
-        .args(["server", "--listen", "127.0.0.1:0", "--model", "linreg:4"])
-        .args([
-            "--rounds",
-            "2",
-            "--clients-per-round",
-            "2",
-            "--over-selection",
-            "1",
-        ])
-        .args(["--min-clients", "2", "--linger", "2s", "--log", "warn"])
+    let mut server = common::two_device_server(&dir.path().join("state"))
         .arg("--authorized-keys")
         .arg(&keys)
-        .arg("--state")
-        .arg(dir.path().join("state"))
-        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let url = common::listening_url(server.stdout.take().unwrap());
     let device = |i: usize| {
-        Command::new(BIN)
-            .args(["client", "--server", &url, "--dim", "4", "--log", "warn"])
-            .args(["--index", &i.to_string()])
+        common::two_device_client(&url, i)
             .arg("--key")
             .arg(key_file(i))
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()

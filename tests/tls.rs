@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use fedtune_client::{ClientTls, GrpcTransport, Transport};
 use fedtune_proto::v1;
@@ -39,24 +39,11 @@ fn certs(out: &Path, clients: usize) {
 
 /// A TLS server for 2 devices and 2 rounds; its `https://127.0.0.1:PORT`.
 fn server(pki: &Path, state: &Path, mutual: bool) -> (Child, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["server", "--listen", "127.0.0.1:0", "--model", "linreg:4"])
-        .args([
-            "--rounds",
-            "2",
-            "--clients-per-round",
-            "2",
-            "--over-selection",
-            "1",
-        ])
-        .args(["--min-clients", "2", "--linger", "2s", "--log", "warn"])
-        .arg("--tls-cert")
+    let mut cmd = common::two_device_server(state);
+    cmd.arg("--tls-cert")
         .arg(pki.join("server.pem"))
         .arg("--tls-key")
-        .arg(pki.join("server.key"))
-        .arg("--state")
-        .arg(state)
-        .stdout(Stdio::piped());
+        .arg(pki.join("server.key"));
     if mutual {
         cmd.arg("--client-ca").arg(pki.join("ca.pem"));
     }
@@ -66,12 +53,10 @@ fn server(pki: &Path, state: &Path, mutual: bool) -> (Child, String) {
 }
 
 fn device(url: &str, pki: &Path, index: usize, mutual: bool) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["client", "--server", url, "--dim", "4", "--log", "warn"])
-        .args(["--index", &index.to_string(), "--give-up-after", "60s"])
+    let mut cmd = common::two_device_client(url, index);
+    cmd.args(["--give-up-after", "60s"])
         .arg("--ca")
-        .arg(pki.join("ca.pem"))
-        .stdout(Stdio::null());
+        .arg(pki.join("ca.pem"));
     if mutual {
         cmd.arg("--tls-cert")
             .arg(pki.join(format!("client-{index}.pem")))

@@ -67,25 +67,31 @@ impl KeyPair {
     }
 }
 
+/// The sender and recipient, authenticated with each message.
+fn ids(from: u32, to: u32) -> [u8; 8] {
+    let mut ids = [0u8; 8];
+    ids[..4].copy_from_slice(&from.to_le_bytes());
+    ids[4..].copy_from_slice(&to.to_le_bytes());
+    ids
+}
+
 /// The AEAD nonce of the message from `from` to `to` (each share key carries one message a
 /// direction per round).
 fn nonce(from: u32, to: u32) -> Nonce {
     let mut n = [0u8; 12];
-    n[..4].copy_from_slice(&from.to_le_bytes());
-    n[4..8].copy_from_slice(&to.to_le_bytes());
+    n[..8].copy_from_slice(&ids(from, to));
     n.into()
 }
 
 /// Encrypts `plaintext` from device `from` to device `to` under `key`, authenticating both
 /// ids.
 pub fn seal(key: &[u8; 32], from: u32, to: u32, plaintext: &[u8]) -> Vec<u8> {
-    let aad = [from.to_le_bytes(), to.to_le_bytes()].concat();
     ChaCha20Poly1305::new(key.into())
         .encrypt(
             &nonce(from, to),
             Payload {
                 msg: plaintext,
-                aad: &aad,
+                aad: &ids(from, to),
             },
         )
         .unwrap_or_else(|_| unreachable!("ChaCha20-Poly1305 encrypts any length that fits"))
@@ -93,13 +99,12 @@ pub fn seal(key: &[u8; 32], from: u32, to: u32, plaintext: &[u8]) -> Vec<u8> {
 
 /// Decrypts what [`seal`] made; an altered message, or one for other ids, is refused.
 pub fn open(key: &[u8; 32], from: u32, to: u32, sealed: &[u8]) -> Result<Vec<u8>, SecAggError> {
-    let aad = [from.to_le_bytes(), to.to_le_bytes()].concat();
     ChaCha20Poly1305::new(key.into())
         .decrypt(
             &nonce(from, to),
             Payload {
                 msg: sealed,
-                aad: &aad,
+                aad: &ids(from, to),
             },
         )
         .map_err(|_| SecAggError::Decrypt)

@@ -13,6 +13,7 @@ use fedtune_proto::v1;
 use rand::RngCore;
 
 use crate::ServerError;
+use crate::coordinator::lock;
 
 /// How long a challenge nonce may be used.
 pub const NONCE_TTL: Duration = Duration::from_secs(60);
@@ -77,6 +78,12 @@ impl KeyList {
     }
 }
 
+fn fresh_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rng().fill_bytes(&mut nonce);
+    nonce
+}
+
 /// Nonces handed out and not yet used, each for one client id.
 #[derive(Debug, Default)]
 struct Nonces {
@@ -99,8 +106,7 @@ impl Nonces {
             self.order.pop_front();
             self.issued.remove(&old);
         }
-        let mut nonce = [0u8; NONCE_BYTES];
-        rand::rng().fill_bytes(&mut nonce);
+        let nonce = fresh_nonce();
         self.issued.insert(nonce, (client_id.to_string(), now));
         self.order.push_back(nonce);
         nonce
@@ -125,10 +131,6 @@ pub struct DeviceGate {
     nonces: Mutex<Nonces>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl DeviceGate {
     /// Admits the keys listed in `path` (one base64 Ed25519 public key per line, optionally
     /// followed by the one client id it may join as; `#` comments).
@@ -148,10 +150,8 @@ impl DeviceGate {
 
     /// A nonce from a server that checks no identity: random, remembered by nobody.
     pub fn unchecked_challenge() -> v1::ChallengeResponse {
-        let mut nonce = [0u8; NONCE_BYTES];
-        rand::rng().fill_bytes(&mut nonce);
         v1::ChallengeResponse {
-            nonce: nonce.to_vec().into(),
+            nonce: fresh_nonce().to_vec().into(),
             expires_in_ms: NONCE_TTL.as_millis() as u64,
         }
     }

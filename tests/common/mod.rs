@@ -224,3 +224,27 @@ pub fn listening_url(stdout: std::process::ChildStdout) -> String {
     std::thread::spawn(move || lines.for_each(drop));
     format!("http://{addr}")
 }
+
+/// `fedtune server` for a federation of 2 linreg:4 devices over 2 rounds on a free loopback
+/// port, state in `state`, stdout piped for [`listening_url`]: add flags, then spawn.
+pub fn two_device_server(state: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fedtune"));
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--model", "linreg:4"])
+        .args(["--rounds", "2", "--clients-per-round", "2"])
+        .args(["--over-selection", "1", "--min-clients", "2"])
+        .args(["--linger", "2s", "--log", "warn"])
+        .arg("--state")
+        .arg(state)
+        .stdout(std::process::Stdio::piped());
+    cmd
+}
+
+/// `fedtune client` number `index` of [`two_device_server`]'s federation at `url`, stdout
+/// discarded: add flags, then spawn.
+pub fn two_device_client(url: &str, index: usize) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fedtune"));
+    cmd.args(["client", "--server", url, "--dim", "4", "--log", "warn"])
+        .args(["--index", &index.to_string()])
+        .stdout(std::process::Stdio::null());
+    cmd
+}
