@@ -57,6 +57,12 @@ pub trait Transport: Send + Sync + 'static {
         req: v1::DeclineRequest,
     ) -> impl Future<Output = Result<(), Status>> + Send;
     fn status(&self) -> impl Future<Output = Result<v1::StatusResponse, Status>> + Send;
+    /// One step of secure aggregation.
+    fn secagg(
+        &self,
+        token: &str,
+        req: v1::SecAggRequest,
+    ) -> impl Future<Output = Result<v1::SecAggResponse, Status>> + Send;
 
     /// Whether client and server share memory (the simulation's in-process transport): the
     /// global model and updates then change hands whole ([`Transport::fetch_shared`],
@@ -322,6 +328,19 @@ impl Transport for GrpcTransport {
     async fn decline(&self, token: &str, req: v1::DeclineRequest) -> Result<(), Status> {
         self.client.clone().decline(authed(token, req)?).await?;
         Ok(())
+    }
+
+    async fn secagg(
+        &self,
+        token: &str,
+        req: v1::SecAggRequest,
+    ) -> Result<v1::SecAggResponse, Status> {
+        Ok(self
+            .client
+            .clone()
+            .sec_agg(authed(token, req)?)
+            .await?
+            .into_inner())
     }
 
     async fn status(&self) -> Result<v1::StatusResponse, Status> {

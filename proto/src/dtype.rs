@@ -8,13 +8,16 @@ pub enum DType {
     F32,
     F16,
     BF16,
+    /// Unsigned 32-bit words: secure aggregation's masked updates (integers mod 2^32), never a
+    /// model's weights.
+    U32,
 }
 
 impl DType {
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::U32 => 4,
             DType::F16 | DType::BF16 => 2,
         }
     }
@@ -25,6 +28,7 @@ impl DType {
             DType::F32 => "F32",
             DType::F16 => "F16",
             DType::BF16 => "BF16",
+            DType::U32 => "U32",
         }
     }
 }
@@ -42,6 +46,7 @@ impl TryFrom<i32> for DType {
             Ok(v1::DType::DtypeF32) => Ok(DType::F32),
             Ok(v1::DType::DtypeF16) => Ok(DType::F16),
             Ok(v1::DType::DtypeBf16) => Ok(DType::BF16),
+            Ok(v1::DType::DtypeU32) => Ok(DType::U32),
             _ => Err(CodecError::UnknownDType(raw)),
         }
     }
@@ -53,6 +58,7 @@ impl From<DType> for v1::DType {
             DType::F32 => v1::DType::DtypeF32,
             DType::F16 => v1::DType::DtypeF16,
             DType::BF16 => v1::DType::DtypeBf16,
+            DType::U32 => v1::DType::DtypeU32,
         }
     }
 }

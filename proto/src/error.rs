@@ -6,6 +6,8 @@ use crate::DType;
 pub enum CodecError {
     #[error("unknown dtype code {0}")]
     UnknownDType(i32),
+    #[error("tensor `{name}` cannot hold {dtype} values converted from f32")]
+    NotFloat { name: String, dtype: DType },
     #[error("unknown compression code {0}")]
     UnknownCompression(i32),
     #[error("tensor name is empty")]

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn unknown_dtype_is_refused() {
-        for code in [0, 4, -1, i32::MAX, i32::MIN] {
+        for code in [0, 5, -1, i32::MAX, i32::MIN] {
             let mut info = valid_info();
             info.manifest[1].dtype = code;
             assert!(

@@ -16,13 +16,19 @@ pub fn apply_mask(acc: &mut [u32], seed: &[u8; 32], add: bool) {
         let buf = &mut bytes[..piece.len() * 4];
         buf.fill(0);
         cipher.apply_keystream(buf);
-        for (a, w) in piece.iter_mut().zip(buf.chunks_exact(4)) {
-            let m = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            *a = if add {
-                a.wrapping_add(m)
-            } else {
-                a.wrapping_sub(m)
-            };
+        let words = buf
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        if add {
+            piece
+                .iter_mut()
+                .zip(words)
+                .for_each(|(a, m)| *a = a.wrapping_add(m));
+        } else {
+            piece
+                .iter_mut()
+                .zip(words)
+                .for_each(|(a, m)| *a = a.wrapping_sub(m));
         }
     }
 }

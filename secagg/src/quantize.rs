@@ -27,16 +27,16 @@ impl Quantizer {
     /// `weight · q(values)`, then `weight`.
     pub fn encode(&self, values: &[f32], weight: u32, rng: &mut impl Rng) -> Vec<u32> {
         let (clip, levels) = (f64::from(self.clip), self.levels());
-        let mut out: Vec<u32> = values
-            .iter()
-            .map(|&v| {
-                let x = (f64::from(v).clamp(-clip, clip) + clip) / (2.0 * clip) * levels;
-                let floor = x.floor();
-                let up = rng.random::<f64>() < x - floor;
-                let q = (floor as u32 + u32::from(up)).min(levels as u32);
-                q.wrapping_mul(weight)
-            })
-            .collect();
+        let scale = levels / (2.0 * clip);
+        let mut out = Vec::with_capacity(values.len() + 1);
+        out.extend(values.iter().map(|&v| {
+            // x ≥ 0, so truncation is the floor; round up with probability frac(x).
+            let x = (f64::from(v).clamp(-clip, clip) + clip) * scale;
+            let q = x as u32;
+            let frac = x - f64::from(q);
+            let up = f64::from(rng.next_u32()) < frac * 4_294_967_296.0;
+            (q + u32::from(up)).min(levels as u32).wrapping_mul(weight)
+        }));
         out.push(weight);
         out
     }

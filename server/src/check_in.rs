@@ -131,6 +131,7 @@ impl Coordinator {
                     .deadline
                     .saturating_duration_since(Instant::now())
                     .as_millis() as u64,
+                secagg: r.secagg.as_ref().and_then(|s| s.setup_for(client)),
             })),
             _ => None,
         }

@@ -62,6 +62,8 @@ pub struct ServerConfig {
     /// fold took CPU from them (overhead benchmark over gRPC: median of 6 pairs 13% faster
     /// without).
     pub parallel_fold: bool,
+    /// Aggregate securely (SecAgg+): the server sees only the cohort's sum.
+    pub secagg: Option<crate::secagg::settings::SecAggSettings>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             linger: Duration::from_secs(3),
             keep_checkpoints: 0,
             parallel_fold: false,
+            secagg: None,
         }
     }
 }
@@ -171,6 +174,12 @@ impl ServerConfig {
                 ),
             );
         }
+        if let Some(s) = &self.secagg {
+            let cohort = self.cohort_size(usize::MAX);
+            if let Err(why) = s.sizing(cohort) {
+                return bad("secagg", why);
+            }
+        }
         let t = &self.training;
         if t.local_steps == 0 {
             return bad("local_steps", "must be at least 1".into());
@@ -189,12 +198,13 @@ impl ServerConfig {
 
     /// The settings a federation's result depends on, as stored with its state: a restart with
     /// any of them changed is refused, naming it.
-    pub(crate) fn pinned(&self) -> [(&'static str, String); 4] {
+    pub(crate) fn pinned(&self) -> [(&'static str, String); 5] {
         [
             ("rounds", self.rounds.to_string()),
             ("clients_per_round", self.clients_per_round.to_string()),
             ("over_selection", self.over_selection.to_string()),
             ("training", format!("{:?}", self.training)),
+            ("secagg", format!("{:?}", self.secagg)),
         ]
     }
 }

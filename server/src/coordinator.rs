@@ -20,6 +20,7 @@ use crate::registry::Registry;
 /// ids are never empty.
 pub const SERVER_METRICS: &str = "";
 use crate::round::{CommitReason, OpenRound, Phase, sample_cohort};
+use crate::secagg::round::Stage;
 use crate::store::{RoundCommit, Store, read_checkpoint};
 use crate::strategy::Strategy;
 use crate::upload_gate::UploadGate;
@@ -94,6 +95,16 @@ impl Coordinator {
         mut strategy: Box<dyn Strategy>,
     ) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
+        if config.secagg.is_some() && strategy.needs_individual_updates() {
+            return Err(ServerError::Config {
+                setting: "secagg",
+                why: format!(
+                    "strategy `{}` needs each update on its own, and secure aggregation shows \
+                     the server only their sum: choose one or the other",
+                    strategy.name()
+                ),
+            });
+        }
         let gate = config
             .authorized_keys
             .as_deref()
@@ -126,6 +137,17 @@ impl Coordinator {
             }
             None => {
                 initial.check_finite()?;
+                if let Some(t) = initial
+                    .tensors()
+                    .iter()
+                    .find(|t| t.dtype() == fedtune_proto::DType::U32)
+                {
+                    return Err(ServerError::InvalidRequest(format!(
+                        "the initial model's tensor `{}` is U32: a model's tensors are \
+                         floating-point",
+                        t.name()
+                    )));
+                }
                 let commit = RoundCommit {
                     round: 0,
                     attempt: 0,
@@ -143,11 +165,22 @@ impl Coordinator {
             }
         };
         let registry = Registry::with_clients(store.clients()?, config.max_devices);
+        // A secure attempt opened before a restart is never opened again: its devices may
+        // have sent masked updates under keys that must not be used twice.
+        let attempt = match store.meta(crate::secagg::OPEN_ATTEMPT)? {
+            Some(open) => match open.split_once(':') {
+                Some((r, a)) if r.parse() == Ok(global.version + 1) => {
+                    a.parse::<u32>().map_or(0, |a| a + 1)
+                }
+                _ => 0,
+            },
+            None => 0,
+        };
         let state = State {
             phase: Phase::Waiting,
             registry,
             global: Arc::new(global),
-            attempt: 0,
+            attempt,
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED),
         };
         let coord = Arc::new(Coordinator {
@@ -421,6 +454,13 @@ impl Coordinator {
         let deadline = Instant::now() + self.config.round_timeout;
         let mut aggregator = lock(&self.strategy).aggregator(&st.global.bundle);
         aggregator.set_parallel(self.config.parallel_fold);
+        let secagg = match self.open_secagg(round, st.attempt, &cohort, st.global.bundle.numel()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(round, attempt = st.attempt, error = %e, "secure round cannot open; waiting");
+                return;
+            }
+        };
         info!(
             round,
             attempt = st.attempt,
@@ -428,14 +468,16 @@ impl Coordinator {
             target = self.config.clients_per_round,
             "round open: waiting -> training"
         );
-        st.phase = Phase::Training(Box::new(OpenRound::new(
+        let mut open = OpenRound::new(
             round,
             st.attempt,
             st.global.version,
             cohort,
             deadline,
             aggregator,
-        )));
+        );
+        open.secagg = secagg;
+        st.phase = Phase::Training(Box::new(open));
         self.changed.notify_waiters();
         let me = Arc::clone(self);
         let attempt = st.attempt;
@@ -469,6 +511,22 @@ impl Coordinator {
         let Phase::Training(r) = &st.phase else {
             return;
         };
+        if let Some(sa) = &r.secagg {
+            // Uploads close at the round's deadline; earlier stages should have closed by
+            // now, and unmasking has its own.
+            match sa.stage {
+                Stage::Upload => self.close_secagg_stage(&mut st),
+                Stage::Advertise | Stage::Share => {
+                    warn!(
+                        round,
+                        attempt, "round deadline before uploads opened: new attempt"
+                    );
+                    self.new_attempt(&mut st);
+                }
+                Stage::Unmask | Stage::Ready => {}
+            }
+            return;
+        }
         if r.commit_reason(
             self.config.clients_per_round,
             self.config.min_commit,
@@ -490,7 +548,7 @@ impl Coordinator {
     }
 
     /// Abandons the open attempt of the round and draws a new cohort (its updates are dropped).
-    fn new_attempt(self: &Arc<Self>, st: &mut State) {
+    pub(crate) fn new_attempt(self: &Arc<Self>, st: &mut State) {
         st.attempt += 1;
         st.phase = Phase::Waiting;
         self.advance(st);
@@ -549,11 +607,14 @@ impl Coordinator {
 
     fn commit(
         &self,
-        r: OpenRound,
+        mut r: OpenRound,
         global: &Global,
         reason: CommitReason,
     ) -> Result<Global, ServerError> {
-        let aggregate = r.aggregator.finish()?;
+        let aggregate = match r.secagg.as_mut() {
+            Some(sa) => crate::secagg::aggregate(sa, &global.bundle)?,
+            None => r.aggregator.finish()?,
+        };
         let total_weight = aggregate.total_weight;
         let mut strategy = lock(&self.strategy);
         let next = strategy.apply(&global.bundle, aggregate)?;

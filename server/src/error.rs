@@ -30,6 +30,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Strategy(#[from] crate::strategy::StrategyError),
+    #[error("secure aggregation abandoned: {0}")]
+    SecAggAbandoned(String),
     #[error("server is shutting down")]
     ShuttingDown,
     #[error("too many uploads in progress; retry after a backoff")]
@@ -69,6 +71,7 @@ impl From<ServerError> for tonic::Status {
             ServerError::Corrupt(_) => Code::DataLoss,
             ServerError::Incomplete(_) => Code::Cancelled,
             ServerError::Store(_) | ServerError::Strategy(_) => Code::Internal,
+            ServerError::SecAggAbandoned(_) => Code::FailedPrecondition,
             ServerError::ShuttingDown => Code::Unavailable,
             ServerError::Busy | ServerError::RegistryFull(_) => Code::ResourceExhausted,
             ServerError::Internal(_) | ServerError::Config { .. } => Code::Internal,

@@ -73,6 +73,9 @@ pub struct OpenRound {
     /// When this attempt opened.
     pub opened: Instant,
     pub aggregator: Box<dyn Aggregator>,
+    /// The round's secure aggregation, when it aggregates securely (then `aggregator` is
+    /// unused: masked updates are summed there).
+    pub secagg: Option<crate::secagg::round::SecAggRound>,
 }
 
 impl OpenRound {
@@ -96,6 +99,7 @@ impl OpenRound {
             deadline,
             opened: Instant::now(),
             aggregator,
+            secagg: None,
         }
     }
 
@@ -122,6 +126,11 @@ impl OpenRound {
         self.tasks.insert(id.clone(), client.to_string());
         self.task_of.insert(client.to_string(), id.clone());
         id
+    }
+
+    /// Whether `task_id` is the task issued to `client`.
+    pub fn owns_task(&self, client: &str, task_id: &str) -> bool {
+        self.task_of.get(client).is_some_and(|t| t == task_id)
     }
 
     /// Admission rules for an upload header; on success the client is marked as uploading.
@@ -168,8 +177,10 @@ impl OpenRound {
     /// Takes `client` out of the cohort if `task_id` is its task and it has neither
     /// contributed nor started uploading; whether it did.
     pub fn decline(&mut self, client: &str, task_id: &str) -> bool {
-        let owns = self.task_of.get(client).is_some_and(|t| t == task_id);
-        if !owns || self.has_contributed(client) || self.uploading.contains(client) {
+        if !self.owns_task(client, task_id)
+            || self.has_contributed(client)
+            || self.uploading.contains(client)
+        {
             return false;
         }
         self.cohort.remove(client)
@@ -196,6 +207,11 @@ impl OpenRound {
         min_commit: usize,
         now: Instant,
     ) -> Option<CommitReason> {
+        if let Some(sa) = &self.secagg {
+            // Secure rounds commit once unmasking is done, whatever the count.
+            return (sa.stage == crate::secagg::round::Stage::Ready)
+                .then_some(CommitReason::Target);
+        }
         let n = self.contributions.len();
         if n >= target.min(self.cohort.len()).max(1) {
             Some(CommitReason::Target)

@@ -96,6 +96,16 @@ impl Federation for FederationService {
         ))
     }
 
+    async fn sec_agg(
+        &self,
+        req: Request<v1::SecAggRequest>,
+    ) -> Result<Response<v1::SecAggResponse>, Status> {
+        let token = bearer_token(req.metadata())?;
+        Ok(Response::new(
+            self.coord.secagg(&token, req.into_inner()).await?,
+        ))
+    }
+
     async fn report_metrics(
         &self,
         req: Request<v1::MetricsReport>,

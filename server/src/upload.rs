@@ -127,6 +127,15 @@ impl Coordinator {
     ) -> Result<v1::UploadResponse, ServerError> {
         let update = update.bundle();
         let client = self.authenticate(token)?;
+        if update
+            .tensors()
+            .iter()
+            .any(|t| t.dtype() == fedtune_proto::DType::U32)
+        {
+            return Err(ServerError::InvalidRequest(
+                "masked updates travel in the upload stream".into(),
+            ));
+        }
         if header.num_examples == 0 {
             return Err(ServerError::InvalidRequest(
                 "num_examples must be at least 1".into(),
@@ -147,9 +156,18 @@ impl Coordinator {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        check_manifest(&st.global.encoded.header.manifest, manifest)?;
+        let params = st.global.bundle.numel();
+        let global = st.global.clone();
+        let global_manifest = &global.encoded.header.manifest;
         let attempt = match &mut st.phase {
             Phase::Training(r) => {
+                match &r.secagg {
+                    Some(sa) => {
+                        check_manifest(&sa.manifest(params), manifest)?;
+                        sa.admit_upload(client)?;
+                    }
+                    None => check_manifest(global_manifest, manifest)?,
+                }
                 r.admit(client, &h.task_id, h.round, h.model_version)?;
                 r.attempt
             }
@@ -193,7 +211,16 @@ impl Coordinator {
                 h.round, r.attempt, admission.attempt
             )));
         }
-        r.aggregator.fold(update, weight)?;
+        let mut weight = weight;
+        match &mut r.secagg {
+            Some(sa) => {
+                let words = update.tensors()[0].to_u32().unwrap_or_default();
+                sa.add_masked(&admission.client, &words)?;
+                // The weight the device encoded (its example count, capped for the sum).
+                weight = weight.min(f64::from(sa.sizing().max_weight));
+            }
+            None => r.aggregator.fold(update, weight)?,
+        }
         r.contributions.push(Contribution {
             client_id: admission.client.clone(),
             task_id: h.task_id.clone(),
@@ -202,7 +229,11 @@ impl Coordinator {
         });
         let received = r.contributions.len() as u64;
         debug!(client = %admission.client, round = h.round, received, "update accepted");
-        self.maybe_commit(&mut st);
+        if r.secagg.as_ref().is_some_and(|sa| sa.stage_complete()) {
+            self.close_secagg_stage(&mut st);
+        } else {
+            self.maybe_commit(&mut st);
+        }
         drop(st);
         drop(admission);
         Ok(v1::UploadResponse {

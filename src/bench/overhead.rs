@@ -22,6 +22,8 @@ pub struct Overhead {
     pub threads: usize,
     pub concurrency: usize,
     pub connections: usize,
+    /// Aggregate securely.
+    pub secagg: Option<fedtune_server::SecAggSettings>,
 }
 
 /// Result of one run.
@@ -47,6 +49,7 @@ pub async fn run(o: &Overhead) -> anyhow::Result<OverheadResult> {
         max_concurrent_uploads: o.threads.max(2),
         durable: false,
         linger: Duration::ZERO,
+        secagg: o.secagg.clone(),
         ..ServerConfig::default()
     };
     let cfg = SimConfig {

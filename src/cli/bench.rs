@@ -109,6 +109,8 @@ pub struct OverheadArgs {
     seed: u64,
     #[command(flatten)]
     engine: super::EngineArgs,
+    #[command(flatten)]
+    secagg: super::secagg_args::SecAggArgs,
 }
 
 #[derive(Debug, Args)]
@@ -251,10 +253,15 @@ fn overhead_cmd(a: OverheadArgs) -> anyhow::Result<()> {
         threads,
         concurrency: a.engine.concurrency(),
         connections: a.engine.connections,
+        secagg: a.secagg.settings(),
     };
     println!(
-        "workload: clients={} rounds={} params={} transport={:?} threads={threads}",
-        o.clients, o.rounds, o.params, o.transport
+        "workload: clients={} rounds={} params={} transport={:?} threads={threads} secagg={}",
+        o.clients,
+        o.rounds,
+        o.params,
+        o.transport,
+        o.secagg.is_some()
     );
     let expected =
         fedtune::models::mean(&fedtune::models::sin_model(o.params)) + 0.001 * o.rounds as f64;

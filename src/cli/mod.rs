@@ -14,6 +14,7 @@ mod merge;
 mod perplexity;
 mod pretrain;
 mod quantize;
+mod secagg_args;
 mod server;
 mod simulate;
 mod tokenize;

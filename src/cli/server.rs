@@ -54,6 +54,8 @@ pub struct ServerArgs {
     authorized_keys: Option<PathBuf>,
     #[command(flatten)]
     tls: ServerTlsArgs,
+    #[command(flatten)]
+    secagg: super::secagg_args::SecAggArgs,
 }
 
 /// TLS for every call. Without it the server speaks plaintext, which it allows on loopback
@@ -175,6 +177,9 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     config.keep_checkpoints = a.keep_checkpoints;
     config.max_devices = a.max_devices;
     config.authorized_keys = a.authorized_keys.clone();
+    if a.secagg.secagg {
+        config.secagg = Some(a.secagg.apply(config.secagg.take().unwrap_or_default()));
+    }
     let tls = a.tls.load()?;
     super::runtime(super::default_threads())?.block_on(async move {
         // Bind first: an address that cannot be served leaves no state behind.

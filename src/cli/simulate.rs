@@ -132,6 +132,8 @@ pub struct SimulateArgs {
     /// How devices reach the server: inproc, or grpc (real loopback gRPC) [default: inproc].
     #[arg(long, value_parser = ["inproc", "grpc"])]
     transport: Option<String>,
+    #[command(flatten)]
+    secagg: super::secagg_args::SecAggArgs,
 }
 
 impl SimulateArgs {
@@ -192,6 +194,15 @@ impl SimulateArgs {
                     cfg.partition = Partition::Dirichlet { alpha };
                 }
             }
+        }
+        let s = &self.secagg;
+        cfg.secagg |= s.secagg;
+        cfg.secagg_neighbours = s.secagg_neighbours.unwrap_or(cfg.secagg_neighbours);
+        cfg.secagg_threshold = s.secagg_threshold.unwrap_or(cfg.secagg_threshold);
+        cfg.secagg_clip = s.secagg_clip.unwrap_or(cfg.secagg_clip);
+        cfg.secagg_bits = s.secagg_bits.unwrap_or(cfg.secagg_bits);
+        if let Some(t) = s.secagg_stage_timeout {
+            cfg.secagg_stage_timeout_ms = t.as_millis() as u64;
         }
         if self.no_centralized {
             cfg.centralized = false;

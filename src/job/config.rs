@@ -88,6 +88,19 @@ pub struct JobConfig {
     pub concurrency: usize,
     /// "inproc" or "grpc" (real loopback gRPC).
     pub transport: String,
+
+    /// Aggregate securely (SecAgg+): the server sees only the cohort's sum.
+    pub secagg: bool,
+    /// Neighbours per device (0: sized from the cohort, ≈ 3·log2 n).
+    pub secagg_neighbours: usize,
+    /// Shares that reconstruct a secret (0: k/2 + 1).
+    pub secagg_threshold: usize,
+    /// Update values are clipped to [−clip, clip] before quantization.
+    pub secagg_clip: f32,
+    /// Quantization bits per value.
+    pub secagg_bits: u32,
+    /// How long advertising, sharing and unmasking may each take, in milliseconds.
+    pub secagg_stage_timeout_ms: u64,
 }
 
 impl Default for JobConfig {
@@ -128,6 +141,12 @@ impl Default for JobConfig {
             threads: 0,
             concurrency: 0,
             transport: "inproc".into(),
+            secagg: false,
+            secagg_neighbours: 0,
+            secagg_threshold: 0,
+            secagg_clip: 1.0,
+            secagg_bits: 16,
+            secagg_stage_timeout_ms: 30_000,
         }
     }
 }

@@ -132,6 +132,13 @@ pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
         },
         durable: false,
         linger: Duration::ZERO,
+        secagg: cfg.secagg.then(|| fedtune_server::SecAggSettings {
+            neighbours: (cfg.secagg_neighbours > 0).then_some(cfg.secagg_neighbours),
+            threshold: (cfg.secagg_threshold > 0).then_some(cfg.secagg_threshold),
+            clip: cfg.secagg_clip,
+            bits: cfg.secagg_bits,
+            stage_timeout: Duration::from_millis(cfg.secagg_stage_timeout_ms),
+        }),
         ..ServerConfig::default()
     }
 }

@@ -371,6 +371,20 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         self.inner.status().await
     }
 
+    /// A device that dropped out of a round takes no further part in its protocol.
+    async fn secagg(
+        &self,
+        token: &str,
+        req: v1::SecAggRequest,
+    ) -> Result<v1::SecAggResponse, Status> {
+        if self.device.state().offline == Some(req.round) {
+            return Err(Status::failed_precondition(
+                "fault injection: the device is offline for this round",
+            ));
+        }
+        self.inner.secagg(token, req).await
+    }
+
     /// A task whose faults hit bytes in transit goes through the streamed calls.
     fn shares_memory(&self) -> bool {
         self.inner.shares_memory() && !self.device.plan().1.hits_bytes_in_transit()

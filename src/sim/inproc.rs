@@ -67,6 +67,14 @@ impl Transport for InprocTransport {
         Ok(self.coord.status())
     }
 
+    async fn secagg(
+        &self,
+        token: &str,
+        req: v1::SecAggRequest,
+    ) -> Result<v1::SecAggResponse, Status> {
+        Ok(self.coord.secagg(token, req).await?)
+    }
+
     fn shares_memory(&self) -> bool {
         true
     }

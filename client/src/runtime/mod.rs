@@ -5,6 +5,7 @@
 //! received. A refused update (stale, late, duplicate) is logged and the loop carries on.
 
 mod backoff;
+mod secagg;
 mod transfer;
 mod update;
 
@@ -323,10 +324,33 @@ impl<T: Transport> Client<T> {
         result
     }
 
+    /// Does one task; in a secure round, keys and shares go first and the reveals after the
+    /// model is let go.
     async fn work(
         &mut self,
         task: &v1::Task,
         trainer: &Arc<Mutex<impl Trainer>>,
+    ) -> Result<(), ClientError> {
+        let Some(setup) = &task.secagg else {
+            return self.train_and_send(task, trainer, None).await;
+        };
+        let Some(mut secure) = self.secagg_prepare(task, setup).await? else {
+            return Ok(());
+        };
+        let accepted = self.summary.accepted;
+        self.train_and_send(task, trainer, Some(&mut secure))
+            .await?;
+        if self.summary.accepted > accepted {
+            self.secagg_unmask(task, secure).await?;
+        }
+        Ok(())
+    }
+
+    async fn train_and_send(
+        &mut self,
+        task: &v1::Task,
+        trainer: &Arc<Mutex<impl Trainer>>,
+        secure: Option<&mut secagg::SecureTask>,
     ) -> Result<(), ClientError> {
         let round = task.round;
         let _active = match &self.opts.active {
@@ -364,7 +388,11 @@ impl<T: Transport> Client<T> {
         };
         let (update, delta) = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
-        if shared {
+        if let Some(secure) = secure {
+            let masked = self.secagg_mask(secure, &delta, update.num_examples)?;
+            drop(delta);
+            self.upload(task, masked, update.num_examples).await?;
+        } else if shared {
             self.submit_shared(task, delta, update.num_examples).await?;
         } else {
             self.upload(task, delta.into_bundle(), update.num_examples)

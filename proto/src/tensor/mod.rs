@@ -106,6 +106,12 @@ impl Tensor {
         dtype: DType,
     ) -> Result<Self, CodecError> {
         let raw: Vec<u8> = match dtype {
+            DType::U32 => {
+                return Err(CodecError::NotFloat {
+                    name: name.into(),
+                    dtype,
+                });
+            }
             DType::F32 => bytemuck::cast_slice(values).to_vec(),
             DType::F16 => values
                 .iter()
@@ -146,9 +152,42 @@ impl Tensor {
         &self.data
     }
 
-    /// The values as f32: borrowed when the data is f32 and aligned, converted otherwise.
+    /// A u32 tensor (secure aggregation's masked words) taking ownership of `values`.
+    pub fn from_u32_vec(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        values: Vec<u32>,
+    ) -> Result<Self, CodecError> {
+        let spec = TensorSpec {
+            name: name.into(),
+            dtype: DType::U32,
+            shape,
+        };
+        Self::from_bytes(spec, Bytes::from_owner(U32Bytes(values)))
+    }
+
+    /// The words of a u32 tensor; `None` for other dtypes.
+    pub fn to_u32(&self) -> Option<Vec<u32>> {
+        (self.spec.dtype == DType::U32).then(|| match bytemuck::try_cast_slice(&self.data) {
+            Ok(words) => <[u32]>::to_vec(words),
+            Err(_) => self
+                .data
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
+    }
+
+    /// The values as f32: borrowed when the data is f32 and aligned, converted otherwise (u32
+    /// words to the nearest f32).
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match self.spec.dtype {
+            DType::U32 => Cow::Owned(
+                self.data
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                    .collect(),
+            ),
             DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(&self.data) {
                 Ok(v) => Cow::Borrowed(v),
                 Err(_) => Cow::Owned(
@@ -220,6 +259,7 @@ pub(crate) fn first_non_finite_bytes(bytes: &[u8], dtype: DType) -> Option<usize
         })
     }
     match dtype {
+        DType::U32 => None,
         // Aligned f32 data (the usual case) is scanned as words, which vectorizes fully.
         DType::F32 if bytes.len().is_multiple_of(4) => {
             match bytemuck::try_cast_slice::<u8, u32>(bytes) {
@@ -267,6 +307,15 @@ fn first_non_finite_words(words: &[u32]) -> Option<usize> {
 struct F32Bytes(Vec<f32>);
 
 impl AsRef<[u8]> for F32Bytes {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+/// [`F32Bytes`] for words.
+struct U32Bytes(Vec<u32>);
+
+impl AsRef<[u8]> for U32Bytes {
     fn as_ref(&self) -> &[u8] {
         bytemuck::cast_slice(&self.0)
     }

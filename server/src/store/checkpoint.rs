@@ -17,6 +17,7 @@ fn st_dtype(d: DType) -> StDtype {
         DType::F32 => StDtype::F32,
         DType::F16 => StDtype::F16,
         DType::BF16 => StDtype::BF16,
+        DType::U32 => StDtype::U32,
     }
 }
 
@@ -167,6 +168,7 @@ pub fn read_checkpoint(
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,
             StDtype::BF16 => DType::BF16,
+            StDtype::U32 => DType::U32,
             other => {
                 return Err(bad(format!(
                     "tensor `{name}` has unsupported dtype {other:?}"

@@ -143,6 +143,24 @@ impl Store {
         }
     }
 
+    /// Sets a state value that changes over the federation's life (written durably at once).
+    pub fn set_meta(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// A value [`Store::set_meta`] or [`Store::pin_setting`] stored.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Records a client's registration. Written with the next [`Store::flush`], which the
     /// coordinator runs before it draws a cohort, so a cohort is only ever drawn from
     /// registrations that survive a crash (a restarted server draws the same one).

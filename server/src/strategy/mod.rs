@@ -55,6 +55,11 @@ pub trait Aggregator: Send {
 /// An aggregation rule.
 pub trait Strategy: Send {
     fn name(&self) -> &'static str;
+    /// Whether the rule must see each update on its own (robust rules): such a strategy
+    /// cannot run with secure aggregation, which shows the server only the sum.
+    fn needs_individual_updates(&self) -> bool {
+        false
+    }
     /// An update's weight in the aggregate (FedAvg: its example count).
     fn weight(&self, num_examples: u64) -> f64 {
         num_examples as f64
