@@ -99,6 +99,9 @@ pub struct Device {
     s: KeyPair,
     seed: [u8; 32],
     adverts: HashMap<u32, Advert>,
+    /// Share-encryption keys agreed with each neighbour (one X25519 agreement each, used
+    /// to seal and to open).
+    share_keys: HashMap<u32, [u8; 32]>,
     /// Shares held of each neighbour's (self-mask seed, masking key).
     held: BTreeMap<u32, (Share, Share)>,
 }
@@ -116,6 +119,7 @@ impl Device {
             s: KeyPair::generate(rng),
             seed,
             adverts: HashMap::new(),
+            share_keys: HashMap::new(),
             held: BTreeMap::new(),
         }
     }
@@ -160,6 +164,7 @@ impl Device {
                 plain.extend_from_slice(&b.y);
                 plain.extend_from_slice(&s.y);
                 let key = self.share_key(j);
+                self.share_keys.insert(j, key);
                 SealedShares {
                     from: self.id,
                     to: j,
@@ -189,7 +194,11 @@ impl Device {
             if !self.adverts.contains_key(&m.from) {
                 continue; // not a neighbour of this round
             }
-            let plain = open(&self.share_key(m.from), m.from, self.id, &m.bytes)?;
+            let key = match self.share_keys.get(&m.from) {
+                Some(k) => *k,
+                None => self.share_key(m.from),
+            };
+            let plain = open(&key, m.from, self.id, &m.bytes)?;
             if plain.len() != 65 {
                 return Err(SecAggError::Protocol(format!(
                     "shares from device {} are {} bytes, not 65",

@@ -20,8 +20,8 @@ pub(crate) struct HeldCalls {
     per_connection: HashMap<SocketAddr, usize>,
 }
 
-/// A check-in counted as held until dropped.
-struct HeldCall<'a> {
+/// A held call (check-in or secure-aggregation step), counted until dropped.
+pub(crate) struct HeldCall<'a> {
     held: &'a Mutex<HeldCalls>,
     connection: Option<SocketAddr>,
 }
@@ -29,7 +29,7 @@ struct HeldCall<'a> {
 impl<'a> HeldCall<'a> {
     /// Counts one more held call, unless `total` are held already, or `per_connection` on
     /// its connection (a connection full of held calls would leave its transfers no stream).
-    fn enter(
+    pub(crate) fn enter(
         held: &'a Mutex<HeldCalls>,
         connection: Option<SocketAddr>,
         total: usize,

@@ -101,8 +101,11 @@ impl Federation for FederationService {
         req: Request<v1::SecAggRequest>,
     ) -> Result<Response<v1::SecAggResponse>, Status> {
         let token = bearer_token(req.metadata())?;
+        let connection = req.remote_addr();
         Ok(Response::new(
-            self.coord.secagg(&token, req.into_inner()).await?,
+            self.coord
+                .secagg(&token, req.into_inner(), connection)
+                .await?,
         ))
     }
 

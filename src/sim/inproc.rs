@@ -72,7 +72,7 @@ impl Transport for InprocTransport {
         token: &str,
         req: v1::SecAggRequest,
     ) -> Result<v1::SecAggResponse, Status> {
-        Ok(self.coord.secagg(token, req).await?)
+        Ok(self.coord.secagg(token, req, None).await?)
     }
 
     fn shares_memory(&self) -> bool {

@@ -19,6 +19,7 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 pub use backoff::{Backoff, client_rng};
+pub use secagg::{advert_from_wire, checked_setup};
 pub use update::{delta, local_update};
 
 use crate::{ClientError, TaskContext, Trainer, Transport};

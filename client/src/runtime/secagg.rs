@@ -32,7 +32,7 @@ pub(super) struct SecureTask {
 
 /// The setup's values, checked: a server cannot make the device share with too few, or
 /// quantize into a sum that wraps.
-fn checked(setup: &v1::SecAggSetup) -> Result<(Params, Quantizer), ClientError> {
+pub fn checked_setup(setup: &v1::SecAggSetup) -> Result<(Params, Quantizer), ClientError> {
     let bad = |why: String| ClientError::Protocol(format!("secure aggregation setup: {why}"));
     let t = setup.threshold as usize;
     let k = setup.neighbours.len();
@@ -56,7 +56,8 @@ fn checked(setup: &v1::SecAggSetup) -> Result<(Params, Quantizer), ClientError> 
     Ok((params, quantizer))
 }
 
-fn advert(a: &v1::SecAggAdvert) -> Option<Advert> {
+/// A neighbour's advertised keys, if both are 32 bytes.
+pub fn advert_from_wire(a: &v1::SecAggAdvert) -> Option<Advert> {
     let keys = a.keys.as_ref()?;
     Some(Advert {
         id: a.index,
@@ -74,7 +75,7 @@ impl<T: Transport> Client<T> {
     ) -> Result<Option<SecureTask>, ClientError> {
         use v1::sec_agg_request::Step;
         use v1::sec_agg_response::Outcome;
-        let (params, quantizer) = checked(setup)?;
+        let (params, quantizer) = checked_setup(setup)?;
         let context = params.context.clone();
         let mut rng = ChaCha20Rng::from_rng(&mut rand::rng());
         let device = Device::new(setup.index, setup.neighbours.clone(), params, &mut rng);
@@ -127,7 +128,7 @@ impl<T: Transport> Client<T> {
                 warn!(client = %self.opts.client_id, neighbour = a.index, error = %e, "a neighbour's keys are not signed by it: leaving the round");
                 return Ok(None);
             }
-            neighbours.push(advert(a).ok_or_else(|| {
+            neighbours.push(advert_from_wire(a).ok_or_else(|| {
                 ClientError::Protocol("a neighbour's keys are not 32 bytes each".into())
             })?);
         }

@@ -10,6 +10,7 @@
 pub mod round;
 pub mod settings;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use fedtune_proto::{Bundle, v1};
 use rand::Rng;
 use tracing::{info, warn};
 
+use crate::check_in::HeldCall;
 use crate::coordinator::{State, lock};
 use crate::round::Phase;
 use crate::strategy::Aggregate;
@@ -29,10 +31,13 @@ pub(crate) const OPEN_ATTEMPT: &str = "secagg_open_attempt";
 
 impl Coordinator {
     /// One step of a device's secure aggregation (see [`v1::SecAggRequest`]).
+    /// Held calls count with check-ins against the same limits (`connection` is the
+    /// caller's address, when it has one): a call that cannot be held is told to come again.
     pub async fn secagg(
         self: &Arc<Self>,
         token: &str,
         req: v1::SecAggRequest,
+        connection: Option<SocketAddr>,
     ) -> Result<v1::SecAggResponse, ServerError> {
         use v1::sec_agg_request::Step;
         use v1::sec_agg_response::Outcome;
@@ -42,6 +47,7 @@ impl Coordinator {
             .ok_or_else(|| ServerError::InvalidRequest("SecAgg request without a step".into()))?;
         let until = Instant::now() + self.config.long_poll;
         let mut submitted = false;
+        let mut hold: Option<HeldCall<'_>> = None;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -83,7 +89,15 @@ impl Coordinator {
                 (base * st.rng.random_range(0.5..1.5)) as u64
             };
             let now = Instant::now();
-            if now >= until {
+            if hold.is_none() {
+                hold = HeldCall::enter(
+                    &self.held,
+                    connection,
+                    self.config.max_held_check_ins,
+                    self.config.max_held_per_connection,
+                );
+            }
+            if now >= until || hold.is_none() {
                 return Ok(v1::SecAggResponse {
                     outcome: Some(Outcome::RetryAfterMs(retry_ms.max(1))),
                 });
