@@ -10,8 +10,9 @@ mod common;
 use std::time::Duration;
 
 use common::{RawClient, quick_config, start};
+use fedtune_client::runtime::{advert_from_wire, inbox_from_wire, reveals_to_wire, shares_to_wire};
 use fedtune_proto::{Bundle, EncodedBundle, Tensor, v1};
-use fedtune_secagg::protocol::{Advert, Device, Params, SealedShares, Secret};
+use fedtune_secagg::protocol::{Device, Params};
 use fedtune_secagg::quantize::Quantizer;
 use fedtune_server::strategy::{Aggregate, FedAvg, Strategy, StrategyError};
 use fedtune_server::{SecAggSettings, ServerConfig};
@@ -95,45 +96,19 @@ async fn device(url: String, i: usize, stop: Stop) -> Option<(u32, Vec<u32>)> {
     if stop == Stop::AfterAdvertising {
         return None;
     }
-    let adverts: Vec<Advert> = adverts
+    let adverts: Vec<_> = adverts
         .adverts
         .iter()
-        .map(|a| {
-            let k = a.keys.as_ref().unwrap();
-            Advert {
-                id: a.index,
-                c_public: k.c_public.as_ref().try_into().unwrap(),
-                s_public: k.s_public.as_ref().try_into().unwrap(),
-            }
-        })
+        .map(|a| advert_from_wire(a).unwrap())
         .collect();
-    let shares = v1::SecAggShares {
-        shares: dev
-            .share(&adverts, &mut rng)
-            .unwrap()
-            .into_iter()
-            .map(|s| v1::SecAggSealed {
-                from: s.from,
-                to: s.to,
-                ciphertext: s.bytes.into(),
-            })
-            .collect(),
-    };
+    let shares = shares_to_wire(dev.share(&adverts, &mut rng).unwrap());
     let Outcome::Inbox(inbox) = step(&mut c, &task, Step::Share(shares)).await.unwrap() else {
         panic!("inbox expected");
     };
     if stop == Stop::AfterSharing {
         return None;
     }
-    let inbox: Vec<SealedShares> = inbox
-        .shares
-        .iter()
-        .map(|s| SealedShares {
-            from: s.from,
-            to: s.to,
-            bytes: s.ciphertext.to_vec(),
-        })
-        .collect();
+    let inbox = inbox_from_wire(&inbox);
     let q = Quantizer {
         clip: setup.clip,
         bits: setup.bits,
@@ -149,7 +124,7 @@ async fn device(url: String, i: usize, stop: Stop) -> Option<(u32, Vec<u32>)> {
     ])
     .unwrap();
     let enc = EncodedBundle::encode(&bundle, fedtune_proto::Compression::None).unwrap();
-    let mut messages = upload(&task, &enc, u64::from(weight));
+    let mut messages = common::upload_in_chunks(&task, &enc, u64::from(weight), 1024);
     if stop == Stop::MidUpload {
         messages.truncate(3); // the header and two of five chunks; no digest
         assert!(
@@ -169,37 +144,10 @@ async fn device(url: String, i: usize, stop: Stop) -> Option<(u32, Vec<u32>)> {
     if stop == Stop::DuringUnmasking {
         return survivor;
     }
-    let reveals = dev.unmask(&request.survivors, &request.dropped).unwrap();
-    let reveals = v1::SecAggReveals {
-        reveals: reveals
-            .into_iter()
-            .map(|r| v1::SecAggReveal {
-                about: r.about,
-                mask_key: r.secret == Secret::MaskKey,
-                x: u32::from(r.share.x),
-                y: r.share.y.into(),
-            })
-            .collect(),
-    };
+    let reveals = reveals_to_wire(dev.unmask(&request.survivors, &request.dropped).unwrap());
     // The last reveal may commit the round: a refusal after that is fine.
     let _ = step(&mut c, &task, Step::Reveal(reveals)).await;
     survivor
-}
-
-/// The upload stream of `enc` in 1 KiB chunks.
-fn upload(task: &v1::Task, enc: &EncodedBundle, num_examples: u64) -> Vec<v1::UploadMessage> {
-    use v1::upload_message::Kind;
-    let msg = |k| v1::UploadMessage { kind: Some(k) };
-    let mut out = vec![msg(Kind::Header(v1::UploadHeader {
-        task_id: task.task_id.clone(),
-        round: task.round,
-        model_version: task.model_version,
-        num_examples,
-        update: Some(enc.header.to_wire()),
-    }))];
-    out.extend(enc.chunks(0, 1024).map(|(_, d)| msg(Kind::Chunk(d))));
-    out.push(msg(Kind::Digest(enc.header.digest.0.to_vec().into())));
-    out
 }
 
 /// Runs one round with the first `dropped` devices (by their number in the round) stopping at

@@ -4,9 +4,9 @@
 //! of one device.
 #![no_main]
 
-use fedtune_client::runtime::{advert_from_wire, checked_setup};
+use fedtune_client::runtime::{advert_from_wire, checked_setup, inbox_from_wire};
 use fedtune_proto::v1;
-use fedtune_secagg::protocol::{Device, SealedShares, Secret};
+use fedtune_secagg::protocol::{Device, Secret};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use rand::SeedableRng;
@@ -28,11 +28,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = device.share(&adverts, &mut rng);
         }
         Outcome::Inbox(inbox) => {
-            let inbox: Vec<SealedShares> = inbox
-                .shares
-                .iter()
-                .map(|s| SealedShares { from: s.from, to: s.to, bytes: s.ciphertext.to_vec() })
-                .collect();
+            let inbox = inbox_from_wire(&inbox);
             let encoded = quantizer.encode(&[0.5, -0.25, 3.0], 2, &mut rng);
             if let Ok(masked) = device.mask(&inbox, &encoded) {
                 assert_eq!(masked.len(), encoded.len());

@@ -98,12 +98,7 @@ impl Coordinator {
             };
             let now = Instant::now();
             if hold.is_none() {
-                hold = HeldCall::enter(
-                    &self.held,
-                    connection,
-                    self.config.max_held_check_ins,
-                    self.config.max_held_per_connection,
-                );
+                hold = self.hold(connection);
             }
             if now >= until || hold.is_none() {
                 return Ok(v1::CheckInResponse {
@@ -112,6 +107,16 @@ impl Coordinator {
             }
             let _ = tokio::time::timeout(until - now, notified).await;
         }
+    }
+
+    /// Counts one more held call from `connection`, unless the limits are reached.
+    pub(crate) fn hold(&self, connection: Option<SocketAddr>) -> Option<HeldCall<'_>> {
+        HeldCall::enter(
+            &self.held,
+            connection,
+            self.config.max_held_check_ins,
+            self.config.max_held_per_connection,
+        )
     }
 
     fn outcome_for(&self, st: &mut State, client: &str) -> Option<v1::check_in_response::Outcome> {

@@ -180,6 +180,16 @@ pub fn upload_of(
     enc: &EncodedBundle,
     num_examples: u64,
 ) -> Vec<v1::UploadMessage> {
+    upload_in_chunks(task, enc, num_examples, fedtune_proto::MAX_CHUNK_BYTES)
+}
+
+/// [`upload_of`] in chunks of `chunk` bytes.
+pub fn upload_in_chunks(
+    task: &v1::Task,
+    enc: &EncodedBundle,
+    num_examples: u64,
+    chunk: usize,
+) -> Vec<v1::UploadMessage> {
     use v1::upload_message::Kind;
     let msg = |k| v1::UploadMessage { kind: Some(k) };
     let mut out = vec![msg(Kind::Header(v1::UploadHeader {
@@ -189,10 +199,7 @@ pub fn upload_of(
         num_examples,
         update: Some(enc.header.to_wire()),
     }))];
-    out.extend(
-        enc.chunks(0, fedtune_proto::MAX_CHUNK_BYTES)
-            .map(|(_, d)| msg(Kind::Chunk(d))),
-    );
+    out.extend(enc.chunks(0, chunk).map(|(_, d)| msg(Kind::Chunk(d))));
     out.push(msg(Kind::Digest(Bytes::copy_from_slice(
         &enc.header.digest.0,
     ))));

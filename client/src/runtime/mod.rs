@@ -19,7 +19,9 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 pub use backoff::{Backoff, client_rng};
-pub use secagg::{advert_from_wire, checked_setup};
+pub use secagg::{
+    advert_from_wire, checked_setup, inbox_from_wire, reveals_to_wire, shares_to_wire,
+};
 pub use update::{delta, local_update};
 
 use crate::{ClientError, TaskContext, Trainer, Transport};

@@ -8,7 +8,7 @@
 
 use fedtune_proto::{Bundle, FiniteBundle, Tensor, v1};
 use fedtune_secagg::SecAggError;
-use fedtune_secagg::protocol::{Advert, Device, Params, SealedShares, Secret};
+use fedtune_secagg::protocol::{Advert, Device, Params, Reveal, SealedShares, Secret};
 use fedtune_secagg::quantize::Quantizer;
 use rand::SeedableRng;
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
@@ -64,6 +64,48 @@ pub fn advert_from_wire(a: &v1::SecAggAdvert) -> Option<Advert> {
         c_public: keys.c_public.as_ref().try_into().ok()?,
         s_public: keys.s_public.as_ref().try_into().ok()?,
     })
+}
+
+/// Sealed shares as the `Share` step carries them.
+pub fn shares_to_wire(sealed: Vec<SealedShares>) -> v1::SecAggShares {
+    v1::SecAggShares {
+        shares: sealed
+            .into_iter()
+            .map(|s| v1::SecAggSealed {
+                from: s.from,
+                to: s.to,
+                ciphertext: s.bytes.into(),
+            })
+            .collect(),
+    }
+}
+
+/// The shares the server routed to this device.
+pub fn inbox_from_wire(inbox: &v1::SecAggShares) -> Vec<SealedShares> {
+    inbox
+        .shares
+        .iter()
+        .map(|s| SealedShares {
+            from: s.from,
+            to: s.to,
+            bytes: s.ciphertext.to_vec(),
+        })
+        .collect()
+}
+
+/// Revealed shares as the `Reveal` step carries them.
+pub fn reveals_to_wire(reveals: Vec<Reveal>) -> v1::SecAggReveals {
+    v1::SecAggReveals {
+        reveals: reveals
+            .into_iter()
+            .map(|r| v1::SecAggReveal {
+                about: r.about,
+                mask_key: r.secret == Secret::MaskKey,
+                x: u32::from(r.share.x),
+                y: r.share.y.into(),
+            })
+            .collect(),
+    }
 }
 
 impl<T: Transport> Client<T> {
@@ -136,28 +178,11 @@ impl<T: Transport> Client<T> {
             Ok(s) => s,
             Err(e) => return self.out_of_round(task, &e),
         };
-        let shares = v1::SecAggShares {
-            shares: sealed
-                .into_iter()
-                .map(|s| v1::SecAggSealed {
-                    from: s.from,
-                    to: s.to,
-                    ciphertext: s.bytes.into(),
-                })
-                .collect(),
-        };
+        let shares = shares_to_wire(sealed);
         let Some(Outcome::Inbox(inbox)) = self.secagg_step(task, Step::Share(shares)).await? else {
             return Ok(None);
         };
-        task_state.inbox = inbox
-            .shares
-            .into_iter()
-            .map(|s| SealedShares {
-                from: s.from,
-                to: s.to,
-                bytes: s.ciphertext.to_vec(),
-            })
-            .collect();
+        task_state.inbox = inbox_from_wire(&inbox);
         Ok(Some(task_state))
     }
 
@@ -210,18 +235,8 @@ impl<T: Transport> Client<T> {
             // An honest device never reveals both secrets of one device.
             Err(e) => return self.out_of_round(task, &e).map(|_| ()),
         };
-        let reveals = v1::SecAggReveals {
-            reveals: reveals
-                .into_iter()
-                .map(|r| v1::SecAggReveal {
-                    about: r.about,
-                    mask_key: r.secret == Secret::MaskKey,
-                    x: u32::from(r.share.x),
-                    y: r.share.y.into(),
-                })
-                .collect(),
-        };
-        self.secagg_step(task, Step::Reveal(reveals)).await?;
+        self.secagg_step(task, Step::Reveal(reveals_to_wire(reveals)))
+            .await?;
         Ok(())
     }
 

@@ -90,12 +90,7 @@ impl Coordinator {
             };
             let now = Instant::now();
             if hold.is_none() {
-                hold = HeldCall::enter(
-                    &self.held,
-                    connection,
-                    self.config.max_held_check_ins,
-                    self.config.max_held_per_connection,
-                );
+                hold = self.hold(connection);
             }
             if now >= until || hold.is_none() {
                 return Ok(v1::SecAggResponse {
