@@ -440,3 +440,68 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A device that has advertised keys is not handed its task again (it would come with new
+/// keys); one that has not, is, while advertising is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_offered_again_only_before_its_keys_are_in() {
+    let server = start(
+        ServerConfig {
+            secagg: Some(SecAggSettings::default()),
+            ..quick_config(1, 3, 3)
+        },
+        initial(),
+    )
+    .await;
+    let joins: Vec<_> = (0..3)
+        .map(|i| {
+            let url = server.url.clone();
+            tokio::spawn(async move {
+                let mut c = RawClient::join(&url, &format!("dev-{i}")).await;
+                let t = c.task().await;
+                (c, t)
+            })
+        })
+        .collect();
+    let mut devices = Vec::new();
+    for j in joins {
+        devices.push(j.await.unwrap());
+    }
+    let (c0, t0) = &mut devices[0];
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let setup = t0.secagg.clone().unwrap();
+    let params = Params {
+        threshold: setup.threshold as usize,
+        context: setup.context.to_vec(),
+    };
+    let a = Device::new(setup.index, setup.neighbours.clone(), params, &mut rng).advert();
+    let keys = v1::SecAggKeys {
+        c_public: a.c_public.to_vec().into(),
+        s_public: a.s_public.to_vec().into(),
+        ..Default::default()
+    };
+    let req = c0.authed(v1::SecAggRequest {
+        task_id: t0.task_id.clone(),
+        round: t0.round,
+        step: Some(Step::Advertise(keys)),
+    });
+    let held = c0.rpc.sec_agg(req).await.unwrap().into_inner();
+    assert!(
+        matches!(held.outcome, Some(Outcome::RetryAfterMs(_))),
+        "{held:?}"
+    );
+    let again = c0.try_check_in().await.unwrap();
+    assert!(
+        matches!(
+            again.outcome,
+            Some(v1::check_in_response::Outcome::RetryAfterMs(_))
+        ),
+        "{again:?}"
+    );
+    let (c1, t1) = &mut devices[1];
+    let same = c1.try_check_in().await.unwrap();
+    let Some(v1::check_in_response::Outcome::Task(t)) = same.outcome else {
+        panic!("{same:?}");
+    };
+    assert_eq!(&t.task_id, &t1.task_id);
+}

@@ -126,18 +126,22 @@ impl Coordinator {
             Phase::Finished => Some(Outcome::Finished(v1::Finished {
                 final_model_version: global.version,
             })),
-            Phase::Training(r) if r.wants(client) => Some(Outcome::Task(v1::Task {
-                task_id: r.task_for(client, self.boot_id),
-                round: r.round,
-                model_version: r.model_version,
-                config: Some(self.config.training.to_wire()),
-                model: Some(global.encoded.header.to_wire()),
-                deadline_in_ms: r
-                    .deadline
-                    .saturating_duration_since(Instant::now())
-                    .as_millis() as u64,
-                secagg: r.secagg.as_ref().and_then(|s| s.setup_for(client)),
-            })),
+            Phase::Training(r)
+                if r.wants(client) && r.secagg.as_ref().is_none_or(|s| s.can_start(client)) =>
+            {
+                Some(Outcome::Task(v1::Task {
+                    task_id: r.task_for(client, self.boot_id),
+                    round: r.round,
+                    model_version: r.model_version,
+                    config: Some(self.config.training.to_wire()),
+                    model: Some(global.encoded.header.to_wire()),
+                    deadline_in_ms: r
+                        .deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis() as u64,
+                    secagg: r.secagg.as_ref().and_then(|s| s.setup_for(client)),
+                }))
+            }
             _ => None,
         }
     }

@@ -137,6 +137,16 @@ impl SecAggRound {
         })
     }
 
+    /// Whether `client` can still take its part: only until it has advertised keys, and
+    /// while advertising is open (a device that lost its keys cannot rejoin the round).
+    pub fn can_start(&self, client: &str) -> bool {
+        self.stage == Stage::Advertise
+            && self
+                .index
+                .get(client)
+                .is_some_and(|i| !self.keys.contains_key(i))
+    }
+
     fn member(&self, client: &str) -> Result<u32, ServerError> {
         self.index.get(client).copied().ok_or_else(|| {
             ServerError::Stale("this device is not in the round's secure aggregation".into())
