@@ -16,6 +16,7 @@ mod coordinator;
 mod error;
 mod identity;
 mod idle;
+mod lifecycle;
 mod registry;
 pub mod round;
 pub mod secagg;
