@@ -424,14 +424,6 @@ impl SecAggRound {
     pub fn survivors(&self) -> &[u32] {
         self.unmask.as_ref().map_or(&[], |(s, _)| s.as_slice())
     }
-
-    /// The client with index `i`.
-    pub fn client(&self, i: u32) -> Option<&str> {
-        self.index
-            .iter()
-            .find(|(_, j)| **j == i)
-            .map(|(c, _)| c.as_str())
-    }
 }
 
 fn key32(bytes: &[u8], what: &str) -> Result<[u8; 32], ServerError> {
