@@ -13,6 +13,7 @@ mod lora_args;
 mod merge;
 mod perplexity;
 mod pretrain;
+mod privacy;
 mod quantize;
 mod secagg_args;
 mod server;
@@ -74,6 +75,9 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Write a development CA, a server certificate and device certificates for TLS.
     Certs(certs::CertsArgs),
+    /// Differential privacy: ε for a run's settings, or the noise for a budget.
+    #[command(subcommand)]
+    Privacy(privacy::PrivacyCommand),
     /// Measure the framework (figures only; nothing is asserted).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -113,6 +117,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Certs(a) => certs::run(a),
+        Command::Privacy(p) => privacy::run(p),
         Command::Bench(b) => bench::run(b),
     };
     match result {
