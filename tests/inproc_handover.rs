@@ -40,6 +40,7 @@ fn header(task: &v1::Task, num_examples: u64) -> v1::UploadHeader {
         model_version: task.model_version,
         num_examples,
         update: None,
+        within_clip: false,
     }
 }
 

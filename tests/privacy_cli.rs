@@ -76,8 +76,7 @@ fn bad_settings_are_refused_by_name() {
         ),
         (
             vec![
-                "--noise-multiplier",
-                "-1",
+                "--noise-multiplier=-1",
                 "--sampling-rate",
                 "0.1",
                 "--rounds",
@@ -85,7 +84,7 @@ fn bad_settings_are_refused_by_name() {
                 "--delta",
                 "1e-5",
             ],
-            "--noise-multiplier",
+            "--noise-multiplier -1 is not a positive number",
         ),
         (
             vec![
@@ -117,6 +116,31 @@ fn bad_settings_are_refused_by_name() {
         ),
     ] {
         let mut all = vec!["privacy", "epsilon"];
+        all.extend(args);
+        let (ok, _, err) = fedtune(&all);
+        assert!(!ok && err.contains(needle), "{all:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// The job refuses impossible privacy settings before it loads anything.
+#[test]
+fn simulate_refuses_bad_privacy_settings() {
+    for (args, needle) in [
+        (
+            vec!["--dp-noise-multiplier", "1", "--dp-distributed"],
+            "--secagg",
+        ),
+        (vec!["--dp-noise-multiplier=-1"], "dp_noise_multiplier"),
+        (vec!["--dp-noise-multiplier", "1", "--dp-clip", "0"], "clip"),
+        (
+            vec!["--dp-noise-multiplier", "1", "--dp-delta", "1.5"],
+            "delta",
+        ),
+        (vec!["--dp-clip", "0.5"], "--dp-noise-multiplier"),
+        (vec!["--num-clients", "100"], "num_clients"),
+    ] {
+        let mut all = vec!["simulate", "--rounds", "1"];
         all.extend(args);
         let (ok, _, err) = fedtune(&all);
         assert!(!ok && err.contains(needle), "{all:?}: {err}");

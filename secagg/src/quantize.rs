@@ -5,6 +5,11 @@
 
 use rand::Rng;
 
+/// Under differential privacy with adaptive clipping, a device's "within the clip norm" bit
+/// rides as one more word, multiplied by this: distributed noise on the count is then drawn at
+/// a scale where the discrete Gaussian is as private as the continuous one.
+pub const WITHIN_SCALE: u32 = 1024;
+
 /// How values are quantized.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quantizer {
@@ -13,7 +18,24 @@ pub struct Quantizer {
 }
 
 impl Quantizer {
-    fn levels(&self) -> f64 {
+    /// Quantization levels per unit of value: L / (2·clip).
+    pub fn scale(&self) -> f64 {
+        self.levels() / (2.0 * f64::from(self.clip))
+    }
+
+    /// The sum of `n` devices' encoded values (words summed mod 2^32, noise included) as the
+    /// sum of their values: each word read as a signed integer, which is exact while
+    /// n·L plus the noise stays below 2^31.
+    pub fn decode_sum(&self, words: &[u32], n: u32) -> Vec<f64> {
+        let (clip, scale) = (f64::from(self.clip), self.scale());
+        let offset = f64::from(n) * clip;
+        words
+            .iter()
+            .map(|&w| f64::from(w as i32) / scale - offset)
+            .collect()
+    }
+
+    pub fn levels(&self) -> f64 {
         f64::from((1u32 << self.bits) - 1)
     }
 

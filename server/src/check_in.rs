@@ -140,6 +140,11 @@ impl Coordinator {
                         .saturating_duration_since(Instant::now())
                         .as_millis() as u64,
                     secagg: r.secagg.as_ref().and_then(|s| s.setup_for(client)),
+                    dp: self
+                        .dp
+                        .as_ref()
+                        .zip(r.dp.as_ref())
+                        .map(|(d, r)| lock(d).setup(r)),
                 }))
             }
             _ => None,

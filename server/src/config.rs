@@ -64,6 +64,8 @@ pub struct ServerConfig {
     pub parallel_fold: bool,
     /// Aggregate securely (SecAgg+): the server sees only the cohort's sum.
     pub secagg: Option<crate::secagg::settings::SecAggSettings>,
+    /// Differential privacy (user-level DP-FedAvg): clipped updates, noised sums, ε reported.
+    pub dp: Option<crate::dp::DpSettings>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +95,7 @@ impl Default for ServerConfig {
             keep_checkpoints: 0,
             parallel_fold: false,
             secagg: None,
+            dp: None,
         }
     }
 }
@@ -180,6 +183,11 @@ impl ServerConfig {
                 return bad("secagg", why);
             }
         }
+        if let Some(dp) = &self.dp
+            && let Err(why) = dp.check(self.secagg.is_some())
+        {
+            return bad("dp", why);
+        }
         let t = &self.training;
         if t.local_steps == 0 {
             return bad("local_steps", "must be at least 1".into());
@@ -198,13 +206,26 @@ impl ServerConfig {
 
     /// The settings a federation's result depends on, as stored with its state: a restart with
     /// any of them changed is refused, naming it.
-    pub(crate) fn pinned(&self) -> [(&'static str, String); 5] {
+    pub(crate) fn pinned(&self) -> [(&'static str, String); 6] {
         [
             ("rounds", self.rounds.to_string()),
             ("clients_per_round", self.clients_per_round.to_string()),
             ("over_selection", self.over_selection.to_string()),
             ("training", format!("{:?}", self.training)),
             ("secagg", format!("{:?}", self.secagg)),
+            // δ, the budget and the noise seed may change across a restart; the mechanism not.
+            (
+                "dp",
+                format!(
+                    "{:?}",
+                    self.dp.as_ref().map(|d| (
+                        d.noise_multiplier,
+                        d.clip,
+                        d.adaptive,
+                        d.distributed
+                    ))
+                ),
+            ),
         ]
     }
 }

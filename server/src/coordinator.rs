@@ -69,6 +69,9 @@ pub struct Coordinator {
     pub(crate) held: Mutex<crate::check_in::HeldCalls>,
     /// Enrolled devices, when the server admits only those.
     gate: Option<DeviceGate>,
+    /// The privacy spent across rounds, when rounds are differentially private (locked after
+    /// `state` where both are).
+    pub(crate) dp: Option<Mutex<crate::dp::DpState>>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -174,6 +177,11 @@ impl Coordinator {
             },
             None => 0,
         };
+        let dp = config
+            .dp
+            .clone()
+            .map(|s| crate::dp::DpState::load(s, &store).map(Mutex::new))
+            .transpose()?;
         let state = State {
             phase: Phase::Waiting,
             registry,
@@ -191,6 +199,7 @@ impl Coordinator {
             boot_id: rand::rng().random(),
             held: Mutex::default(),
             gate,
+            dp,
         });
         coord.advance(&mut lock(&coord.state));
         Ok(coord)
@@ -375,6 +384,7 @@ impl Coordinator {
             received: received as u64,
             registered_clients: st.registry.len() as u64,
             committed_rounds: st.global.version,
+            dp: self.dp.as_ref().map(|d| lock(d).status()),
         }
     }
 

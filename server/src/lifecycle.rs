@@ -56,10 +56,17 @@ impl Coordinator {
             round,
             st.attempt,
         );
+        let dp = match self.open_dp(st, cohort.len(), eligible) {
+            Some(dp) => dp,
+            None => return,
+        };
         let deadline = Instant::now() + self.config.round_timeout;
         let mut aggregator = lock(&self.strategy).aggregator(&st.global.bundle);
         aggregator.set_parallel(self.config.parallel_fold);
-        let secagg = match self.open_secagg(round, st.attempt, &cohort, st.global.bundle.numel()) {
+        // A private round with adaptive clipping sends the "within" bit as one more word.
+        let extra = usize::from(dp.as_ref().is_some_and(|d| d.within_word));
+        let words = st.global.bundle.numel() + extra;
+        let secagg = match self.open_secagg(round, st.attempt, &cohort, words) {
             Ok(s) => s,
             Err(e) => {
                 warn!(round, attempt = st.attempt, error = %e, "secure round cannot open; waiting");
@@ -82,6 +89,7 @@ impl Coordinator {
             aggregator,
         );
         open.secagg = secagg;
+        open.dp = dp;
         st.phase = Phase::Training(Box::new(open));
         self.changed.notify_waiters();
         let me = Arc::clone(self);
@@ -216,10 +224,18 @@ impl Coordinator {
         global: &Global,
         reason: CommitReason,
     ) -> Result<Global, ServerError> {
-        let aggregate = match r.secagg.as_mut() {
-            Some(sa) => crate::secagg::aggregate(sa, &global.bundle)?,
+        let mut aggregate = match r.secagg.as_mut() {
+            Some(sa) => crate::secagg::aggregate(sa, &global.bundle, r.dp.as_mut())?,
             None => r.aggregator.finish()?,
         };
+        let mut server_metrics = Vec::new();
+        if let (Some(dp), Some(round)) = (&self.dp, &r.dp) {
+            let store = lock(&self.store);
+            let (private, metrics) =
+                lock(dp).privatize(&store, aggregate, round, self.config.clients_per_round)?;
+            aggregate = private;
+            server_metrics = metrics;
+        }
         let total_weight = aggregate.total_weight;
         let mut strategy = lock(&self.strategy);
         let next = strategy.apply(&global.bundle, aggregate)?;
@@ -233,13 +249,11 @@ impl Coordinator {
             total_weight,
         };
         let saved = lock(&self.store).commit_round(&commit)?;
-        let server_metrics = [
-            ("cohort".to_string(), r.cohort.len() as f64),
-            (
-                "round_seconds".to_string(),
-                r.opened.elapsed().as_secs_f64(),
-            ),
-        ];
+        server_metrics.push(("cohort".to_string(), r.cohort.len() as f64));
+        server_metrics.push((
+            "round_seconds".to_string(),
+            r.opened.elapsed().as_secs_f64(),
+        ));
         lock(&self.store).insert_metrics(r.round, SERVER_METRICS, &server_metrics)?;
         info!(round = r.round, updates = r.contributions.len(), ?reason, digest = %saved.digest.to_hex(), "aggregating -> committed");
         Global::new(r.round, next)

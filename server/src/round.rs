@@ -76,6 +76,8 @@ pub struct OpenRound {
     /// The round's secure aggregation, when it aggregates securely (then `aggregator` is
     /// unused: masked updates are summed there).
     pub secagg: Option<crate::secagg::round::SecAggRound>,
+    /// The round's privacy parameters, when rounds are differentially private.
+    pub dp: Option<crate::dp::RoundDp>,
 }
 
 impl OpenRound {
@@ -100,6 +102,7 @@ impl OpenRound {
             opened: Instant::now(),
             aggregator,
             secagg: None,
+            dp: None,
         }
     }
 

@@ -156,14 +156,13 @@ impl Coordinator {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let params = st.global.bundle.numel();
         let global = st.global.clone();
         let global_manifest = &global.encoded.header.manifest;
         let attempt = match &mut st.phase {
             Phase::Training(r) => {
                 match &r.secagg {
                     Some(sa) => {
-                        check_manifest(&sa.manifest(params), manifest)?;
+                        check_manifest(&sa.manifest(), manifest)?;
                         sa.admit_upload(client)?;
                     }
                     None => check_manifest(global_manifest, manifest)?,
@@ -212,14 +211,25 @@ impl Coordinator {
             )));
         }
         let mut weight = weight;
-        match &mut r.secagg {
-            Some(sa) => {
+        match (&mut r.secagg, &mut r.dp) {
+            (Some(sa), _) => {
                 let words = update.tensors()[0].to_u32().unwrap_or_default();
                 sa.add_masked(&admission.client, &words)?;
-                // The weight the device encoded (its example count, capped for the sum).
-                weight = weight.min(f64::from(sa.sizing().max_weight));
+                // The weight the device encoded (its example count, capped for the sum; 1
+                // under differential privacy).
+                weight = match r.dp {
+                    Some(_) => 1.0,
+                    None => weight.min(f64::from(sa.sizing().max_weight)),
+                };
             }
-            None => r.aggregator.fold(update, weight)?,
+            (None, Some(dp)) => {
+                // Every update counts once, clipped (again: an honest device already did).
+                let (clipped, c) = crate::dp::clip_update(update, dp.clip)?;
+                r.aggregator.fold(&clipped, 1.0)?;
+                dp.within += f64::from(u8::from(h.within_clip && c.norm <= dp.clip * (1.0 + 1e-5)));
+                weight = 1.0;
+            }
+            (None, None) => r.aggregator.fold(update, weight)?,
         }
         r.contributions.push(Contribution {
             client_id: admission.client.clone(),

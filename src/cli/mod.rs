@@ -3,6 +3,7 @@
 mod bench;
 mod certs;
 mod client;
+mod dp_args;
 mod eval;
 mod export;
 mod finetune;

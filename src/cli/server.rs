@@ -56,6 +56,8 @@ pub struct ServerArgs {
     tls: ServerTlsArgs,
     #[command(flatten)]
     secagg: super::secagg_args::SecAggArgs,
+    #[command(flatten)]
+    dp: super::dp_args::DpArgs,
 }
 
 /// TLS for every call. Without it the server speaks plaintext, which it allows on loopback
@@ -180,6 +182,7 @@ pub fn run(a: ServerArgs) -> anyhow::Result<()> {
     if a.secagg.secagg {
         config.secagg = Some(a.secagg.apply(config.secagg.take().unwrap_or_default()));
     }
+    config.dp = a.dp.apply(config.dp.take());
     let tls = a.tls.load()?;
     super::runtime(super::default_threads())?.block_on(async move {
         // Bind first: an address that cannot be served leaves no state behind.

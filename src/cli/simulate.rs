@@ -41,6 +41,10 @@ pub struct SimulateArgs {
     /// Concentration of the Dirichlet client sizes (smaller: more skewed) [default: 0.5].
     #[arg(long)]
     dirichlet_alpha: Option<f64>,
+    /// With --partition iid or dirichlet: devices to deal the records to (thousands, say,
+    /// for differential privacy) [default: as many as the natural partition has].
+    #[arg(long, value_name = "N")]
+    num_clients: Option<usize>,
     /// Clients with fewer records are left out [default: 8].
     #[arg(long)]
     min_examples: Option<usize>,
@@ -134,6 +138,8 @@ pub struct SimulateArgs {
     transport: Option<String>,
     #[command(flatten)]
     secagg: super::secagg_args::SecAggArgs,
+    #[command(flatten)]
+    dp: super::dp_args::DpArgs,
 }
 
 impl SimulateArgs {
@@ -154,6 +160,7 @@ impl SimulateArgs {
             text_field,
             reply_field,
             min_examples,
+            num_clients,
             test_fraction,
             unseen_fraction,
             eval_clients,
@@ -204,6 +211,7 @@ impl SimulateArgs {
         if let Some(t) = s.secagg_stage_timeout {
             cfg.secagg_stage_timeout_ms = t.as_millis() as u64;
         }
+        self.dp.lay_over(&mut cfg);
         if self.no_centralized {
             cfg.centralized = false;
         }

@@ -42,6 +42,9 @@ pub struct ClientSplit {
     /// text it writes after what it trained on.
     pub test_fraction: f64,
     pub seed: u64,
+    /// IID and Dirichlet: clients to deal the pooled records to (0: as many as the natural
+    /// partition has), at most as many as can get the minimum each.
+    pub num_clients: usize,
 }
 
 /// Groups `records` into clients as `split` says, in a fixed order (first appearance).
@@ -53,7 +56,7 @@ pub fn build_clients(records: &[Record], split: &ClientSplit) -> Vec<ClientData>
     let groups = match split.partition {
         Partition::Natural => natural,
         Partition::Iid => {
-            let n = natural.len();
+            let n = dealt(&natural, split);
             let pooled = shuffled_pool(natural, split.seed);
             let mut groups: Vec<Vec<Record>> = vec![Vec::new(); n];
             for (i, r) in pooled.into_iter().enumerate() {
@@ -62,7 +65,7 @@ pub fn build_clients(records: &[Record], split: &ClientSplit) -> Vec<ClientData>
             named(groups, "iid")
         }
         Partition::Dirichlet { alpha } => {
-            let n = natural.len();
+            let n = dealt(&natural, split);
             let pooled = shuffled_pool(natural, split.seed);
             let sizes = dirichlet_sizes(
                 pooled.len(),
@@ -91,6 +94,17 @@ pub fn build_clients(records: &[Record], split: &ClientSplit) -> Vec<ClientData>
             ClientData { id, train, test }
         })
         .collect()
+}
+
+/// How many clients a pooled partition deals to: as asked (or as many as the natural
+/// partition has), but no more than can each get the minimum of records.
+fn dealt(natural: &[(String, Vec<Record>)], split: &ClientSplit) -> usize {
+    let records: usize = natural.iter().map(|(_, r)| r.len()).sum();
+    let wanted = match split.num_clients {
+        0 => natural.len(),
+        n => n,
+    };
+    wanted.min(records / split.min_examples.max(2))
 }
 
 /// Splits off a seeded `fraction` of the clients that never train (at least one when there
@@ -211,6 +225,7 @@ mod tests {
             min_examples: 6,
             test_fraction: 0.2,
             seed: 3,
+            num_clients: 0,
         }
     }
 

@@ -34,6 +34,9 @@ pub struct JobConfig {
     /// utterances instead).
     pub reply_field: String,
     pub partition: Partition,
+    /// IID and Dirichlet partitions: clients to deal the records to (0: as many as the
+    /// natural partition has).
+    pub num_clients: usize,
     /// Clients with fewer records are left out.
     pub min_examples: usize,
     /// Share of each client's records (its latest) kept as its local test split.
@@ -101,6 +104,28 @@ pub struct JobConfig {
     pub secagg_bits: u32,
     /// How long advertising, sharing and unmasking may each take, in milliseconds.
     pub secagg_stage_timeout_ms: u64,
+
+    /// Differential privacy: the noise multiplier z, noise z·C on the clipped sum (0: off).
+    pub dp_noise_multiplier: f64,
+    /// L2 norm C each update is clipped to (the starting norm when it adapts).
+    pub dp_clip: f64,
+    /// C follows a quantile of the update norms.
+    pub dp_adaptive_clip: bool,
+    /// The quantile C follows.
+    pub dp_target_quantile: f64,
+    /// Geometric step of C per round.
+    pub dp_clip_lr: f64,
+    /// Noise on the count of updates within C (0: K/20).
+    pub dp_clip_count_stddev: f64,
+    /// δ of the reported (ε, δ) (0: 1/N^1.1 for N devices).
+    pub dp_delta: f64,
+    /// No round is run that would take ε past this (0: no budget).
+    pub dp_max_epsilon: f64,
+    /// With secagg: devices add the noise in shares before masking.
+    pub dp_distributed: bool,
+    /// The server's noise is seeded from `seed` so that a run repeats: fine for research, not
+    /// private against anyone holding this file (false: drawn from the operating system).
+    pub dp_seeded_noise: bool,
 }
 
 impl Default for JobConfig {
@@ -113,6 +138,7 @@ impl Default for JobConfig {
             text_field: "text".into(),
             reply_field: String::new(),
             partition: Partition::Natural,
+            num_clients: 0,
             min_examples: 8,
             test_fraction: 0.2,
             unseen_fraction: 0.1,
@@ -147,6 +173,16 @@ impl Default for JobConfig {
             secagg_clip: 1.0,
             secagg_bits: 16,
             secagg_stage_timeout_ms: 30_000,
+            dp_noise_multiplier: 0.0,
+            dp_clip: 0.1,
+            dp_adaptive_clip: false,
+            dp_target_quantile: 0.5,
+            dp_clip_lr: 0.2,
+            dp_clip_count_stddev: 0.0,
+            dp_delta: 0.0,
+            dp_max_epsilon: 0.0,
+            dp_distributed: false,
+            dp_seeded_noise: true,
         }
     }
 }
@@ -252,6 +288,23 @@ impl JobConfig {
                 "over_selection = {} must be at least 1",
                 self.over_selection
             ));
+        }
+        if !(self.dp_noise_multiplier.is_finite() && self.dp_noise_multiplier >= 0.0) {
+            return Err(format!(
+                "dp_noise_multiplier = {} must be a number ≥ 0 (0: no differential privacy)",
+                self.dp_noise_multiplier
+            ));
+        }
+        if let Some(dp) = super::deployment::dp_settings(self) {
+            dp.check(self.secagg)
+                .map_err(|why| format!("differential privacy: {why}"))?;
+        }
+        if self.num_clients > 0 && self.partition == Partition::Natural {
+            return Err(
+                "num_clients needs partition = iid or dirichlet (the natural partition has one \
+                 client per role)"
+                    .into(),
+            );
         }
         if let Partition::Dirichlet { alpha } = self.partition
             && !(alpha.is_finite() && alpha > 0.0)

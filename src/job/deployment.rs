@@ -73,6 +73,7 @@ pub fn device_from_file(
         min_examples: 2,
         test_fraction: cfg.test_fraction,
         seed: cfg.seed,
+        num_clients: 0,
     };
     if records.n_clients() != 1 {
         return Err(JobError::Config(format!(
@@ -101,12 +102,37 @@ pub fn device_from_file(
 pub fn server_setup(cfg: &JobConfig, n_clients: usize) -> Result<(Bundle, ServerConfig), JobError> {
     let (_, model) = open_base(cfg)?;
     let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
-    let server = ServerConfig {
+    let mut server = ServerConfig {
         durable: true,
         linger: Duration::from_secs(3),
         ..server_config(cfg, n_clients)
     };
+    // A deployment's noise always comes from the operating system.
+    if let Some(dp) = &mut server.dp {
+        dp.noise_seed = None;
+    }
     Ok((adapter_bundle(&template), server))
+}
+
+/// The job's differential-privacy settings (`None` when off).
+pub(super) fn dp_settings(cfg: &JobConfig) -> Option<fedtune_server::DpSettings> {
+    let positive = |x: f64| (x > 0.0).then_some(x);
+    positive(cfg.dp_noise_multiplier)?;
+    Some(fedtune_server::DpSettings {
+        noise_multiplier: cfg.dp_noise_multiplier,
+        clip: cfg.dp_clip,
+        adaptive: cfg
+            .dp_adaptive_clip
+            .then_some(fedtune_server::AdaptiveClip {
+                target_quantile: cfg.dp_target_quantile,
+                learning_rate: cfg.dp_clip_lr,
+                count_stddev: positive(cfg.dp_clip_count_stddev),
+            }),
+        delta: positive(cfg.dp_delta),
+        max_epsilon: positive(cfg.dp_max_epsilon),
+        distributed: cfg.dp_distributed,
+        noise_seed: cfg.dp_seeded_noise.then_some(cfg.seed ^ 0xD1FF_05E5),
+    })
 }
 
 pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
@@ -117,8 +143,11 @@ pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
         over_selection: cfg.over_selection,
         min_commit: ((k as f64 * 0.8).ceil() as usize).clamp(1, k),
         min_clients: n_clients,
+        // Ten seconds a local step for every ten devices of the round: the simulated devices
+        // share the machine's cores.
         round_timeout: Duration::from_secs(
-            30 + cfg.straggler_delay_ms / 1000 + 10 * u64::from(cfg.local_steps),
+            30 + cfg.straggler_delay_ms / 1000
+                + 10 * u64::from(cfg.local_steps) * k.div_ceil(10) as u64,
         ),
         long_poll: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(45),
@@ -139,6 +168,7 @@ pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
             bits: cfg.secagg_bits,
             stage_timeout: Duration::from_millis(cfg.secagg_stage_timeout_ms),
         }),
+        dp: dp_settings(cfg),
         ..ServerConfig::default()
     }
 }

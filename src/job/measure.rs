@@ -59,19 +59,21 @@ pub(super) fn measure_rounds(
     sets: &EvalSets,
 ) -> Result<(Vec<RoundRecord>, LoraAdapter), JobError> {
     let cfg = &p.cfg;
+    // A privacy budget may finish the federation before its last planned round.
+    let committed = report.version.min(cfg.rounds);
     let progress = bar(
-        cfg.rounds + 1,
+        committed + 1,
         "{bar:30} measuring round {pos}/{len} [{elapsed}<{eta}]",
     );
     let mut rounds = Vec::new();
     let mut adapter = p.template.clone();
-    for r in 0..=cfg.rounds {
+    for r in 0..=committed {
         let path = state
             .join("checkpoints")
             .join(fedtune_server::store::checkpoint_file(r));
         let (bundle, _) = fedtune_server::store::read_checkpoint(&path, None)?;
         adapter = adapter_from_bundle(&bundle, &p.template)?;
-        let last = r == cfg.rounds;
+        let last = r == committed;
         let seen = if r % cfg.eval_every == 0 || last {
             score(p, pool, Some(&adapter), &sets.seen)?
         } else {
@@ -89,6 +91,10 @@ pub(super) fn measure_rounds(
             .with_store(|s| -> Result<RoundRecord, JobError> {
                 let sum = |name: &str| s.metric_total(r, name).map(|(_, v)| v);
                 let (n_loss, loss_sum) = s.metric_total(r, "train_loss")?;
+                let server = |name: &str| -> Result<Option<f64>, JobError> {
+                    let (n, v) = s.metric_total(r, name)?;
+                    Ok((n > 0).then_some(v))
+                };
                 Ok(RoundRecord {
                     round: r,
                     train_loss: (n_loss > 0).then(|| loss_sum / n_loss as f64),
@@ -101,6 +107,8 @@ pub(super) fn measure_rounds(
                     bytes_down: sum("bytes_down")? as u64,
                     train_tokens: sum("train_tokens")? as u64,
                     seconds: sum("round_seconds")?,
+                    dp_epsilon: server("dp_epsilon")?,
+                    dp_clip: server("dp_clip")?,
                 })
             })?;
         rounds.push(record);

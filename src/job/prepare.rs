@@ -103,8 +103,18 @@ pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
         min_examples: cfg.min_examples,
         test_fraction: cfg.test_fraction,
         seed: cfg.seed,
+        num_clients: cfg.num_clients,
     };
     let all = build_clients(&data.records, &split);
+    if cfg.num_clients > all.len() {
+        return Err(JobError::Config(format!(
+            "num_clients = {}: {} records make at most {} clients of min_examples = {} each",
+            cfg.num_clients,
+            data.records.len(),
+            all.len(),
+            cfg.min_examples
+        )));
+    }
     let (train, unseen) = hold_out(all, cfg.unseen_fraction, cfg.seed);
     let mut clients = Vec::with_capacity(train.len());
     let mut examples = Vec::with_capacity(train.len());

@@ -61,6 +61,25 @@ pub struct RoundRecord {
     pub train_tokens: u64,
     /// From the round's opening to its commit.
     pub seconds: f64,
+    /// Differential privacy: ε spent once this round was committed, at the run's δ ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp_epsilon: Option<f64>,
+    /// ... and the clip norm the round used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp_clip: Option<f64>,
+}
+
+/// The privacy a run spent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrivacySummary {
+    pub epsilon: f64,
+    pub delta: f64,
+    pub noise_multiplier: f64,
+    /// The clip norm the last round used.
+    pub clip: f64,
+    pub rounds: u64,
+    /// Whether the noise was seeded (repeatable, for research only).
+    pub seeded_noise: bool,
 }
 
 /// One test population under each model.
@@ -97,6 +116,9 @@ pub struct JobReport {
     pub total_seconds: f64,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Differential privacy: the final (ε, δ).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySummary>,
 }
 
 /// Writes `config.toml`.
@@ -203,5 +225,20 @@ pub fn table(r: &JobReport) -> String {
         r.bytes_up as f64 / 1e6,
         r.bytes_down as f64 / 1e6
     );
+    if let Some(p) = &r.privacy {
+        s += &format!(
+            "differential privacy: (ε = {:.3}, δ = {:.2e}) after {} rounds, noise multiplier {}, clip {:.4}{}\n",
+            p.epsilon,
+            p.delta,
+            p.rounds,
+            p.noise_multiplier,
+            p.clip,
+            if p.seeded_noise {
+                " (seeded noise: for research only)"
+            } else {
+                ""
+            }
+        );
+    }
     s
 }

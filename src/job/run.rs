@@ -47,7 +47,16 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
         unseen,
     };
     let (rounds, final_adapter) = measure_rounds(p, &pool, &report, &state, &sets)?;
-    let budget_tokens: u64 = rounds.iter().map(|r| r.train_tokens).sum();
+    let mut budget_tokens: u64 = rounds.iter().map(|r| r.train_tokens).sum();
+    if cfg.dp_noise_multiplier > 0.0 {
+        // Under differential privacy devices keep their token counts: the plan's most
+        // (every step a full batch of full sequences) stands in for the baseline's budget.
+        let per_update = u64::from(cfg.local_steps) * cfg.batch_size as u64 * cfg.seq as u64;
+        budget_tokens = rounds
+            .iter()
+            .map(|r| r.participants as u64 * per_update)
+            .sum();
+    }
     let personalized = personalize(p, &pool, &final_adapter, &sets.unseen_idx)?;
     let centralized = if cfg.centralized {
         Some(centralized_baseline(p, &pool, budget_tokens as f64)?)
@@ -92,6 +101,7 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
         total_seconds: started.elapsed().as_secs_f64(),
         bytes_up: report.clients.iter().map(|c| c.bytes_up).sum(),
         bytes_down: report.clients.iter().map(|c| c.bytes_down).sum(),
+        privacy: privacy_summary(&report, cfg),
     };
     super::report::write_outputs(out, p, &job, &final_adapter)?;
     super::plot::curves(&out.join("curves.png"), &job)?;
@@ -115,4 +125,24 @@ fn check_out_dir(out: &Path) -> Result<(), JobError> {
         Ok(false) if out.join("state").exists() => refuse("already holds a run"),
         Ok(false) => refuse("already holds other files"),
     }
+}
+
+/// The privacy the federation spent, as its server reports it.
+fn privacy_summary(
+    report: &crate::sim::SimReport,
+    cfg: &super::JobConfig,
+) -> Option<super::report::PrivacySummary> {
+    let status = report.coordinator.status();
+    let dp = status.dp?;
+    Some(super::report::PrivacySummary {
+        epsilon: dp.epsilon,
+        delta: dp.delta,
+        noise_multiplier: dp.noise_multiplier,
+        clip: report
+            .coordinator
+            .with_store(|s| s.metric_total(status.committed_rounds, "dp_clip"))
+            .map_or(dp.clip, |(_, c)| c),
+        rounds: status.committed_rounds,
+        seeded_noise: cfg.dp_seeded_noise,
+    })
 }

@@ -41,7 +41,11 @@ impl Drop for TestServer {
 
 /// Starts a gRPC server for `initial` on a free loopback port.
 pub async fn start(config: ServerConfig, initial: Bundle) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(config, initial, tempfile::tempdir().unwrap()).await
+}
+
+/// [`start`] with its state in `dir`.
+pub async fn start_in(config: ServerConfig, initial: Bundle, dir: tempfile::TempDir) -> TestServer {
     let coord = Coordinator::open(config, dir.path(), initial, Box::new(FedAvg)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -198,6 +202,7 @@ pub fn upload_in_chunks(
         model_version: task.model_version,
         num_examples,
         update: Some(enc.header.to_wire()),
+        within_clip: false,
     }))];
     out.extend(enc.chunks(0, chunk).map(|(_, d)| msg(Kind::Chunk(d))));
     out.push(msg(Kind::Digest(Bytes::copy_from_slice(

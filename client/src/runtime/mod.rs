@@ -5,6 +5,7 @@
 //! received. A refused update (stale, late, duplicate) is logged and the loop carries on.
 
 mod backoff;
+mod dp;
 mod secagg;
 mod transfer;
 mod update;
@@ -373,6 +374,7 @@ impl<T: Transport> Client<T> {
         let header = BundleHeader::from_wire(info, self.opts.max_model_bytes)?;
         // The plan is checked before anything is downloaded.
         let plan = TrainingPlan::from_wire(&task.config.clone().unwrap_or_default())?;
+        let dp = task.dp.as_ref().map(dp::checked_setup).transpose()?;
         let (down0, up0) = (self.summary.bytes_down, self.summary.bytes_up);
         // Whole bundles where the transport shares memory with the server.
         let shared = self.transport.shares_memory();
@@ -391,17 +393,35 @@ impl<T: Transport> Client<T> {
         };
         let (update, delta) = self.train(trainer, &global, ctx).await?;
         self.summary.rounds_trained += 1;
+        // Under differential privacy the update is clipped, and its example count and
+        // training metrics stay on the device.
+        let (delta, meta, mut metrics) = match dp {
+            Some(d) => {
+                let (delta, within_clip) = dp::clip_update(delta, d.clip)?;
+                let meta = dp::UpdateMeta {
+                    num_examples: 1,
+                    within_clip,
+                };
+                (delta, meta, Vec::new())
+            }
+            None => {
+                let meta = dp::UpdateMeta {
+                    num_examples: update.num_examples,
+                    within_clip: false,
+                };
+                (delta, meta, update.metrics)
+            }
+        };
         if let Some(secure) = secure {
-            let masked = self.secagg_mask(secure, &delta, update.num_examples)?;
+            let private = dp.as_ref().map(|d| (d, meta.within_clip));
+            let masked = self.secagg_mask(secure, &delta, meta.num_examples, private)?;
             drop(delta);
-            self.upload(task, masked, update.num_examples).await?;
+            self.upload(task, masked, meta).await?;
         } else if shared {
-            self.submit_shared(task, delta, update.num_examples).await?;
+            self.submit_shared(task, delta, meta).await?;
         } else {
-            self.upload(task, delta.into_bundle(), update.num_examples)
-                .await?;
+            self.upload(task, delta.into_bundle(), meta).await?;
         }
-        let mut metrics = update.metrics;
         metrics.push((
             "bytes_down".into(),
             (self.summary.bytes_down - down0) as f64,

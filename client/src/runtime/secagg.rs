@@ -193,6 +193,7 @@ impl<T: Transport> Client<T> {
         secure: &mut SecureTask,
         update: &FiniteBundle,
         num_examples: u64,
+        dp: Option<(&super::dp::DpTask, bool)>,
     ) -> Result<Bundle, ClientError> {
         let bundle = update.bundle();
         let mut values = Vec::with_capacity(bundle.numel());
@@ -202,8 +203,12 @@ impl<T: Transport> Client<T> {
         let weight = num_examples.min(u64::from(secure.max_weight)).max(1) as u32;
         // Stochastic rounding draws one word per value: a fast seeded stream will do.
         let mut rounding = ChaCha8Rng::from_rng(&mut secure.rng);
-        let encoded = secure.quantizer.encode(&values, weight, &mut rounding);
+        let mut encoded = secure.quantizer.encode(&values, weight, &mut rounding);
         drop(values);
+        if let Some((d, within)) = dp {
+            // Noise from the task's OS-seeded ChaCha20, never the fast rounding stream.
+            super::dp::private_words(&mut encoded, d, within, &mut secure.rng);
+        }
         let masked = secure
             .device
             .mask(&secure.inbox, &encoded)

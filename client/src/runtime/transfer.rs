@@ -4,6 +4,7 @@ use fedtune_proto::{Bundle, BundleHeader, BundleReceiver, EncodedBundle, FiniteB
 use futures::StreamExt;
 use tracing::debug;
 
+use super::dp::UpdateMeta;
 use super::{Client, Failure, Retry};
 use crate::{ClientError, Transport};
 
@@ -95,15 +96,16 @@ impl<T: Transport> Client<T> {
         &mut self,
         task: &v1::Task,
         update: Bundle,
-        num_examples: u64,
+        meta: UpdateMeta,
     ) -> Result<(), ClientError> {
         let encoded = EncodedBundle::encode(&update, self.opts.compression)?;
         let header = v1::UploadHeader {
             task_id: task.task_id.clone(),
             round: task.round,
             model_version: task.model_version,
-            num_examples,
+            num_examples: meta.num_examples,
             update: Some(encoded.header.to_wire()),
+            within_clip: meta.within_clip,
         };
         let mut attempt = Retry::default();
         loop {
@@ -157,14 +159,15 @@ impl<T: Transport> Client<T> {
         &mut self,
         task: &v1::Task,
         update: FiniteBundle,
-        num_examples: u64,
+        meta: UpdateMeta,
     ) -> Result<(), ClientError> {
         let header = v1::UploadHeader {
             task_id: task.task_id.clone(),
             round: task.round,
             model_version: task.model_version,
-            num_examples,
+            num_examples: meta.num_examples,
             update: None,
+            within_clip: meta.within_clip,
         };
         let bytes = update.bundle().byte_len() as u64;
         let mut attempt = Retry::default();

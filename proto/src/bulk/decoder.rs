@@ -417,6 +417,7 @@ mod tests {
                 model_version: 2,
                 num_examples: 10,
                 update: None,
+                within_clip: true,
             })),
         };
         let digest = v1::UploadMessage {

@@ -5,7 +5,8 @@
 //! for the unmask request, its reveals) and is answered once the round reaches that step's
 //! answer, or told to send it again. Stages close when every device has done its part, or at
 //! their deadline; a stage left with fewer than t devices abandons the attempt and a new
-//! cohort is drawn, with fresh keys (devices never reuse theirs) and a fresh context.
+//! cohort is drawn, with fresh keys (devices never reuse
+//! theirs) and a fresh context.
 
 pub mod round;
 pub mod settings;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fedtune_proto::{Bundle, v1};
+use fedtune_secagg::quantize::WITHIN_SCALE;
 use rand::Rng;
 use tracing::{info, warn};
 
@@ -226,12 +228,42 @@ fn secagg_of<'a>(
 
 /// Unmasks the round's sum and decodes it into the mean update, tensor by tensor in the
 /// global model's order.
-pub(crate) fn aggregate(sa: &mut SecAggRound, global: &Bundle) -> Result<Aggregate, ServerError> {
+pub(crate) fn aggregate(
+    sa: &mut SecAggRound,
+    global: &Bundle,
+    dp: Option<&mut crate::dp::RoundDp>,
+) -> Result<Aggregate, ServerError> {
     let sum = sa
         .finish()
         .map_err(|e| ServerError::SecAggAbandoned(e.to_string()))?;
-    let (mean, total) = sa.sizing().quantizer.decode(&sum);
-    let mut values = mean.into_iter().map(f64::from);
+    let quantizer = sa.sizing().quantizer;
+    let (mean, total): (Vec<f64>, u32) = match dp {
+        None => {
+            let (mean, total) = quantizer.decode(&sum);
+            (mean.into_iter().map(f64::from).collect(), total)
+        }
+        // Under differential privacy every weight is 1 and the words may carry noise: the
+        // sum is read as signed, the within word split off.
+        Some(dp) => {
+            let (&n, mut words) = sum
+                .split_last()
+                .ok_or_else(|| ServerError::Internal("an empty secure sum".into()))?;
+            if dp.within_word
+                && let Some((&within, values)) = words.split_last()
+            {
+                dp.within = f64::from(within as i32) / f64::from(WITHIN_SCALE);
+                words = values;
+            }
+            let per = f64::from(n.max(1));
+            let mean = quantizer
+                .decode_sum(words, n)
+                .into_iter()
+                .map(|s| s / per)
+                .collect();
+            (mean, n)
+        }
+    };
+    let mut values = mean.into_iter();
     let mean = global
         .tensors()
         .iter()

@@ -62,6 +62,8 @@ pub struct SecAggRound {
     reveals: BTreeMap<u32, Vec<Reveal>>,
     /// When the open stage closes (uploads: the round's deadline).
     pub stage_deadline: Instant,
+    /// Words in a masked upload: the values, any extra words, the weight.
+    words: usize,
 }
 
 impl SecAggRound {
@@ -104,6 +106,7 @@ impl SecAggRound {
             unmask: None,
             reveals: BTreeMap::new(),
             stage_deadline,
+            words: params + 1,
         }
     }
 
@@ -115,11 +118,11 @@ impl SecAggRound {
     pub const MASKED: &'static str = "secagg.masked";
 
     /// The manifest a masked upload must have: the encoded values and the weight, as words.
-    pub fn manifest(&self, params: usize) -> Vec<fedtune_proto::TensorSpec> {
+    pub fn manifest(&self) -> Vec<fedtune_proto::TensorSpec> {
         vec![fedtune_proto::TensorSpec {
             name: Self::MASKED.into(),
             dtype: fedtune_proto::DType::U32,
-            shape: vec![params + 1],
+            shape: vec![self.words],
         }]
     }
 
