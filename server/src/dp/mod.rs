@@ -65,7 +65,11 @@ impl DpState {
                 .transpose()
         };
         let clip = number(META_CLIP)?.unwrap_or(settings.clip);
-        let delta = number(META_DELTA)?;
+        // A δ given now wins over the one fixed from the population when the run began.
+        let delta = match settings.delta {
+            Some(d) => Some(d),
+            None => number(META_DELTA)?,
+        };
         let noise = match settings.noise_seed {
             Some(seed) => NoiseSource::seeded(seed),
             None => NoiseSource::from_os(),
