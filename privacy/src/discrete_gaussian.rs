@@ -7,11 +7,16 @@
 
 use rand::Rng;
 
-/// One draw from N_Z(0, σ²); 0 when σ is 0.
+/// The largest σ drawn from: far beyond any noise a 32-bit secure sum can carry, and small
+/// enough that no step of the sampler can overflow.
+pub const MAX_SIGMA: f64 = (1u64 << 40) as f64;
+
+/// One draw from N_Z(0, σ²); 0 when σ is 0 (or not a number), σ capped at [`MAX_SIGMA`].
 pub fn sample(sigma: f64, rng: &mut impl Rng) -> i64 {
     if sigma.is_nan() || sigma <= 0.0 {
         return 0;
     }
+    let sigma = sigma.min(MAX_SIGMA);
     let t = sigma.floor() + 1.0;
     let s2 = sigma * sigma;
     loop {
@@ -35,7 +40,16 @@ fn discrete_laplace(t: f64, rng: &mut impl Rng) -> i64 {
         while bernoulli(rng, (-1f64).exp()) {
             v += 1;
         }
-        let x = (u + tu * v) as i64;
+        // v is geometric with mean 0.58: a product past 2^62 is never drawn in practice, and
+        // is redrawn if it were.
+        let Some(x) = tu
+            .checked_mul(v)
+            .and_then(|tv| tv.checked_add(u))
+            .filter(|&x| x < 1 << 62)
+        else {
+            continue;
+        };
+        let x = x as i64;
         let negative: bool = rng.random();
         if negative && x == 0 {
             continue;

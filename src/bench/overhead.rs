@@ -24,6 +24,8 @@ pub struct Overhead {
     pub connections: usize,
     /// Aggregate securely.
     pub secagg: Option<fedtune_server::SecAggSettings>,
+    /// Differential privacy (the updates' mean then moves by noise, not by the shift alone).
+    pub dp: Option<fedtune_server::DpSettings>,
 }
 
 /// Result of one run.
@@ -50,6 +52,7 @@ pub async fn run(o: &Overhead) -> anyhow::Result<OverheadResult> {
         durable: false,
         linger: Duration::ZERO,
         secagg: o.secagg.clone(),
+        dp: o.dp.clone(),
         ..ServerConfig::default()
     };
     let cfg = SimConfig {

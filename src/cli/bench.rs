@@ -111,6 +111,8 @@ pub struct OverheadArgs {
     engine: super::EngineArgs,
     #[command(flatten)]
     secagg: super::secagg_args::SecAggArgs,
+    #[command(flatten)]
+    dp: super::dp_args::DpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -254,14 +256,20 @@ fn overhead_cmd(a: OverheadArgs) -> anyhow::Result<()> {
         concurrency: a.engine.concurrency(),
         connections: a.engine.connections,
         secagg: a.secagg.settings(),
+        dp: a.dp.apply(None),
     };
     println!(
-        "workload: clients={} rounds={} params={} transport={:?} threads={threads} secagg={}",
+        "workload: clients={} rounds={} params={} transport={:?} threads={threads} secagg={} dp={}",
         o.clients,
         o.rounds,
         o.params,
         o.transport,
-        o.secagg.is_some()
+        o.secagg.is_some(),
+        match &o.dp {
+            Some(d) if d.distributed => "distributed",
+            Some(_) => "central",
+            None => "off",
+        }
     );
     let expected =
         fedtune::models::mean(&fedtune::models::sin_model(o.params)) + 0.001 * o.rounds as f64;

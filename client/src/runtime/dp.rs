@@ -11,9 +11,9 @@ use fedtune_secagg::quantize::WITHIN_SCALE;
 
 use crate::ClientError;
 
-/// A checked `DpSetup`.
+/// A checked `DpSetup`: what a private round asks of this device.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DpTask {
+pub struct DpTask {
     pub clip: f64,
     pub report_within: bool,
     /// Distributed noise: the discrete Gaussian's σ per quantized value and for the count.
@@ -29,7 +29,7 @@ pub(crate) struct UpdateMeta {
     pub within_clip: bool,
 }
 
-pub(crate) fn checked_setup(setup: &v1::DpSetup) -> Result<DpTask, ClientError> {
+pub fn checked_setup(setup: &v1::DpSetup) -> Result<DpTask, ClientError> {
     let ok = |x: f64| x.is_finite() && x >= 0.0;
     if !(ok(setup.clip) && setup.clip > 0.0) {
         return Err(ClientError::Protocol(format!(
@@ -37,10 +37,17 @@ pub(crate) fn checked_setup(setup: &v1::DpSetup) -> Result<DpTask, ClientError> 
             setup.clip
         )));
     }
-    if !(ok(setup.noise_stddev) && ok(setup.count_noise_stddev)) {
-        return Err(ClientError::Protocol(
-            "differential privacy: noise is not a finite number ≥ 0".into(),
-        ));
+    // Noise past 2^31 levels would wrap any 32-bit secure sum: a server asking for it is
+    // broken or hostile.
+    let cap = f64::from(i32::MAX as u32);
+    if !(ok(setup.noise_stddev) && ok(setup.count_noise_stddev))
+        || setup.noise_stddev > cap
+        || setup.count_noise_stddev > cap
+    {
+        return Err(ClientError::Protocol(format!(
+            "differential privacy: noise {} / {} is not a number in [0, 2^31)",
+            setup.noise_stddev, setup.count_noise_stddev
+        )));
     }
     Ok(DpTask {
         clip: setup.clip,
@@ -54,12 +61,7 @@ pub(crate) fn checked_setup(setup: &v1::DpSetup) -> Result<DpTask, ClientError> 
 /// within bit goes in as one more word before the weight (when asked for), and with
 /// distributed noise every value and that word get this device's share of discrete Gaussian
 /// noise (its sum over the cohort is the round's noise; the server never sees less).
-pub(crate) fn private_words(
-    encoded: &mut Vec<u32>,
-    d: &DpTask,
-    within: bool,
-    rng: &mut impl rand::Rng,
-) {
+pub fn private_words(encoded: &mut Vec<u32>, d: &DpTask, within: bool, rng: &mut impl rand::Rng) {
     let Some(weight) = encoded.pop() else {
         return;
     };
@@ -79,10 +81,7 @@ pub(crate) fn private_words(
 }
 
 /// The update clipped to L2 norm `clip` (over all its tensors), and whether it was within.
-pub(crate) fn clip_update(
-    update: FiniteBundle,
-    clip: f64,
-) -> Result<(FiniteBundle, bool), ClientError> {
+pub fn clip_update(update: FiniteBundle, clip: f64) -> Result<(FiniteBundle, bool), ClientError> {
     let bundle = update.bundle();
     let norm = l2_norm(
         bundle

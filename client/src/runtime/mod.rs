@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
 pub use backoff::{Backoff, client_rng};
+pub use dp::{DpTask, checked_setup as checked_dp_setup, clip_update, private_words};
 pub use secagg::{
     advert_from_wire, checked_setup, inbox_from_wire, reveals_to_wire, shares_to_wire,
 };

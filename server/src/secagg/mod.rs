@@ -243,11 +243,13 @@ pub(crate) fn aggregate(
             (mean.into_iter().map(f64::from).collect(), total)
         }
         // Under differential privacy every weight is 1 and the words may carry noise: the
-        // sum is read as signed, the within word split off.
+        // sum is read as signed, the within word split off, and the count is the survivors'
+        // (not the weight word, which a device could misstate).
         Some(dp) => {
-            let (&n, mut words) = sum
+            let (_, mut words) = sum
                 .split_last()
                 .ok_or_else(|| ServerError::Internal("an empty secure sum".into()))?;
+            let n = sa.survivors().len() as u32;
             if dp.within_word
                 && let Some((&within, values)) = words.split_last()
             {
