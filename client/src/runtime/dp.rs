@@ -4,9 +4,9 @@
 //! distributed noise the device also adds its share of the noise after quantization
 //! (`secagg.rs`).
 
-use fedtune_privacy::clip::{clip_scale, l2_norm};
+use fedtune_privacy::clip::clip_scale;
 use fedtune_privacy::discrete_gaussian;
-use fedtune_proto::{Bundle, FiniteBundle, Tensor, v1};
+use fedtune_proto::{FiniteBundle, v1};
 use fedtune_secagg::quantize::WITHIN_SCALE;
 
 use crate::ClientError;
@@ -82,35 +82,14 @@ pub fn private_words(encoded: &mut Vec<u32>, d: &DpTask, within: bool, rng: &mut
 
 /// The update clipped to L2 norm `clip` (over all its tensors), and whether it was within.
 pub fn clip_update(update: FiniteBundle, clip: f64) -> Result<(FiniteBundle, bool), ClientError> {
-    let bundle = update.bundle();
-    let norm = l2_norm(
-        bundle
-            .tensors()
-            .iter()
-            .map(|t| t.to_f32())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|v| v.as_ref()),
-    );
-    let c = clip_scale(norm, clip);
+    let c = clip_scale(update.bundle().l2_norm(), clip);
     if c.within() {
         return Ok((update, true));
     }
     // A hair under C, so that rounding to the tensors' dtypes cannot take it over.
-    let s = c.scale * (1.0 - 1e-6);
-    let tensors = bundle
-        .tensors()
-        .iter()
-        .map(|t| {
-            let v: Vec<f32> = t
-                .to_f32()
-                .iter()
-                .map(|&x| (f64::from(x) * s) as f32)
-                .collect();
-            Tensor::from_f32_as(t.name(), t.shape().to_vec(), &v, t.dtype())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let clipped = Bundle::new(tensors)?
+    let clipped = update
+        .bundle()
+        .scaled(c.scale * (1.0 - 1e-6))?
         .into_finite()
         .map_err(|e| ClientError::NonFiniteUpdate(e.to_string()))?;
     Ok((clipped, false))
@@ -119,6 +98,8 @@ pub fn clip_update(update: FiniteBundle, clip: f64) -> Result<(FiniteBundle, boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedtune_privacy::clip::l2_norm;
+    use fedtune_proto::{Bundle, Tensor};
 
     #[test]
     fn clipping_bounds_the_whole_update_and_keeps_small_ones() {

@@ -355,6 +355,35 @@ impl Bundle {
     pub fn numel(&self) -> usize {
         self.tensors.iter().map(Tensor::numel).sum()
     }
+    /// The L2 norm of all values together, summed in f64.
+    pub fn l2_norm(&self) -> f64 {
+        self.tensors
+            .iter()
+            .map(|t| {
+                t.to_f32()
+                    .iter()
+                    .map(|&v| f64::from(v).powi(2))
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            .sqrt()
+    }
+    /// Every value multiplied by `factor` (in f64, rounded once), each tensor keeping its dtype.
+    pub fn scaled(&self, factor: f64) -> Result<Bundle, CodecError> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let v: Vec<f32> = t
+                    .to_f32()
+                    .iter()
+                    .map(|&x| (f64::from(x) * factor) as f32)
+                    .collect();
+                Tensor::from_f32_as(t.name(), t.shape().to_vec(), &v, t.dtype())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Bundle::new(tensors)
+    }
     /// Total raw bytes over all tensors.
     pub fn byte_len(&self) -> usize {
         self.tensors.iter().map(|t| t.data().len()).sum()

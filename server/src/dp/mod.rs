@@ -8,10 +8,10 @@
 mod round;
 pub mod settings;
 
-use fedtune_privacy::clip::{Clipped, clip_scale, l2_norm};
+use fedtune_privacy::clip::{Clipped, clip_scale};
 use fedtune_privacy::gaussian::NoiseSource;
 use fedtune_privacy::{RdpAccountant, Sampling};
-use fedtune_proto::{Bundle, Tensor, v1};
+use fedtune_proto::{Bundle, v1};
 pub use round::{RoundDp, SecureSum};
 pub use settings::DpSettings;
 use tracing::info;
@@ -269,20 +269,9 @@ impl Coordinator {
 /// An update clipped to L2 norm `clip` (as the device should have; an honest device's update
 /// comes back unchanged), and whether it was within.
 pub(crate) fn clip_update(update: &Bundle, clip: f64) -> Result<(Bundle, Clipped), ServerError> {
-    let values: Vec<_> = update.tensors().iter().map(Tensor::to_f32).collect();
-    let c = clip_scale(l2_norm(values.iter().map(|v| v.as_ref())), clip);
+    let c = clip_scale(update.l2_norm(), clip);
     if c.within() {
         return Ok((update.clone(), c));
     }
-    let tensors = update
-        .tensors()
-        .iter()
-        .zip(values)
-        .map(|(t, v)| {
-            let s = c.scale * (1.0 - 1e-6);
-            let scaled: Vec<f32> = v.iter().map(|&x| (f64::from(x) * s) as f32).collect();
-            Tensor::from_f32_as(t.name(), t.shape().to_vec(), &scaled, t.dtype())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((Bundle::new(tensors)?, c))
+    Ok((update.scaled(c.scale * (1.0 - 1e-6))?, c))
 }
