@@ -8,6 +8,7 @@ pub mod certs;
 pub mod job;
 pub mod models;
 pub mod npy;
+pub mod offline;
 pub mod resources;
 pub mod shakespeare;
 pub mod sim;

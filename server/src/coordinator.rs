@@ -106,6 +106,17 @@ impl Coordinator {
                 ),
             });
         }
+        if config.dp.is_some() && strategy.needs_individual_updates() {
+            return Err(ServerError::Config {
+                setting: "dp",
+                why: format!(
+                    "strategy `{}` combines individual updates, and the privacy accounting \
+                     here is for the clipped mean (DP-FedAvg): use fedavg or a server \
+                     optimiser with differential privacy",
+                    strategy.name()
+                ),
+            });
+        }
         let gate = config
             .authorized_keys
             .as_deref()
@@ -114,7 +125,15 @@ impl Coordinator {
         let mut store = Store::open(dir, config.durable)?;
         store.keep_checkpoints(config.keep_checkpoints);
         store.pin_setting("seed", &config.seed.to_string())?;
-        store.pin_setting("strategy", strategy.name())?;
+        store.pin_setting("strategy", &strategy.describe())?;
+        let staging = dir.join("staging");
+        if strategy.needs_individual_updates() {
+            std::fs::create_dir_all(&staging).map_err(|e| ServerError::Config {
+                setting: "state",
+                why: format!("cannot create {}: {e}", staging.display()),
+            })?;
+        }
+        strategy.stage_in(&staging);
         for (setting, value) in config.pinned() {
             store.pin_setting(setting, &value)?;
         }

@@ -238,6 +238,9 @@ impl Coordinator {
         }
         let total_weight = aggregate.total_weight;
         let mut strategy = lock(&self.strategy);
+        // The optimiser state before the round: put back if the commit fails, so memory
+        // never runs ahead of the last checkpoint.
+        let before = strategy.state();
         let next = strategy.apply(&global.bundle, aggregate)?;
         let state = strategy.state();
         let commit = RoundCommit {
@@ -248,7 +251,16 @@ impl Coordinator {
             contributions: &r.contributions,
             total_weight,
         };
-        let saved = lock(&self.store).commit_round(&commit)?;
+        let saved = match lock(&self.store).commit_round(&commit) {
+            Ok(saved) => saved,
+            Err(e) => {
+                match before {
+                    Some(before) => strategy.restore(before)?,
+                    None => strategy.reset(),
+                }
+                return Err(e.into());
+            }
+        };
         server_metrics.push(("cohort".to_string(), r.cohort.len() as f64));
         server_metrics.push((
             "round_seconds".to_string(),

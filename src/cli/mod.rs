@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod aggregate;
 mod bench;
 mod certs;
 mod client;
@@ -19,6 +20,7 @@ mod quantize;
 mod secagg_args;
 mod server;
 mod simulate;
+mod strategy_args;
 mod tokenize;
 mod train_args;
 
@@ -46,7 +48,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the aggregation server (gRPC) until its rounds are done or Ctrl-C.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Run one device: join a server, train on local data each round, upload updates.
     Client(client::ClientArgs),
     /// The main job: federated LoRA fine-tuning on simulated devices (keyboard next-word or
@@ -76,6 +78,9 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Write a development CA, a server certificate and device certificates for TLS.
     Certs(certs::CertsArgs),
+    /// One round of any aggregation strategy from files (devices' parameters or deltas),
+    /// through the server's code; chain rounds with --state.
+    Aggregate(aggregate::AggregateArgs),
     /// Differential privacy: ε for a run's settings, or the noise for a budget.
     #[command(subcommand)]
     Privacy(privacy::PrivacyCommand),
@@ -104,7 +109,7 @@ pub fn main() -> std::process::ExitCode {
         .with_ansi(ansi)
         .init();
     let result = match cli.command {
-        Command::Server(a) => server::run(a),
+        Command::Server(a) => server::run(*a),
         Command::Client(a) => client::run(a),
         Command::Simulate(a) => simulate::run(*a),
         Command::Tokenize(a) => tokenize::run(a),
@@ -118,6 +123,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Export(a) => export::run(a),
         Command::Merge(a) => merge::run(a),
         Command::Certs(a) => certs::run(a),
+        Command::Aggregate(a) => aggregate::run(a),
         Command::Privacy(p) => privacy::run(p),
         Command::Bench(b) => bench::run(b),
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use fedtune_proto::TrainingPlan;
-use fedtune_server::{Coordinator, ServerConfig, strategy};
+use fedtune_server::{Coordinator, ServerConfig, strategy::Strategy};
 
 use fedtune::models::ModelSpec;
 
@@ -28,9 +28,8 @@ pub struct ServerArgs {
     /// but `--min-clients` (the number of devices) and `--round-timeout`.
     #[arg(long)]
     job: Option<PathBuf>,
-    /// Aggregation strategy.
-    #[arg(long, default_value = "fedavg", value_parser = ["fedavg"])]
-    strategy: String,
+    #[command(flatten)]
+    strategy: super::strategy_args::StrategyArgs,
     #[command(flatten)]
     rounds: RoundArgs,
     /// How long to keep answering "finished" after the last round before exiting.
@@ -150,16 +149,21 @@ impl RoundArgs {
     }
 }
 
-/// The server's settings and initial model, from a `--job` or from the round flags.
-fn setup(a: &ServerArgs) -> anyhow::Result<(ServerConfig, fedtune_proto::Bundle)> {
+/// The server's settings, initial model and strategy, from a `--job` (with the strategy
+/// flags laid over the job's) or from the round flags.
+fn setup(
+    a: &ServerArgs,
+) -> anyhow::Result<(ServerConfig, fedtune_proto::Bundle, Box<dyn Strategy>)> {
     let Some(path) = &a.job else {
         let initial = a
             .model
             .build()
             .with_context(|| format!("building the initial model {:?}", a.model))?;
-        return Ok((a.rounds.config()?, initial));
+        return Ok((a.rounds.config()?, initial, a.strategy.build()?));
     };
-    let job = super::simulate::read_job(path)?;
+    let mut job = super::simulate::read_job(path)?;
+    a.strategy.lay_over(&mut job)?;
+    let strategy = job.strategy().map_err(anyhow::Error::msg)?;
     let devices = a
         .rounds
         .min_clients
@@ -168,12 +172,11 @@ fn setup(a: &ServerArgs) -> anyhow::Result<(ServerConfig, fedtune_proto::Bundle)
     if let Some(timeout) = a.rounds.round_timeout {
         config.round_timeout = timeout;
     }
-    Ok((config, initial))
+    Ok((config, initial, strategy))
 }
 
 pub fn run(a: ServerArgs) -> anyhow::Result<()> {
-    let strategy = strategy::by_name(&a.strategy).context("unknown strategy")?;
-    let (mut config, initial) = setup(&a)?;
+    let (mut config, initial, strategy) = setup(&a)?;
     config.linger = a.linger;
     config.durable = !a.no_fsync;
     config.keep_checkpoints = a.keep_checkpoints;
@@ -248,11 +251,11 @@ mod tests {
         std::fs::write(&job, "rounds = 3\n").unwrap();
         let job = job.to_str().unwrap();
         let args = ["server", "--job", job, "--min-clients", "2"];
-        let (config, _) = setup(&Cli::parse_from(args).server).unwrap();
+        let (config, _, _) = setup(&Cli::parse_from(args).server).unwrap();
         assert_eq!(config.rounds, 3);
         let from_job = config.round_timeout;
         let args = [&args[..], &["--round-timeout", "20s"]].concat();
-        let (config, _) = setup(&Cli::parse_from(args).server).unwrap();
+        let (config, _, _) = setup(&Cli::parse_from(args).server).unwrap();
         assert_eq!(config.round_timeout, Duration::from_secs(20));
         assert_ne!(from_job, config.round_timeout);
     }

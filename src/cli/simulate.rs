@@ -140,6 +140,8 @@ pub struct SimulateArgs {
     secagg: super::secagg_args::SecAggArgs,
     #[command(flatten)]
     dp: super::dp_args::DpArgs,
+    #[command(flatten)]
+    strategy: super::strategy_args::StrategyArgs,
 }
 
 impl SimulateArgs {
@@ -212,6 +214,7 @@ impl SimulateArgs {
             cfg.secagg_stage_timeout_ms = t.as_millis() as u64;
         }
         self.dp.lay_over(&mut cfg);
+        self.strategy.lay_over(&mut cfg)?;
         if self.no_centralized {
             cfg.centralized = false;
         }

@@ -2,6 +2,9 @@
 //! Shakespeare keyboard federation in about a minute. A TOML file (`--config`) may set any of
 //! them, flags override the file, and the resolved config is saved with the run.
 
+use std::collections::BTreeMap;
+
+use fedtune_server::strategy::{Params, Strategy};
 use serde::{Deserialize, Serialize};
 
 use fedtune_llm::llama::Proj;
@@ -126,6 +129,13 @@ pub struct JobConfig {
     /// The server's noise is seeded from `seed` so that a run repeats: fine for research, not
     /// private against anyone holding this file (false: drawn from the operating system).
     pub dp_seeded_noise: bool,
+
+    /// Aggregation rule, Flower's names: fedavg, fedavgm, fedadagrad, fedadam, fedyogi,
+    /// fedmedian, fedtrimmedavg, krum, multikrum, bulyan.
+    pub strategy: String,
+    /// The strategy's settings with Flower's names (a `[strategy_params]` table; flags:
+    /// `--param KEY=VALUE`). Last: a TOML table follows the plain keys.
+    pub strategy_params: BTreeMap<String, toml::Value>,
 }
 
 impl Default for JobConfig {
@@ -183,6 +193,8 @@ impl Default for JobConfig {
             dp_max_epsilon: 0.0,
             dp_distributed: false,
             dp_seeded_noise: true,
+            strategy: "fedavg".into(),
+            strategy_params: BTreeMap::new(),
         }
     }
 }
@@ -235,7 +247,19 @@ impl JobConfig {
         Ok(tiers)
     }
 
-    /// Checks the settings that have a valid range.
+    /// The aggregation strategy with its settings.
+    pub fn strategy(&self) -> Result<Box<dyn Strategy>, String> {
+        let mut params = Params::default();
+        for (k, v) in &self.strategy_params {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            params.insert(k, &v).map_err(|e| e.to_string())?;
+        }
+        fedtune_server::strategy::build(&self.strategy, &params).map_err(|e| e.to_string())
+    }
+
     /// CPU threads the run uses: `threads`, or every core when 0.
     pub fn threads(&self) -> usize {
         if self.threads == 0 {
@@ -321,6 +345,14 @@ impl JobConfig {
             return Err("candidates must be at least 2".into());
         }
         parse_targets(&self.targets)?;
+        let strategy = self.strategy()?;
+        if strategy.needs_individual_updates() && (self.secagg || self.dp_noise_multiplier > 0.0) {
+            return Err(format!(
+                "strategy `{}` combines individual updates: it runs without secagg and \
+                 without differential privacy (both give the server only a clipped sum)",
+                self.strategy
+            ));
+        }
         self.tiers().map(|_| ())
     }
 }

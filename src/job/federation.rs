@@ -9,7 +9,6 @@ use std::time::Duration;
 use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
 use fedtune_client::{LocalUpdate, TaskContext, Trainer};
 use fedtune_proto::{Bundle, Compression};
-use fedtune_server::strategy::FedAvg;
 use indicatif::ProgressBar;
 
 use super::deployment::{device_trainer, server_config, tier_scales};
@@ -109,7 +108,7 @@ pub(super) fn federate(
     let report = rt.block_on(sim::run(
         &sim_cfg,
         adapter_bundle(&p.template),
-        Box::new(FedAvg),
+        cfg.strategy().map_err(JobError::Config)?,
         trainer,
     ));
     ticker.abort();

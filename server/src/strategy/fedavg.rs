@@ -29,16 +29,19 @@ impl Strategy for FedAvg {
                 if bad {
                     return Err(StrategyError::NonFinite(g.name().to_string()));
                 }
-                Ok(match g.dtype() {
-                    fedtune_proto::DType::F32 => {
-                        Tensor::from_f32_vec(g.name(), g.shape().to_vec(), next)?
-                    }
-                    other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &next, other)?,
-                })
+                tensor_like(g, next)
             })
             .collect::<Result<Vec<_>, StrategyError>>()?;
         Ok(Bundle::new(tensors)?)
     }
+}
+
+/// A tensor named and shaped like `g` holding `next`, rounded to `g`'s dtype.
+pub(crate) fn tensor_like(g: &Tensor, next: Vec<f32>) -> Result<Tensor, StrategyError> {
+    Ok(match g.dtype() {
+        fedtune_proto::DType::F32 => Tensor::from_f32_vec(g.name(), g.shape().to_vec(), next)?,
+        other => Tensor::from_f32_as(g.name(), g.shape().to_vec(), &next, other)?,
+    })
 }
 
 /// `global[i] + delta[i]` rounded to f32, and whether any result is not finite (a

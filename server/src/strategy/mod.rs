@@ -1,18 +1,50 @@
 //! How client updates become the next global model.
 //!
-//! The round engine only knows two traits: an [`Aggregator`] that folds validated updates one at
-//! a time as they arrive (so FedAvg-style rules use O(model) memory whatever the cohort size),
-//! and a [`Strategy`] that weighs each update and turns the aggregate into the next global
-//! model. The one rule today is [`FedAvg`] (with [`WeightedSum`] as its aggregator). The traits
-//! leave room for more: a strategy with state across rounds (a server optimiser) persists it
-//! through [`Strategy::state`], and a rule that needs more than a running sum can bring its own
-//! aggregator.
+//! The round engine only knows two traits: an [`Aggregator`] that folds validated updates one
+//! at a time as they arrive, and a [`Strategy`] that weighs each update and turns the
+//! aggregate into the next global model. One file per rule:
+//!
+//! - the mean and what is done with it: [`FedAvg`] (aggregator [`WeightedSum`], O(model)
+//!   memory), and the server optimisers [`FedAvgM`] and the [`FedOpt`] family
+//!   ([`fedadagrad()`], [`fedadam()`], [`fedyogi()`]), whose state ([`Strategy::state`]) is
+//!   checkpointed with the model;
+//! - robust rules that need every update at once, staged on disk ([`staged`]):
+//!   [`FedMedian`], [`FedTrimmedAvg`], [`Krum`], [`MultiKrum`], [`Bulyan`].
+//!
+//! Names and parameters are Flower's (`flwr.server.strategy`), and so are the results.
 
+mod bulyan;
+mod fedadagrad;
+mod fedadam;
 mod fedavg;
+mod fedavgm;
+mod fedmedian;
+mod fedopt;
+mod fedtrimmedavg;
+mod fedyogi;
+mod krum;
+mod multikrum;
+mod opt_state;
+mod params;
+pub mod staged;
 mod weighted_sum;
 
+pub use bulyan::Bulyan;
+pub use fedadagrad::fedadagrad;
+pub use fedadam::fedadam;
 pub use fedavg::FedAvg;
+pub use fedavgm::FedAvgM;
+pub use fedmedian::FedMedian;
+pub use fedopt::{FedOpt, FedOptParams};
+pub use fedtrimmedavg::FedTrimmedAvg;
+pub use fedyogi::fedyogi;
+pub use krum::Krum;
+pub use multikrum::MultiKrum;
+pub use params::Params;
+pub use staged::Robust;
 pub use weighted_sum::WeightedSum;
+
+use std::path::{Path, PathBuf};
 
 use fedtune_proto::{Bundle, CodecError};
 
@@ -24,19 +56,61 @@ pub enum StrategyError {
     Mismatch(String),
     #[error("aggregate is not finite in tensor `{0}`")]
     NonFinite(String),
+    #[error("unknown strategy `{0}` (known: {known})", known = NAMES.join(", "))]
+    Unknown(String),
+    #[error("strategy setting `{key}`: {why}")]
+    Param { key: String, why: String },
+    #[error("`{strategy}` needs at least {needed} updates in a round, got {got}")]
+    TooFew {
+        strategy: &'static str,
+        needed: usize,
+        got: usize,
+    },
+    #[error("staging updates in {dir}: {source}")]
+    Staging {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Codec(#[from] CodecError),
 }
 
-/// The aggregated update of one round: per tensor, in manifest order.
+/// The round's aggregated update, per tensor in manifest order.
 #[derive(Debug)]
 pub struct Aggregate {
-    /// Weighted mean of the updates (deltas), one f64 vector per tensor.
+    /// The aggregated update (a delta): the weighted mean for FedAvg-style rules, the robust
+    /// rule's result otherwise; one f64 vector per tensor.
     pub mean: Vec<Vec<f64>>,
     /// Sum of the weights folded in.
     pub total_weight: f64,
     /// Updates folded in.
     pub count: usize,
+}
+
+impl Aggregate {
+    /// The aggregate less `values` (per tensor, same shapes): the update that takes
+    /// `values` to this aggregate. Every rule here commutes with such a shift, so an
+    /// aggregate of full parameters becomes one of deltas (what `fedtune aggregate` does).
+    pub fn minus(mut self, values: &Bundle) -> Result<Self, StrategyError> {
+        if values.tensors().len() != self.mean.len() {
+            return Err(StrategyError::Mismatch("tensor count differs".into()));
+        }
+        for (m, t) in self.mean.iter_mut().zip(values.tensors()) {
+            let v = t.to_f32();
+            if v.len() != m.len() {
+                return Err(StrategyError::Mismatch(format!(
+                    "tensor `{}` has {} values, the aggregate {}",
+                    t.name(),
+                    v.len(),
+                    m.len()
+                )));
+            }
+            m.iter_mut()
+                .zip(v.iter())
+                .for_each(|(m, &v)| *m -= f64::from(v));
+        }
+        Ok(self)
+    }
 }
 
 /// Folds updates one at a time.
@@ -55,11 +129,18 @@ pub trait Aggregator: Send {
 /// An aggregation rule.
 pub trait Strategy: Send {
     fn name(&self) -> &'static str;
+    /// The name with every setting in effect (`fedadam eta=0.1 ...`): what a federation's
+    /// state is pinned to, so a restart cannot silently change the rule.
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
     /// Whether the rule must see each update on its own (robust rules): such a strategy
     /// cannot run with secure aggregation, which shows the server only the sum.
     fn needs_individual_updates(&self) -> bool {
         false
     }
+    /// Where to stage updates on disk, for rules that do ([`staged`]).
+    fn stage_in(&mut self, _dir: &Path) {}
     /// An update's weight in the aggregate (FedAvg: its example count).
     fn weight(&self, num_examples: u64) -> f64 {
         num_examples as f64
@@ -78,12 +159,73 @@ pub trait Strategy: Send {
     fn restore(&mut self, _state: Bundle) -> Result<(), StrategyError> {
         Ok(())
     }
+    /// Back to the state before any round (what `state() == None` means).
+    fn reset(&mut self) {}
 }
 
-/// The strategy named on the command line.
-pub fn by_name(name: &str) -> Option<Box<dyn Strategy>> {
+/// Every strategy name [`build`] knows.
+pub const NAMES: [&str; 10] = [
+    "fedavg",
+    "fedavgm",
+    "fedadagrad",
+    "fedadam",
+    "fedyogi",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+];
+
+/// The strategy `name` with `params` (Flower's parameter names; unknown ones are refused).
+pub fn build(name: &str, params: &Params) -> Result<Box<dyn Strategy>, StrategyError> {
+    let no_params = |s: Box<dyn Strategy>| {
+        params.reader().finish(name)?;
+        Ok(s)
+    };
     match name {
-        "fedavg" => Some(Box::new(FedAvg)),
-        _ => None,
+        "fedavg" => no_params(Box::new(FedAvg)),
+        "fedavgm" => Ok(Box::new(FedAvgM::from_params(params)?)),
+        "fedadagrad" => Ok(Box::new(fedadagrad(params)?)),
+        "fedadam" => Ok(Box::new(fedadam(params)?)),
+        "fedyogi" => Ok(Box::new(fedyogi(params)?)),
+        "fedmedian" => no_params(Box::new(Robust::new(FedMedian))),
+        "fedtrimmedavg" => Ok(Box::new(Robust::new(FedTrimmedAvg::from_params(params)?))),
+        "krum" => Ok(Box::new(Robust::new(Krum::from_params(params)?))),
+        "multikrum" => Ok(Box::new(Robust::new(MultiKrum::from_params(params)?))),
+        "bulyan" => Ok(Box::new(Robust::new(Bulyan::from_params(params)?))),
+        other => Err(StrategyError::Unknown(other.to_string())),
+    }
+}
+
+/// The strategy named on the command line, with default settings.
+pub fn by_name(name: &str) -> Option<Box<dyn Strategy>> {
+    build(name, &Params::default()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_builds_and_describes_itself() {
+        for name in NAMES {
+            let s = build(name, &Params::default())
+                .or_else(|_| build(name, &Params::parse(&["num_clients_to_keep=2"]).unwrap()))
+                .unwrap();
+            assert_eq!(s.name(), name);
+            assert!(s.describe().starts_with(name));
+        }
+        let err = build("fedprox", &Params::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("fedadam"), "{err}");
+        assert!(build("fedavg", &Params::parse(&["eta=1"]).unwrap()).is_err());
+        let s = build("fedadam", &Params::parse(&["eta=0.5"]).unwrap()).unwrap();
+        assert_eq!(
+            s.describe(),
+            "fedadam eta=0.5 eta_l=0.1 beta_1=0.9 beta_2=0.99 tau=0.000000001"
+        );
     }
 }
