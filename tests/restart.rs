@@ -1,7 +1,8 @@
 //! Crash safety: a `fedtune server` process killed with SIGKILL mid-round and between rounds,
 //! restarted on the same state directory, ends with the same model, bit for bit, as a run
 //! that was never interrupted, also when the interrupted server keeps only its newest
-//! checkpoints. Six devices for a cohort of four: the restarted server must draw the cohorts
+//! checkpoints, with FedAvg and with a server optimiser (FedAdam) whose state is
+//! checkpointed with the model. Six devices for a cohort of four: the restarted server must draw the cohorts
 //! the uninterrupted one drew, from the registrations it stored.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,8 +29,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A server process; `keep` is its `--keep-checkpoints`.
-fn server(port: u16, state: &Path, keep: u64) -> Child {
+/// A server process; `keep` is its `--keep-checkpoints`, `strategy` its strategy flags.
+fn server(port: u16, state: &Path, keep: u64, strategy: &[&str]) -> Child {
     Command::new(BIN)
         .args([
             "server",
@@ -59,6 +60,7 @@ fn server(port: u16, state: &Path, keep: u64) -> Child {
             "warn",
         ])
         .args(["--keep-checkpoints", &keep.to_string()])
+        .args(strategy)
         .arg("--state")
         .arg(state)
         .stdout(Stdio::null())
@@ -158,10 +160,34 @@ fn final_model(state: &Path) -> (Vec<u8>, Vec<Vec<String>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
+    crash_and_resume(&[]).await;
+}
+
+/// The same with a server optimiser, whose moments must come back from the checkpoint: a
+/// restart that lost them would take other steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fedadam_resumes_bit_identical_from_its_checkpointed_moments() {
+    let state = crash_and_resume(&["--strategy", "fedadam", "--param", "eta=0.05"]).await;
+    let store = fedtune_server::Store::open(&state, false).unwrap();
+    let last = store.last_committed().unwrap().unwrap();
+    let (_, moments) =
+        fedtune_server::store::read_checkpoint(&last.checkpoint, Some(last.digest)).unwrap();
+    let names: Vec<String> = moments
+        .expect("FedAdam's checkpoint holds its state")
+        .tensors()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("m.")) && names.iter().any(|n| n.starts_with("v.")));
+}
+
+/// An uninterrupted run and one killed twice and restarted, with the `strategy` flags;
+/// returns the interrupted run's state directory.
+async fn crash_and_resume(strategy: &[&str]) -> std::path::PathBuf {
     // Uninterrupted reference run.
     let reference = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut srv = server(port, reference.path(), 0);
+    let mut srv = server(port, reference.path(), 0, strategy);
     wait_all(clients(port));
     assert!(srv.wait().unwrap().success());
 
@@ -169,7 +195,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     // in), then between rounds 4 and 5.
     let crashed = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut srv = server(port, crashed.path(), KEEP);
+    let mut srv = server(port, crashed.path(), KEEP, strategy);
     let devices = clients(port);
     let training = v1::Phase::Training as i32;
     wait_for(port, "round 2 half done", |s| {
@@ -179,7 +205,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     srv.kill().unwrap();
     srv.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut srv = server(port, crashed.path(), KEEP);
+    let mut srv = server(port, crashed.path(), KEEP, strategy);
     wait_for(port, "round 5 open with nothing received", |s| {
         s.round == 5 && s.phase == training && s.received == 0 && s.committed_rounds == 4
     })
@@ -187,7 +213,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
     srv.kill().unwrap();
     srv.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut srv = server(port, crashed.path(), KEEP);
+    let mut srv = server(port, crashed.path(), KEEP, strategy);
     wait_all(devices);
     assert!(srv.wait().unwrap().success());
 
@@ -213,6 +239,7 @@ async fn sigkill_mid_round_and_between_rounds_then_resume_bit_identical() {
         (ROUNDS + 1 - KEEP..=ROUNDS).collect::<Vec<_>>(),
         "--keep-checkpoints {KEEP} leaves the newest {KEEP}"
     );
+    crashed.keep()
 }
 
 /// Rounds whose checkpoint files are in a state directory, sorted.

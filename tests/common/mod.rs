@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fedtune_proto::v1::{self, federation_client::FederationClient};
 use fedtune_proto::{Bundle, Compression, EncodedBundle};
-use fedtune_server::{Coordinator, ServerConfig, strategy::FedAvg};
+use fedtune_server::strategy::{FedAvg, Strategy};
+use fedtune_server::{Coordinator, ServerConfig};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -46,7 +47,25 @@ pub async fn start(config: ServerConfig, initial: Bundle) -> TestServer {
 
 /// [`start`] with its state in `dir`.
 pub async fn start_in(config: ServerConfig, initial: Bundle, dir: tempfile::TempDir) -> TestServer {
-    let coord = Coordinator::open(config, dir.path(), initial, Box::new(FedAvg)).unwrap();
+    serve_in(config, initial, dir, Box::new(FedAvg)).await
+}
+
+/// [`start`] with another strategy than FedAvg.
+pub async fn start_with(
+    config: ServerConfig,
+    initial: Bundle,
+    strategy: Box<dyn Strategy>,
+) -> TestServer {
+    serve_in(config, initial, tempfile::tempdir().unwrap(), strategy).await
+}
+
+async fn serve_in(
+    config: ServerConfig,
+    initial: Bundle,
+    dir: tempfile::TempDir,
+    strategy: Box<dyn Strategy>,
+) -> TestServer {
+    let coord = Coordinator::open(config, dir.path(), initial, strategy).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
