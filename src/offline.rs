@@ -2,7 +2,7 @@
 //! aggregators and strategies the server runs, fed from files.
 
 use anyhow::{Context, bail};
-use fedtune_proto::Bundle;
+use fedtune_proto::{Bundle, Tensor};
 use fedtune_server::strategy::Strategy;
 
 /// What the update files hold.
@@ -15,8 +15,9 @@ pub enum UpdateForm {
 }
 
 /// The next model from `current` and the devices' `updates` (each with its example
-/// count). Parameters are aggregated as they are and the result shifted by −current (in
-/// f64): every rule commutes with that shift, and no f32 difference is ever rounded.
+/// count). Parameters are aggregated as updates of a zero model (so a rule that rebuilds a
+/// device's parameters from the round's model and its update, such as FlexLoRA, gets them
+/// exactly) and the result shifted by −current in f64: no f32 difference is ever rounded.
 pub fn aggregate_round(
     strategy: &mut dyn Strategy,
     current: &Bundle,
@@ -26,7 +27,11 @@ pub fn aggregate_round(
     if updates.is_empty() {
         bail!("no updates given");
     }
-    let mut aggregator = strategy.aggregator(current);
+    let zero = match form {
+        UpdateForm::Parameters => zeros_like(current)?,
+        UpdateForm::Deltas => current.clone(),
+    };
+    let mut aggregator = strategy.aggregator(&zero);
     for (i, (update, num_examples)) in updates.iter().enumerate() {
         if *num_examples == 0 {
             bail!("update {}: the example count must be at least 1", i + 1);
@@ -45,11 +50,27 @@ pub fn aggregate_round(
     Ok(strategy.apply(current, aggregate)?)
 }
 
+/// A model of zeros with `like`'s names, shapes and dtypes.
+fn zeros_like(like: &Bundle) -> anyhow::Result<Bundle> {
+    let tensors = like
+        .tensors()
+        .iter()
+        .map(|t| {
+            Tensor::from_f32_as(
+                t.name(),
+                t.shape().to_vec(),
+                &vec![0.0; t.numel()],
+                t.dtype(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Bundle::new(tensors)?)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use fedtune_proto::Tensor;
     use fedtune_server::strategy::{Params, build};
 
     fn bundle(v: &[f32]) -> Bundle {

@@ -99,6 +99,16 @@ pub struct SimulateArgs {
     /// How late a straggler is, in milliseconds [default: 200].
     #[arg(long)]
     straggler_delay_ms: Option<u64>,
+    /// Share of the training devices that send poisoned updates [default: 0].
+    #[arg(long, value_name = "R")]
+    byzantine_rate: Option<f64>,
+    /// How Byzantine devices poison their update Δ: sign-flip (−S·Δ), gaussian (noise of S
+    /// times Δ's RMS) or scale (S·Δ) [default: sign-flip].
+    #[arg(long, value_enum)]
+    attack: Option<fedtune::sim::Attack>,
+    /// The attack's strength S [default: 10].
+    #[arg(long, value_name = "S")]
+    attack_scale: Option<f64>,
 
     /// LoRA rank [default: 8].
     #[arg(long)]
@@ -179,6 +189,9 @@ impl SimulateArgs {
             drop_rate,
             straggler_rate,
             straggler_delay_ms,
+            byzantine_rate,
+            attack,
+            attack_scale,
             rank,
             alpha,
             targets,

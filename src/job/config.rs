@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use fedtune_llm::llama::Proj;
 
 use super::clients::Partition;
+use crate::sim::Attack;
 
 /// What the federation learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -130,6 +131,14 @@ pub struct JobConfig {
     /// private against anyone holding this file (false: drawn from the operating system).
     pub dp_seeded_noise: bool,
 
+    /// Share of the training devices that send poisoned updates (for testing robust rules).
+    pub byzantine_rate: f64,
+    /// How they poison them.
+    pub attack: Attack,
+    /// The attack's strength S: sign-flip sends −S·Δ, scale S·Δ, gaussian noise of S times
+    /// the update's RMS.
+    pub attack_scale: f64,
+
     /// Aggregation rule, Flower's names: fedavg, fedavgm, fedadagrad, fedadam, fedyogi,
     /// fedmedian, fedtrimmedavg, krum, multikrum, bulyan.
     pub strategy: String,
@@ -193,6 +202,9 @@ impl Default for JobConfig {
             dp_max_epsilon: 0.0,
             dp_distributed: false,
             dp_seeded_noise: true,
+            byzantine_rate: 0.0,
+            attack: Attack::SignFlip,
+            attack_scale: 10.0,
             strategy: "fedavg".into(),
             strategy_params: BTreeMap::new(),
         }
@@ -290,6 +302,13 @@ impl JobConfig {
         prob("unseen_fraction", self.unseen_fraction, 1.0)?;
         prob("drop_rate", self.drop_rate, 1.0)?;
         prob("straggler_rate", self.straggler_rate, 1.0 + f64::EPSILON)?;
+        prob("byzantine_rate", self.byzantine_rate, 1.0)?;
+        if !(self.attack_scale.is_finite() && self.attack_scale > 0.0) {
+            return Err(format!(
+                "attack_scale = {} must be a positive number",
+                self.attack_scale
+            ));
+        }
         if self.rounds == 0 || self.clients_per_round == 0 {
             return Err("rounds and clients_per_round must be at least 1".into());
         }

@@ -14,13 +14,15 @@ use indicatif::ProgressBar;
 use super::deployment::{device_trainer, server_config, tier_scales};
 use super::prepare::Prepared;
 use super::{JobError, bar};
-use crate::sim::{self, FaultRates, SimConfig, TransportKind};
+use crate::sim::{self, FaultRates, Poison, SimConfig, TransportKind, byzantine_devices};
 
 /// A simulated device: counts local training runs for the progress bar, and trains on one
 /// thread (the engine runs as many devices at once as there are threads; splitting each
 /// device's small products across threads as well only adds synchronisation).
 struct Counted {
     inner: LoraTrainer,
+    /// The attack, for a Byzantine device.
+    poison: Option<Poison>,
     done: Arc<AtomicUsize>,
     bar: ProgressBar,
 }
@@ -35,7 +37,10 @@ impl Trainer for Counted {
             .num_threads(1)
             .build()
             .map_err(|e| fedtune_client::TrainerError::Model(format!("thread pool: {e}")))?;
-        let out = pool.install(|| self.inner.train(global, task));
+        let mut out = pool.install(|| self.inner.train(global, task));
+        if let (Some(poison), Ok(update)) = (&self.poison, out.as_ref()) {
+            out = poison.apply(global, update.clone(), task.round);
+        }
         let n = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         self.bar
             .set_message(format!("round {} · {n} local runs", task.round));
@@ -74,6 +79,7 @@ pub(super) fn federate(
     };
     let progress = bar(cfg.rounds, "{bar:30} round {pos}/{len} {msg} [{elapsed}]");
     let done = Arc::new(AtomicUsize::new(0));
+    let byzantine = byzantine_devices(p.clients.len(), cfg.byzantine_rate, cfg.seed);
     let trainer = |i: usize| {
         let inner = device_trainer(
             cfg,
@@ -86,6 +92,11 @@ pub(super) fn federate(
         .expect("examples were checked in prepare");
         Counted {
             inner,
+            poison: byzantine[i].then_some(Poison {
+                attack: cfg.attack,
+                scale: cfg.attack_scale,
+                seed: cfg.seed ^ ((i as u64) << 20),
+            }),
             done: Arc::clone(&done),
             bar: progress.clone(),
         }

@@ -119,6 +119,10 @@ pub struct JobReport {
     /// Differential privacy: the final (ε, δ).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySummary>,
+    /// The aggregation rule with its settings.
+    pub strategy: String,
+    /// Training devices that sent poisoned updates.
+    pub byzantine: usize,
 }
 
 /// Writes `config.toml`.
@@ -225,6 +229,13 @@ pub fn table(r: &JobReport) -> String {
         r.bytes_up as f64 / 1e6,
         r.bytes_down as f64 / 1e6
     );
+    if r.strategy != "fedavg" || r.byzantine > 0 {
+        s += &format!("aggregation: {}", r.strategy);
+        if r.byzantine > 0 {
+            s += &format!("; {} Byzantine devices", r.byzantine);
+        }
+        s.push('\n');
+    }
     if let Some(p) = &r.privacy {
         s += &format!(
             "differential privacy: (ε = {:.3}, δ = {:.2e}) after {} rounds, noise multiplier {}, clip {:.4}{}\n",

@@ -102,6 +102,11 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
         bytes_up: report.clients.iter().map(|c| c.bytes_up).sum(),
         bytes_down: report.clients.iter().map(|c| c.bytes_down).sum(),
         privacy: privacy_summary(&report, cfg),
+        strategy: cfg.strategy().map_err(JobError::Config)?.describe(),
+        byzantine: crate::sim::byzantine_devices(p.clients.len(), cfg.byzantine_rate, cfg.seed)
+            .iter()
+            .filter(|&&b| b)
+            .count(),
     };
     super::report::write_outputs(out, p, &job, &final_adapter)?;
     super::plot::curves(&out.join("curves.png"), &job)?;

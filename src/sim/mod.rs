@@ -5,6 +5,7 @@
 //! `threads` slots, and at most `concurrency` devices hold a model in memory at once, so a
 //! thousand clients fit in the memory of a few. Every random choice is seeded.
 
+mod attack;
 mod faults;
 mod inproc;
 
@@ -20,6 +21,7 @@ use fedtune_proto::{Bundle, Compression};
 use fedtune_server::{Coordinator, ServerConfig, strategy::Strategy};
 use tokio::sync::Semaphore;
 
+pub use attack::{Attack, Poison, byzantine_devices};
 pub use faults::{FaultPlan, FaultRates, Faults, FaultyTransport, SeededFaults, Slow};
 pub use inproc::InprocTransport;
 

@@ -5,7 +5,7 @@
 use super::StrategyError;
 use super::krum::{argmin, scores};
 use super::params::Params;
-use super::staged::{RobustRule, Rows, median};
+use super::staged::{Rows, StagedRule, median};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Bulyan {
@@ -23,7 +23,7 @@ impl Bulyan {
     }
 }
 
-impl RobustRule for Bulyan {
+impl StagedRule for Bulyan {
     fn name(&self) -> &'static str {
         "bulyan"
     }

@@ -2,12 +2,12 @@
 //! Flower's `FedMedian` computes it.
 
 use super::StrategyError;
-use super::staged::{RobustRule, Rows, median};
+use super::staged::{Rows, StagedRule, median};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FedMedian;
 
-impl RobustRule for FedMedian {
+impl StagedRule for FedMedian {
     fn name(&self) -> &'static str {
         "fedmedian"
     }

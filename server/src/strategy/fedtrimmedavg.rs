@@ -3,7 +3,7 @@
 
 use super::StrategyError;
 use super::params::Params;
-use super::staged::{RobustRule, Rows};
+use super::staged::{Rows, StagedRule};
 
 #[derive(Debug, Clone, Copy)]
 pub struct FedTrimmedAvg {
@@ -20,7 +20,7 @@ impl FedTrimmedAvg {
     }
 }
 
-impl RobustRule for FedTrimmedAvg {
+impl StagedRule for FedTrimmedAvg {
     fn name(&self) -> &'static str {
         "fedtrimmedavg"
     }

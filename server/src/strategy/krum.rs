@@ -6,7 +6,7 @@
 use super::StrategyError;
 use super::multikrum::keep_best;
 use super::params::Params;
-use super::staged::{RobustRule, Rows};
+use super::staged::{Rows, StagedRule};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Krum {
@@ -27,7 +27,7 @@ impl Krum {
     }
 }
 
-impl RobustRule for Krum {
+impl StagedRule for Krum {
     fn name(&self) -> &'static str {
         "krum"
     }

@@ -9,9 +9,12 @@
 //!   ([`fedadagrad()`], [`fedadam()`], [`fedyogi()`]), whose state ([`Strategy::state`]) is
 //!   checkpointed with the model;
 //! - robust rules that need every update at once, staged on disk ([`staged`]):
-//!   [`FedMedian`], [`FedTrimmedAvg`], [`Krum`], [`MultiKrum`], [`Bulyan`].
+//!   [`FedMedian`], [`FedTrimmedAvg`], [`Krum`], [`MultiKrum`], [`Bulyan`];
+//! - LoRA-aware merging, also over staged updates: [`FlexLora`] (the mean of the products
+//!   B·A, re-factored by truncated SVD).
 //!
-//! Names and parameters are Flower's (`flwr.server.strategy`), and so are the results.
+//! Names and parameters are Flower's (`flwr.server.strategy`), and so are the results;
+//! `flexlora` is not in Flower.
 
 mod bulyan;
 mod fedadagrad;
@@ -22,7 +25,9 @@ mod fedmedian;
 mod fedopt;
 mod fedtrimmedavg;
 mod fedyogi;
+mod flexlora;
 mod krum;
+mod lowrank;
 mod multikrum;
 mod opt_state;
 mod params;
@@ -38,10 +43,11 @@ pub use fedmedian::FedMedian;
 pub use fedopt::{FedOpt, FedOptParams};
 pub use fedtrimmedavg::FedTrimmedAvg;
 pub use fedyogi::fedyogi;
+pub use flexlora::FlexLora;
 pub use krum::Krum;
 pub use multikrum::MultiKrum;
 pub use params::Params;
-pub use staged::Robust;
+pub use staged::StagedStrategy;
 pub use weighted_sum::WeightedSum;
 
 use std::path::{Path, PathBuf};
@@ -89,8 +95,8 @@ pub struct Aggregate {
 
 impl Aggregate {
     /// The aggregate less `values` (per tensor, same shapes): the update that takes
-    /// `values` to this aggregate. Every rule here commutes with such a shift, so an
-    /// aggregate of full parameters becomes one of deltas (what `fedtune aggregate` does).
+    /// `values` to this aggregate. An aggregate of devices' full parameters (updates of a
+    /// zero model) becomes one of deltas from `values` (what `fedtune aggregate` does).
     pub fn minus(mut self, values: &Bundle) -> Result<Self, StrategyError> {
         if values.tensors().len() != self.mean.len() {
             return Err(StrategyError::Mismatch("tensor count differs".into()));
@@ -164,7 +170,7 @@ pub trait Strategy: Send {
 }
 
 /// Every strategy name [`build`] knows.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 11] = [
     "fedavg",
     "fedavgm",
     "fedadagrad",
@@ -175,6 +181,7 @@ pub const NAMES: [&str; 10] = [
     "krum",
     "multikrum",
     "bulyan",
+    "flexlora",
 ];
 
 /// The strategy `name` with `params` (Flower's parameter names; unknown ones are refused).
@@ -189,11 +196,16 @@ pub fn build(name: &str, params: &Params) -> Result<Box<dyn Strategy>, StrategyE
         "fedadagrad" => Ok(Box::new(fedadagrad(params)?)),
         "fedadam" => Ok(Box::new(fedadam(params)?)),
         "fedyogi" => Ok(Box::new(fedyogi(params)?)),
-        "fedmedian" => no_params(Box::new(Robust::new(FedMedian))),
-        "fedtrimmedavg" => Ok(Box::new(Robust::new(FedTrimmedAvg::from_params(params)?))),
-        "krum" => Ok(Box::new(Robust::new(Krum::from_params(params)?))),
-        "multikrum" => Ok(Box::new(Robust::new(MultiKrum::from_params(params)?))),
-        "bulyan" => Ok(Box::new(Robust::new(Bulyan::from_params(params)?))),
+        "fedmedian" => no_params(Box::new(StagedStrategy::new(FedMedian))),
+        "fedtrimmedavg" => Ok(Box::new(StagedStrategy::new(FedTrimmedAvg::from_params(
+            params,
+        )?))),
+        "krum" => Ok(Box::new(StagedStrategy::new(Krum::from_params(params)?))),
+        "multikrum" => Ok(Box::new(StagedStrategy::new(MultiKrum::from_params(
+            params,
+        )?))),
+        "bulyan" => Ok(Box::new(StagedStrategy::new(Bulyan::from_params(params)?))),
+        "flexlora" => no_params(Box::new(StagedStrategy::new(FlexLora))),
         other => Err(StrategyError::Unknown(other.to_string())),
     }
 }

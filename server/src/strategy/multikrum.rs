@@ -5,7 +5,7 @@
 use super::StrategyError;
 use super::krum::{Krum, scores};
 use super::params::Params;
-use super::staged::{RobustRule, Rows};
+use super::staged::{Rows, StagedRule};
 
 #[derive(Debug, Clone, Copy)]
 pub struct MultiKrum(pub Krum);
@@ -28,7 +28,7 @@ impl MultiKrum {
     }
 }
 
-impl RobustRule for MultiKrum {
+impl StagedRule for MultiKrum {
     fn name(&self) -> &'static str {
         "multikrum"
     }

@@ -13,8 +13,9 @@ use memmap2::Mmap;
 
 use super::{Aggregate, Aggregator, FedAvg, Strategy, StrategyError};
 
-/// A robust rule: the round's aggregate from every update at once.
-pub trait RobustRule: Send + Sync + Clone + std::fmt::Debug + 'static {
+/// A rule over every update of the round at once (the robust rules, FlexLoRA's product
+/// mean).
+pub trait StagedRule: Send + Sync + Clone + std::fmt::Debug + 'static {
     fn name(&self) -> &'static str;
     /// The rule's settings as `key=value` pairs, for the record of which rule ran.
     fn settings(&self) -> Vec<(&'static str, String)> {
@@ -24,17 +25,17 @@ pub trait RobustRule: Send + Sync + Clone + std::fmt::Debug + 'static {
     fn combine(&self, rows: &Rows) -> Result<Vec<f64>, StrategyError>;
 }
 
-/// A strategy that stages every update and combines them with its [`RobustRule`]; the
+/// A strategy that stages every update and combines them with its [`StagedRule`]; the
 /// result is applied like FedAvg's mean (global + aggregate).
 #[derive(Debug, Clone)]
-pub struct Robust<R: RobustRule> {
+pub struct StagedStrategy<R: StagedRule> {
     rule: R,
     staging: PathBuf,
 }
 
-impl<R: RobustRule> Robust<R> {
+impl<R: StagedRule> StagedStrategy<R> {
     pub fn new(rule: R) -> Self {
-        Robust {
+        StagedStrategy {
             rule,
             staging: std::env::temp_dir(),
         }
@@ -45,7 +46,7 @@ impl<R: RobustRule> Robust<R> {
     }
 }
 
-impl<R: RobustRule> Strategy for Robust<R> {
+impl<R: StagedRule> Strategy for StagedStrategy<R> {
     fn name(&self) -> &'static str {
         self.rule.name()
     }
@@ -80,22 +81,22 @@ pub(crate) fn describe(name: &str, settings: &[(&'static str, String)]) -> Strin
     s
 }
 
-/// The aggregator of a [`Robust`] strategy.
+/// The aggregator of a [`StagedStrategy`].
 #[derive(Debug)]
 pub struct Staged<R> {
+    global: Bundle,
     specs: Vec<TensorSpec>,
-    numel: usize,
     dir: PathBuf,
     file: Option<(File, BufWriter<File>)>,
     weights: Vec<f64>,
     rule: R,
 }
 
-impl<R: RobustRule> Staged<R> {
+impl<R: StagedRule> Staged<R> {
     pub fn new(global: &Bundle, dir: &Path, rule: R) -> Self {
         Staged {
+            global: global.clone(),
             specs: global.manifest(),
-            numel: global.numel(),
             dir: dir.to_path_buf(),
             file: None,
             weights: Vec::new(),
@@ -134,7 +135,7 @@ impl<R: RobustRule> Staged<R> {
     }
 }
 
-impl<R: RobustRule> Aggregator for Staged<R> {
+impl<R: StagedRule> Aggregator for Staged<R> {
     fn fold(&mut self, update: &Bundle, weight: f64) -> Result<(), StrategyError> {
         if update.manifest() != self.specs {
             return Err(StrategyError::Mismatch(
@@ -173,7 +174,12 @@ impl<R: RobustRule> Aggregator for Staged<R> {
         };
         writer.flush().map_err(io)?;
         drop(writer);
-        let rows = Rows::map(&file, self.numel, std::mem::take(&mut self.weights)).map_err(io)?;
+        let rows = Rows::map(
+            &file,
+            self.global.clone(),
+            std::mem::take(&mut self.weights),
+        )
+        .map_err(io)?;
         let flat = self.rule.combine(&rows)?;
         let mut mean = Vec::with_capacity(self.specs.len());
         let mut rest = flat.as_slice();
@@ -190,10 +196,12 @@ impl<R: RobustRule> Aggregator for Staged<R> {
     }
 }
 
-/// The staged updates: `count()` rows of `numel` f32 values, with their weights.
+/// The staged updates: `count()` rows of `numel` f32 values (the tensors of the round's
+/// global model, concatenated in manifest order), with their weights.
 #[derive(Debug)]
 pub struct Rows {
     map: Mmap,
+    global: Bundle,
     numel: usize,
     weights: Vec<f64>,
 }
@@ -203,7 +211,8 @@ pub struct Rows {
 pub const COLUMN_BLOCK: usize = 1 << 14;
 
 impl Rows {
-    fn map(file: &File, numel: usize, weights: Vec<f64>) -> std::io::Result<Self> {
+    fn map(file: &File, global: Bundle, weights: Vec<f64>) -> std::io::Result<Self> {
+        let numel = global.numel();
         // SAFETY: the file was unlinked when it was created and only this aggregator holds
         // it; nothing else can change it while it is mapped.
         #[allow(unsafe_code)]
@@ -213,9 +222,29 @@ impl Rows {
         }
         Ok(Rows {
             map,
+            global,
             numel,
             weights,
         })
+    }
+
+    /// The round's global model (the updates are differences from it).
+    pub fn global(&self) -> &Bundle {
+        &self.global
+    }
+
+    /// Where each tensor of the global model lies in a row, by name.
+    pub fn layout(&self) -> Vec<(&str, std::ops::Range<usize>)> {
+        let mut start = 0;
+        self.global
+            .tensors()
+            .iter()
+            .map(|t| {
+                let range = start..start + t.numel();
+                start = range.end;
+                (t.name(), range)
+            })
+            .collect()
     }
 
     /// Updates staged.
@@ -333,12 +362,12 @@ pub(crate) mod tests {
         }
         let (file, mut writer) = s.file.take().unwrap();
         writer.flush().unwrap();
-        Rows::map(&file, n, weights.to_vec()).unwrap()
+        Rows::map(&file, bundle(&rows[0]), weights.to_vec()).unwrap()
     }
 
     #[derive(Debug, Clone)]
     struct Noop;
-    impl RobustRule for Noop {
+    impl StagedRule for Noop {
         fn name(&self) -> &'static str {
             "noop"
         }
