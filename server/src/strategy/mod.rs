@@ -119,6 +119,26 @@ impl Aggregate {
     }
 }
 
+/// Refuses an update whose manifest is not the global model's, or a weight that is not
+/// positive: what every aggregator checks before folding.
+fn check_update(
+    specs: &[fedtune_proto::TensorSpec],
+    update: &Bundle,
+    weight: f64,
+) -> Result<(), StrategyError> {
+    if update.manifest() != specs {
+        return Err(StrategyError::Mismatch(
+            "manifest differs from the global model".into(),
+        ));
+    }
+    if !(weight.is_finite() && weight > 0.0) {
+        return Err(StrategyError::Mismatch(format!(
+            "weight {weight} must be positive"
+        )));
+    }
+    Ok(())
+}
+
 /// Folds updates one at a time.
 pub trait Aggregator: Send {
     /// Adds one validated update (a delta shaped like the global model) with its weight.

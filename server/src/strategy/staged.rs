@@ -137,16 +137,7 @@ impl<R: StagedRule> Staged<R> {
 
 impl<R: StagedRule> Aggregator for Staged<R> {
     fn fold(&mut self, update: &Bundle, weight: f64) -> Result<(), StrategyError> {
-        if update.manifest() != self.specs {
-            return Err(StrategyError::Mismatch(
-                "manifest differs from the global model".into(),
-            ));
-        }
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(StrategyError::Mismatch(format!(
-                "weight {weight} must be positive"
-            )));
-        }
+        super::check_update(&self.specs, update, weight)?;
         let dir = self.dir.clone();
         let w = self.writer()?;
         for t in update.tensors() {

@@ -31,16 +31,7 @@ impl WeightedSum {
 
 impl Aggregator for WeightedSum {
     fn fold(&mut self, update: &Bundle, weight: f64) -> Result<(), StrategyError> {
-        if update.manifest() != self.specs {
-            return Err(StrategyError::Mismatch(
-                "manifest differs from the global model".into(),
-            ));
-        }
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(StrategyError::Mismatch(format!(
-                "weight {weight} must be positive"
-            )));
-        }
+        super::check_update(&self.specs, update, weight)?;
         for (sum, tensor) in self.sums.iter_mut().zip(update.tensors()) {
             fold_into(sum, &tensor.to_f32(), weight, self.parallel);
         }
