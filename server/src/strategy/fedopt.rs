@@ -72,10 +72,6 @@ impl FedOpt {
             state: OptState::default(),
         })
     }
-
-    pub fn params(&self) -> &FedOptParams {
-        &self.params
-    }
 }
 
 impl Strategy for FedOpt {

@@ -230,11 +230,6 @@ pub fn build(name: &str, params: &Params) -> Result<Box<dyn Strategy>, StrategyE
     }
 }
 
-/// The strategy named on the command line, with default settings.
-pub fn by_name(name: &str) -> Option<Box<dyn Strategy>> {
-    build(name, &Params::default()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

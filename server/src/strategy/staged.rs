@@ -40,10 +40,6 @@ impl<R: StagedRule> StagedStrategy<R> {
             staging: std::env::temp_dir(),
         }
     }
-
-    pub fn rule(&self) -> &R {
-        &self.rule
-    }
 }
 
 impl<R: StagedRule> Strategy for StagedStrategy<R> {
