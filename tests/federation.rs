@@ -299,7 +299,9 @@ async fn bulk_calls_interoperate_with_tonics_codec() {
 /// default it never gives up, and joins once the server is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_waits_for_a_server_that_comes_later() {
-    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Another loopback address than the other tests' servers (127.0.0.1), so that none of
+    // them can be given this port once it is free and take this device's join.
+    let spare = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
     let addr = spare.local_addr().unwrap();
     drop(spare);
     let mut opts = fedtune_client::ClientOptions::new("early");
@@ -342,7 +344,9 @@ async fn a_device_waits_for_a_server_that_comes_later() {
 /// With `give_up_after`, a device stops retrying an unreachable server after about that long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_gives_up_when_told_to() {
-    let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Another loopback address than the other tests' servers (127.0.0.1), so that none of
+    // them can be given this port once it is free and take this device's join.
+    let spare = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
     let addr = spare.local_addr().unwrap();
     drop(spare);
     let mut opts = fedtune_client::ClientOptions::new("impatient");

@@ -663,3 +663,52 @@ fn fit_trains_reproducibly_and_names_the_diverging_step() {
         "{e}"
     );
 }
+
+/// FFA-LoRA: with `freeze_lora_a`, every A leaves `fit` bit for bit as it came in (even with
+/// AdamW's weight decay, which would shrink a parameter whose gradient is zero), every B
+/// trains, and the loss still falls.
+#[test]
+fn frozen_a_stays_put_while_b_trains() {
+    use fedtune_llm::backprop::{Example, FitConfig, OptimizerKind, evaluate, fit};
+    let (seqs, masks) = batch_data();
+    let model = tiny(true, RopeOrder::Normal, GgmlType::Q8_0);
+    let base = BaseView::of_model(&model);
+    let examples: Vec<Example> = seqs
+        .iter()
+        .zip(&masks)
+        .map(|(t, m)| Example {
+            tokens: t.clone(),
+            mask: Some(m.clone()),
+        })
+        .collect();
+    let fresh = LoraAdapter::new(LoraConfig::new(2, &Proj::ALL), &model.cfg).unwrap();
+    let cfg = FitConfig {
+        steps: 30,
+        batch_size: 2,
+        lr: 0.02,
+        optimizer: OptimizerKind::AdamW { weight_decay: 0.1 },
+        freeze_lora_a: true,
+        ..FitConfig::default()
+    };
+    let mut a = fresh.clone();
+    fit(&base, &mut a, &examples, &cfg, |_| {}).unwrap();
+    for (m, m0) in a.modules.iter().zip(&fresh.modules) {
+        assert_eq!(m.a, m0.a, "{}: A moved", m.name());
+        assert!(
+            m.b.iter().any(|&x| x != 0.0),
+            "{}: B did not train",
+            m.name()
+        );
+    }
+    let (before, _) = evaluate(&base, Some(&fresh), &examples, 4).unwrap();
+    let (after, _) = evaluate(&base, Some(&a), &examples, 4).unwrap();
+    assert!(after < 0.9 * before, "{before} -> {after}");
+    // Without the freeze, the same run moves A.
+    let mut full = fresh.clone();
+    let unfrozen = FitConfig {
+        freeze_lora_a: false,
+        ..cfg
+    };
+    fit(&base, &mut full, &examples, &unfrozen, |_| {}).unwrap();
+    assert_ne!(full.modules[0].a, fresh.modules[0].a);
+}

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use fedtune_proto::v1;
 use rand::Rng;
+use tracing::warn;
 
 use crate::coordinator::{State, lock};
 use crate::round::Phase;
@@ -121,7 +122,14 @@ impl Coordinator {
 
     fn outcome_for(&self, st: &mut State, client: &str) -> Option<v1::check_in_response::Outcome> {
         use v1::check_in_response::Outcome;
-        let global = st.global.clone();
+        let rank = st.registry.lora_rank(client);
+        let global = match st.global.at_rank(rank) {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(client, rank, error = %e, "cannot truncate the global adapter");
+                return None;
+            }
+        };
         match &mut st.phase {
             Phase::Finished => Some(Outcome::Finished(v1::Finished {
                 final_model_version: global.version,

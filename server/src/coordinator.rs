@@ -1,6 +1,7 @@
 //! The transport-neutral core of the server: sessions, check-ins, downloads, uploads and the
 //! round lifecycle. The gRPC service and the simulation's in-process transport both call it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,7 +21,7 @@ use crate::registry::Registry;
 pub const SERVER_METRICS: &str = "";
 use crate::round::Phase;
 use crate::store::{RoundCommit, Store, read_checkpoint};
-use crate::strategy::Strategy;
+use crate::strategy::{Strategy, hetlora};
 use crate::upload_gate::UploadGate;
 use crate::{ServerConfig, ServerError};
 
@@ -30,6 +31,10 @@ pub(crate) struct Global {
     pub version: u64,
     pub bundle: Bundle,
     pub encoded: EncodedBundle,
+    /// Its LoRA rank, if it is a LoRA adapter ([`hetlora::lora_rank`]).
+    pub lora_rank: Option<usize>,
+    /// The model truncated to lower LoRA ranks, made when a device of that rank first asks.
+    lower: Mutex<BTreeMap<usize, Arc<Global>>>,
 }
 
 impl Global {
@@ -37,9 +42,29 @@ impl Global {
         let encoded = EncodedBundle::encode(&bundle, Compression::None)?;
         Ok(Global {
             version,
+            lora_rank: hetlora::lora_rank(&bundle),
             bundle,
             encoded,
+            lower: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The model as a device of LoRA rank `rank` gets it (0: the model's own rank).
+    pub(crate) fn at_rank(self: &Arc<Self>, rank: usize) -> Result<Arc<Global>, ServerError> {
+        match self.lora_rank {
+            Some(r) if rank > 0 && rank < r => {}
+            _ => return Ok(Arc::clone(self)),
+        }
+        let mut lower = lock(&self.lower);
+        if let Some(g) = lower.get(&rank) {
+            return Ok(Arc::clone(g));
+        }
+        let g = Arc::new(Global::new(
+            self.version,
+            hetlora::truncate(&self.bundle, rank)?,
+        )?);
+        lower.insert(rank, Arc::clone(&g));
+        Ok(g)
     }
 }
 
@@ -241,17 +266,41 @@ impl Coordinator {
             gate.admit(id, req.proof.as_ref())?;
         }
         let caps = req.capabilities.unwrap_or_default();
-        let caps = format!(
-            "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{}}}",
-            caps.memory_mb, caps.compute_tier, caps.threads
+        let rank = caps.lora_rank as usize;
+        let caps_json = format!(
+            "{{\"memory_mb\":{},\"compute_tier\":{},\"threads\":{},\"lora_rank\":{}}}",
+            caps.memory_mb, caps.compute_tier, caps.threads, caps.lora_rank
         );
-        let token = lock(&self.state)
-            .registry
-            .join(id, caps, self.config.token_ttl)?;
+        let mut st = lock(&self.state);
+        self.check_lora_rank(&st.global, rank)?;
+        let token = st.registry.join(id, caps_json, self.config.token_ttl)?;
+        st.registry.set_lora_rank(id, rank);
+        drop(st);
         Ok(v1::JoinResponse {
             session_token: token,
             expires_in_ms: self.config.token_ttl.as_millis() as u64,
         })
+    }
+
+    /// A device may train a lower LoRA rank than the global adapter's, not a higher one, and
+    /// not under secure aggregation (which sums equal-shaped updates).
+    fn check_lora_rank(&self, global: &Global, rank: usize) -> Result<(), ServerError> {
+        let global_rank = global.lora_rank.unwrap_or(0);
+        if rank == 0 || rank == global_rank {
+            return Ok(());
+        }
+        let why = match global.lora_rank {
+            None => "the global model has no LoRA factors (`*.lora_a`, `*.lora_b`)".to_string(),
+            Some(r) if rank > r => format!("the global adapter's rank is {r}"),
+            Some(r) if self.config.secagg.is_some() => format!(
+                "secure aggregation sums equal-shaped updates: every device trains the global \
+                 adapter's rank {r}"
+            ),
+            Some(_) => return Ok(()),
+        };
+        Err(ServerError::InvalidRequest(format!(
+            "this device trains LoRA rank {rank}, but {why}"
+        )))
     }
 
     /// A fresh nonce for a signed join (any server answers; one with authorized keys
@@ -320,14 +369,20 @@ impl Coordinator {
             .authenticate(token, self.config.token_ttl)
     }
 
+    /// The global model as the device holding `token` gets it (at its LoRA rank).
+    fn served_to(&self, token: &str) -> Result<Arc<Global>, ServerError> {
+        let client = self.authenticate(token)?;
+        let st = lock(&self.state);
+        st.global.at_rank(st.registry.lora_rank(&client))
+    }
+
     /// Chunks of the global model from `offset`, if `model_version` is still the one served.
     pub fn download(
         &self,
         token: &str,
         req: &v1::DownloadRequest,
     ) -> Result<Vec<v1::DownloadChunk>, ServerError> {
-        self.authenticate(token)?;
-        let global = lock(&self.state).global.clone();
+        let global = self.served_to(token)?;
         if req.model_version != global.version {
             return Err(ServerError::VersionGone {
                 requested: req.model_version,
@@ -350,8 +405,7 @@ impl Coordinator {
     /// The global model itself, if `model_version` is still the one served: the in-process
     /// counterpart of [`Coordinator::download`] (a shared, reference-counted bundle).
     pub fn download_shared(&self, token: &str, model_version: u64) -> Result<Bundle, ServerError> {
-        self.authenticate(token)?;
-        let global = lock(&self.state).global.clone();
+        let global = self.served_to(token)?;
         if model_version != global.version {
             return Err(ServerError::VersionGone {
                 requested: model_version,

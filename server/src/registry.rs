@@ -27,6 +27,8 @@ struct Device {
     benched: bool,
     /// When it last joined.
     joined: Instant,
+    /// The LoRA rank it said it trains when it last joined (0: the global adapter's).
+    lora_rank: usize,
 }
 
 /// A live session: who holds the token and when it was last used.
@@ -68,6 +70,7 @@ impl Registry {
                     pending: None,
                     benched: false,
                     joined: now,
+                    lora_rank: 0,
                 };
                 (id, device)
             })
@@ -109,6 +112,7 @@ impl Registry {
                 pending: Some(capabilities),
                 benched: false,
                 joined: now,
+                lora_rank: 0,
             });
         device.joined = now;
         if let Some(old) = device.token.replace(token.clone()) {
@@ -151,6 +155,18 @@ impl Registry {
             counted: device.pending.take(),
             unbenched: std::mem::take(&mut device.benched),
         }
+    }
+
+    /// Records the LoRA rank `client` trains (sent with each join).
+    pub fn set_lora_rank(&mut self, client: &str, rank: usize) {
+        if let Some(device) = self.devices.get_mut(client) {
+            device.lora_rank = rank;
+        }
+    }
+
+    /// The LoRA rank `client` trains (0: the global adapter's, or an unknown device).
+    pub fn lora_rank(&self, client: &str) -> usize {
+        self.devices.get(client).map_or(0, |d| d.lora_rank)
     }
 
     /// Keeps `client` out of cohorts until it checks in anew.

@@ -16,7 +16,18 @@ use crate::ServerError;
 use crate::coordinator::Coordinator;
 use crate::round::Phase;
 use crate::store::Contribution;
+use crate::strategy::hetlora;
 use crate::validate::check_manifest;
+
+/// Whether every tensor of `update` has the shape of its counterpart in `global`.
+fn same_shapes(update: &fedtune_proto::Bundle, global: &fedtune_proto::Bundle) -> bool {
+    update.tensors().len() == global.tensors().len()
+        && update
+            .tensors()
+            .iter()
+            .zip(global.tensors())
+            .all(|(u, g)| u.shape() == g.shape())
+}
 
 /// Marks a client as uploading in its round attempt; unmarks it however the upload ends.
 struct Admission<'a> {
@@ -156,7 +167,7 @@ impl Coordinator {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let global = st.global.clone();
+        let global = st.global.at_rank(st.registry.lora_rank(client))?;
         let global_manifest = &global.encoded.header.manifest;
         let attempt = match &mut st.phase {
             Phase::Training(r) => {
@@ -193,10 +204,20 @@ impl Coordinator {
         update: &fedtune_proto::Bundle,
     ) -> Result<v1::UploadResponse, ServerError> {
         let weight = self.strategy_weight(h.num_examples);
+        let fill = crate::coordinator::lock(&self.strategy).rank_fill();
         let mut st = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A device of a lower LoRA rank: its update widened to the global adapter's.
+        let widened;
+        let masked = matches!(&st.phase, Phase::Training(r) if r.secagg.is_some());
+        let update = if masked || same_shapes(update, &st.global.bundle) {
+            update
+        } else {
+            widened = hetlora::widen(update, &st.global.bundle, fill)?;
+            &widened
+        };
         let Phase::Training(r) = &mut st.phase else {
             return Err(ServerError::Late { round: h.round });
         };

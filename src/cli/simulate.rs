@@ -87,7 +87,9 @@ pub struct SimulateArgs {
     /// FedProx μ (0: plain FedAvg) [default: 0].
     #[arg(long)]
     prox_mu: Option<f32>,
-    /// Device tiers, `steps_scale:share,...` (e.g. 0.5:0.3,1:0.5,2:0.2) [default: one tier].
+    /// Device tiers, `steps_scale:share[:rank],...` (e.g. 0.5:0.3:4,1:0.5:8,2:0.2:16: a
+    /// third field gives the tier its own LoRA rank; the global adapter has the largest)
+    /// [default: one tier].
     #[arg(long)]
     tiers: Option<String>,
     /// Probability that a selected device drops out in a round [default: 0].
@@ -119,6 +121,9 @@ pub struct SimulateArgs {
     /// Projections to adapt: q,k,v,o,gate,up,down or all [default: q,k,v,o].
     #[arg(long)]
     targets: Option<String>,
+    /// FFA-LoRA: every A stays at its seeded initialisation; devices train and upload B only.
+    #[arg(long)]
+    ffa_lora: bool,
 
     /// Local steps each measured unseen client fine-tunes the final adapter (0: skip)
     /// [default: 5].
@@ -230,6 +235,9 @@ impl SimulateArgs {
         self.strategy.lay_over(&mut cfg)?;
         if self.no_centralized {
             cfg.centralized = false;
+        }
+        if self.ffa_lora {
+            cfg.ffa_lora = true;
         }
         if !cfg.data.is_empty() && self.client_field.is_none() && self.config.is_none() {
             anyhow::bail!("--data needs --client-field (the field naming each record's client)");

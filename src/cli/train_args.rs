@@ -98,6 +98,7 @@ impl TrainArgs {
             prox_mu: 0.0,
             checkpoint: self.checkpoint,
             seed,
+            freeze_lora_a: false,
         })
     }
 }

@@ -64,8 +64,10 @@ pub struct JobConfig {
     pub seq: usize,
     /// FedProx μ (0: FedAvg's plain local objective).
     pub prox_mu: f32,
-    /// Device tiers as `steps_scale:share` pairs, e.g. "0.5:0.3,1:0.5,2:0.2": a share of the
-    /// clients runs that multiple of the local steps (slow phones do less work).
+    /// Device tiers as `steps_scale:share[:rank]`, e.g. "0.5:0.3:4,1:0.5:8,2:0.2:16": a
+    /// share of the clients runs that multiple of the local steps (slow phones do less work)
+    /// and, if given, trains that LoRA rank (heterogeneous ranks: the global adapter has the
+    /// largest; every rank keeps the scale alpha/rank).
     pub tiers: String,
     /// Probability that a selected device drops out in a round.
     pub drop_rate: f64,
@@ -77,6 +79,9 @@ pub struct JobConfig {
     pub alpha: f32,
     /// Projections to adapt: q,k,v,o,gate,up,down or all.
     pub targets: String,
+    /// FFA-LoRA (Sun et al. 2024): every A stays at its seeded initialisation, the same on
+    /// every device; devices train and upload B only (half the upload), so the mean is exact.
+    pub ffa_lora: bool,
 
     /// Local fine-tuning steps of the global adapter on each measured client (0: skip).
     pub personalize_steps: u64,
@@ -178,6 +183,7 @@ impl Default for JobConfig {
             rank: 8,
             alpha: 16.0,
             targets: "q,k,v,o".into(),
+            ffa_lora: false,
             personalize_steps: 5,
             personalize_lr: 1e-3,
             centralized: true,
@@ -211,11 +217,13 @@ impl Default for JobConfig {
     }
 }
 
-/// A device tier: a share of the clients and the multiple of the local steps they run.
+/// A device tier: a share of the clients, the multiple of the local steps they run and the
+/// LoRA rank they train.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tier {
     pub steps_scale: f64,
     pub share: f64,
+    pub rank: usize,
 }
 
 impl JobConfig {
@@ -228,35 +236,55 @@ impl JobConfig {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot write the config: {e}\n"))
     }
 
-    /// The device tiers ([`Self::tiers`] parsed; one tier of scale 1 when empty).
+    /// The device tiers ([`Self::tiers`] parsed; one tier of scale 1 and rank
+    /// [`Self::rank`] when empty).
     pub fn tiers(&self) -> Result<Vec<Tier>, String> {
         if self.tiers.trim().is_empty() {
             return Ok(vec![Tier {
                 steps_scale: 1.0,
                 share: 1.0,
+                rank: self.rank,
             }]);
         }
-        let tiers = self
-            .tiers
-            .split(',')
-            .map(|t| {
-                let (scale, share) = t
-                    .split_once(':')
-                    .ok_or_else(|| format!("tier `{t}` is not steps_scale:share"))?;
-                let num = |s: &str| {
-                    s.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| v.is_finite() && *v > 0.0)
-                        .ok_or_else(|| format!("`{s}` in tier `{t}` is not a positive number"))
-                };
-                Ok(Tier {
-                    steps_scale: num(scale)?,
-                    share: num(share)?,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(tiers)
+        self.tiers.split(',').map(|t| self.tier(t)).collect()
+    }
+
+    fn tier(&self, t: &str) -> Result<Tier, String> {
+        let fields: Vec<&str> = t.split(':').map(str::trim).collect();
+        let (scale, share, rank) = match fields[..] {
+            [scale, share] => (scale, share, None),
+            [scale, share, rank] => (scale, share, Some(rank)),
+            _ => return Err(format!("tier `{t}` is not steps_scale:share[:rank]")),
+        };
+        let num = |s: &str| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| format!("`{s}` in tier `{t}` is not a positive number"))
+        };
+        let rank = match rank {
+            None => self.rank,
+            Some(r) => r
+                .parse::<usize>()
+                .ok()
+                .filter(|&r| r > 0)
+                .ok_or_else(|| format!("rank `{r}` in tier `{t}` is not a positive integer"))?,
+        };
+        Ok(Tier {
+            steps_scale: num(scale)?,
+            share: num(share)?,
+            rank,
+        })
+    }
+
+    /// The global adapter's LoRA rank: the largest a tier trains.
+    pub fn global_rank(&self) -> Result<usize, String> {
+        Ok(self
+            .tiers()?
+            .iter()
+            .map(|t| t.rank)
+            .max()
+            .unwrap_or(self.rank))
     }
 
     /// The aggregation strategy with its settings.
@@ -372,7 +400,21 @@ impl JobConfig {
                 self.strategy
             ));
         }
-        self.tiers().map(|_| ())
+        let tiers = self.tiers()?;
+        let hetero = tiers.iter().any(|t| t.rank != tiers[0].rank);
+        if hetero && self.secagg {
+            return Err(
+                "tiers of different LoRA ranks cannot run with secagg (it sums \
+                        equal-shaped updates)"
+                    .into(),
+            );
+        }
+        if hetero && self.ffa_lora {
+            return Err(
+                "ffa_lora shares one A across devices: give every tier the same rank".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -430,8 +472,33 @@ mod tests {
             t.tiers().unwrap()[1],
             Tier {
                 steps_scale: 2.0,
-                share: 0.7
+                share: 0.7,
+                rank: 8,
             }
+        );
+        assert_eq!(t.global_rank().unwrap(), 8);
+        let hetero = JobConfig {
+            tiers: "0.5:1:4,1:1:16,2:1".into(),
+            ..JobConfig::default()
+        };
+        let ranks: Vec<usize> = hetero.tiers().unwrap().iter().map(|t| t.rank).collect();
+        assert_eq!(ranks, [4, 16, 8]);
+        assert_eq!(hetero.global_rank().unwrap(), 16);
+        assert!(bad(|c| c.tiers = "1:1:0".into()).contains("rank `0`"));
+        assert!(bad(|c| c.tiers = "1:1:4:2".into()).contains("steps_scale:share[:rank]"));
+        assert!(
+            bad(|c| {
+                c.tiers = "1:1:4,1:1:8".into();
+                c.secagg = true
+            })
+            .contains("secagg")
+        );
+        assert!(
+            bad(|c| {
+                c.tiers = "1:1:4,1:1:8".into();
+                c.ffa_lora = true
+            })
+            .contains("ffa_lora")
         );
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
+use fedtune_client::trainer::{LoraTrainer, adapter_bundle, b_bundle};
 use fedtune_llm::backprop::Example;
 use fedtune_llm::llama::LlamaModel;
 use fedtune_llm::lora::LoraAdapter;
@@ -16,44 +16,59 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::prepare::{lora_config, open_base, record_fields, task_io};
+use super::config::Tier;
+use super::prepare::{lora_config, lora_config_at, open_base, record_fields, task_io};
 use super::{ClientSplit, JobConfig, JobError, build_clients};
 use crate::sim;
 use crate::text_data::load_records;
 
-/// The steps multiple of each training client (device tiers assigned by a seeded shuffle).
-pub(super) fn tier_scales(cfg: &JobConfig, n: usize) -> Result<Vec<f64>, JobError> {
+/// The tier of each training client (assigned by a seeded shuffle, in the tiers' shares).
+pub(super) fn device_tiers(cfg: &JobConfig, n: usize) -> Result<Vec<Tier>, JobError> {
     let tiers = cfg.tiers().map_err(JobError::Config)?;
     let total: f64 = tiers.iter().map(|t| t.share).sum();
-    let mut scales = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
     for t in &tiers {
         let k = ((t.share / total) * n as f64).round() as usize;
-        scales.extend(std::iter::repeat_n(t.steps_scale, k));
+        out.extend(std::iter::repeat_n(*t, k));
     }
-    let last = tiers.last().map_or(1.0, |t| t.steps_scale);
-    scales.resize(n, last);
-    scales.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x71E2));
-    Ok(scales)
+    let last = *tiers.last().expect("tiers() gives at least one");
+    out.resize(n, last);
+    out.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x71E2));
+    Ok(out)
 }
 
-/// The trainer of training client `index` (steps multiple `scale`): built the same way by the
-/// simulation and by a `fedtune client` process, so both train alike for the same seed.
+/// The job's initial global adapter: `template` (B alone under FFA-LoRA).
+pub(super) fn initial_global(cfg: &JobConfig, template: &LoraAdapter) -> Bundle {
+    match cfg.ffa_lora {
+        true => b_bundle(template),
+        false => adapter_bundle(template),
+    }
+}
+
+/// The trainer of training client `index` (in `tier`): built the same way by the simulation
+/// and by a `fedtune client` process, so both train alike for the same seed. `template` is
+/// the global adapter's shape; a tier of a lower rank trains its own.
 pub fn device_trainer(
     cfg: &JobConfig,
     model: Arc<LlamaModel>,
     template: &LoraAdapter,
     examples: Vec<Example>,
     index: usize,
-    scale: f64,
+    tier: Tier,
 ) -> Result<LoraTrainer, JobError> {
+    let template = match tier.rank == template.config.rank {
+        true => template.clone(),
+        false => LoraAdapter::new(lora_config_at(cfg, tier.rank)?, &model.cfg)?,
+    };
     Ok(LoraTrainer::new(
         model,
-        template.clone(),
+        template,
         examples,
         sim::trainer_seed(cfg.seed, index),
     )?
-    .with_steps_scale(scale)
-    .with_eval_before(false))
+    .with_steps_scale(tier.steps_scale)
+    .with_eval_before(false)
+    .with_frozen_a(cfg.ffa_lora))
 }
 
 /// A deployed device of the job: training client `index` of `n_clients`, holding only its
@@ -93,8 +108,8 @@ pub fn device_from_file(
     let client = mine.remove(0);
     let examples = io.examples(&client.train)?;
     let template = LoraAdapter::new(lora_config(cfg)?, &model.cfg)?;
-    let scale = tier_scales(cfg, n_clients.max(index + 1))?[index];
-    device_trainer(cfg, model, &template, examples, index, scale)
+    let tier = device_tiers(cfg, n_clients.max(index + 1))?[index];
+    device_trainer(cfg, model, &template, examples, index, tier)
 }
 
 /// The server side of a deployed job: the initial global adapter and the round settings for
@@ -111,7 +126,7 @@ pub fn server_setup(cfg: &JobConfig, n_clients: usize) -> Result<(Bundle, Server
     if let Some(dp) = &mut server.dp {
         dp.noise_seed = None;
     }
-    Ok((adapter_bundle(&template), server))
+    Ok((initial_global(cfg, &template), server))
 }
 
 /// The job's differential-privacy settings (`None` when off).
@@ -183,9 +198,9 @@ mod tests {
             tiers: "0.5:1,2:3".into(),
             ..JobConfig::default()
         };
-        let s = tier_scales(&cfg, 8).unwrap();
-        assert_eq!(s.iter().filter(|&&x| x == 0.5).count(), 2);
-        assert_eq!(s.iter().filter(|&&x| x == 2.0).count(), 6);
-        assert_eq!(s, tier_scales(&cfg, 8).unwrap());
+        let t = device_tiers(&cfg, 8).unwrap();
+        assert_eq!(t.iter().filter(|t| t.steps_scale == 0.5).count(), 2);
+        assert_eq!(t.iter().filter(|t| t.steps_scale == 2.0).count(), 6);
+        assert_eq!(t, device_tiers(&cfg, 8).unwrap());
     }
 }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fedtune_client::trainer::{LoraTrainer, adapter_bundle};
+use fedtune_client::trainer::LoraTrainer;
 use fedtune_client::{LocalUpdate, TaskContext, Trainer};
 use fedtune_proto::{Bundle, Compression};
 use indicatif::ProgressBar;
 
-use super::deployment::{device_trainer, server_config, tier_scales};
+use super::deployment::{device_tiers, device_trainer, initial_global, server_config};
 use super::prepare::Prepared;
 use super::{JobError, bar};
 use crate::sim::{self, FaultRates, Poison, SimConfig, TransportKind, byzantine_devices};
@@ -46,6 +46,10 @@ impl Trainer for Counted {
             .set_message(format!("round {} · {n} local runs", task.round));
         out
     }
+
+    fn lora_rank(&self) -> u32 {
+        self.inner.lora_rank()
+    }
 }
 
 /// Runs the federation; its server state (SQLite, every round's checkpoint) goes to `state`.
@@ -55,7 +59,7 @@ pub(super) fn federate(
     threads: usize,
 ) -> Result<sim::SimReport, JobError> {
     let cfg = &p.cfg;
-    let scales = tier_scales(cfg, p.clients.len())?;
+    let tiers = device_tiers(cfg, p.clients.len())?;
     let sim_cfg = SimConfig {
         server: server_config(cfg, p.clients.len()),
         clients: p.clients.len(),
@@ -87,7 +91,7 @@ pub(super) fn federate(
             &p.template,
             p.examples[i].clone(),
             i,
-            scales[i],
+            tiers[i],
         )
         .expect("examples were checked in prepare");
         Counted {
@@ -118,7 +122,7 @@ pub(super) fn federate(
     };
     let report = rt.block_on(sim::run(
         &sim_cfg,
-        adapter_bundle(&p.template),
+        initial_global(cfg, &p.template),
         cfg.strategy().map_err(JobError::Config)?,
         trainer,
     ));

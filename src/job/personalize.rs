@@ -20,6 +20,7 @@ pub(super) fn fit_config(cfg: &JobConfig, steps: u64, seed: u64) -> FitConfig {
         prox_mu: 0.0,
         checkpoint: false,
         seed,
+        freeze_lora_a: cfg.ffa_lora,
     }
 }
 

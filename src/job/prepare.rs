@@ -146,10 +146,20 @@ pub fn prepare(cfg: &JobConfig) -> Result<Prepared, JobError> {
     })
 }
 
+/// The global adapter's settings: at the largest rank a tier trains.
 pub(super) fn lora_config(cfg: &JobConfig) -> Result<LoraConfig, JobError> {
+    lora_config_at(cfg, cfg.global_rank().map_err(JobError::Config)?)
+}
+
+/// The adapter settings at `rank`, with the job's scale alpha/rank (so an adapter truncated
+/// to a lower rank means what its components meant at the higher one).
+pub(super) fn lora_config_at(cfg: &JobConfig, rank: usize) -> Result<LoraConfig, JobError> {
     Ok(LoraConfig {
-        rank: cfg.rank,
-        alpha: cfg.alpha,
+        rank,
+        alpha: match rank == cfg.rank {
+            true => cfg.alpha,
+            false => cfg.alpha / cfg.rank.max(1) as f32 * rank as f32,
+        },
         dropout: 0.0,
         targets: super::config::parse_targets(&cfg.targets).map_err(JobError::Config)?,
         seed: cfg.seed,

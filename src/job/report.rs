@@ -121,6 +121,9 @@ pub struct JobReport {
     pub privacy: Option<PrivacySummary>,
     /// The aggregation rule with its settings.
     pub strategy: String,
+    /// The adapters the devices train, when not one rank of full LoRA (tier ranks, FFA-LoRA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<String>,
     /// Training devices that sent poisoned updates.
     pub byzantine: usize,
 }
@@ -235,6 +238,9 @@ pub fn table(r: &JobReport) -> String {
             s += &format!("; {} Byzantine devices", r.byzantine);
         }
         s.push('\n');
+    }
+    if let Some(l) = &r.lora {
+        s += &format!("LoRA: {l}\n");
     }
     if let Some(p) = &r.privacy {
         s += &format!(

@@ -103,6 +103,7 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
         bytes_down: report.clients.iter().map(|c| c.bytes_down).sum(),
         privacy: privacy_summary(&report, cfg),
         strategy: cfg.strategy().map_err(JobError::Config)?.describe(),
+        lora: lora_summary(cfg)?,
         byzantine: crate::sim::byzantine_devices(p.clients.len(), cfg.byzantine_rate, cfg.seed)
             .iter()
             .filter(|&&b| b)
@@ -150,4 +151,32 @@ fn privacy_summary(
         rounds: status.committed_rounds,
         seeded_noise: cfg.dp_seeded_noise,
     })
+}
+
+/// The devices' adapters in a few words, when not one rank of full LoRA.
+fn lora_summary(cfg: &super::JobConfig) -> Result<Option<String>, JobError> {
+    let mut ranks: Vec<usize> = cfg
+        .tiers()
+        .map_err(JobError::Config)?
+        .iter()
+        .map(|t| t.rank)
+        .collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    let mut parts = Vec::new();
+    if ranks.len() > 1 {
+        let list: Vec<String> = ranks.iter().map(usize::to_string).collect();
+        parts.push(format!(
+            "device tiers train ranks {}, the global adapter has rank {}",
+            list.join("/"),
+            ranks.last().copied().unwrap_or(cfg.rank)
+        ));
+    }
+    if cfg.ffa_lora {
+        parts.push(format!(
+            "FFA-LoRA at rank {} (A frozen from the seed, B alone trained and uploaded)",
+            ranks.last().copied().unwrap_or(cfg.rank)
+        ));
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("; ")))
 }

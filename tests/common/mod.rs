@@ -112,6 +112,15 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn join(url: &str, id: &str) -> Self {
+        Self::join_with(url, id, None).await.unwrap()
+    }
+
+    /// Joins with `capabilities`: the server's refusal, if it refuses.
+    pub async fn join_with(
+        url: &str,
+        id: &str,
+        capabilities: Option<v1::Capabilities>,
+    ) -> Result<Self, Status> {
         let channel = Channel::from_shared(url.to_string())
             .unwrap()
             .connect()
@@ -124,11 +133,10 @@ impl RawClient {
         let token = rpc
             .join(v1::JoinRequest {
                 client_id: id.into(),
-                capabilities: None,
+                capabilities,
                 proof: None,
             })
-            .await
-            .unwrap()
+            .await?
             .into_inner()
             .session_token;
         let mut client = RawClient {
@@ -138,7 +146,28 @@ impl RawClient {
         };
         // A device counts from its first check-in, as a real one would make at once.
         client.offered = client.check_in().await;
-        client
+        Ok(client)
+    }
+
+    /// The global model as this device downloads it for `task`.
+    pub async fn download(&mut self, task: &v1::Task) -> Bundle {
+        let header =
+            fedtune_proto::BundleHeader::from_wire(task.model.as_ref().unwrap(), u64::MAX).unwrap();
+        let req = self.authed(v1::DownloadRequest {
+            model_version: task.model_version,
+            offset: 0,
+        });
+        let mut stream = self.rpc.download(req).await.unwrap().into_inner();
+        let mut payload = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            payload.extend_from_slice(&chunk.data);
+        }
+        EncodedBundle {
+            header,
+            payload: payload.into(),
+        }
+        .decode()
+        .unwrap()
     }
 
     /// One check-in, as the server answers it.

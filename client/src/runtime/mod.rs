@@ -61,6 +61,7 @@ impl ClientOptions {
                 memory_mb: 2048,
                 compute_tier: 1,
                 threads: 1,
+                lora_rank: 0,
             },
             compression: Compression::None,
             chunk_bytes: fedtune_proto::MAX_CHUNK_BYTES,
@@ -156,6 +157,9 @@ impl<T: Transport> Client<T> {
     /// Runs until the server says the federation is finished.
     pub async fn run<Tr: Trainer>(mut self, trainer: Tr) -> Result<ClientSummary, ClientError> {
         use v1::check_in_response::Outcome;
+        if self.opts.capabilities.lora_rank == 0 {
+            self.opts.capabilities.lora_rank = trainer.lora_rank();
+        }
         let trainer = Arc::new(Mutex::new(trainer));
         loop {
             let resp = match self.check_in().await {

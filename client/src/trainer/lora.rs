@@ -36,26 +36,48 @@ pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
     Bundle::new(tensors).expect("module names are distinct")
 }
 
+/// FFA-LoRA's form of `adapter` (Sun et al. 2024): its B tensors only. Every A stays at
+/// its seeded initialisation, the same on every device, so it never travels.
+pub fn b_bundle(adapter: &LoraAdapter) -> Bundle {
+    let tensors = adapter
+        .modules
+        .iter()
+        .map(|m| {
+            Tensor::from_f32(
+                format!("{}.lora_b", m.name()),
+                vec![m.out_dim, m.rank],
+                &m.b,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .expect("shapes match the values");
+    Bundle::new(tensors).expect("module names are distinct")
+}
+
 /// The adapter a bundle holds, checked tensor by tensor against `like` (same names, same
-/// shapes, finite values).
+/// shapes, finite values). A bundle of B tensors only ([`b_bundle`]) takes every A from
+/// `like`.
 pub fn adapter_from_bundle(
     bundle: &Bundle,
     like: &LoraAdapter,
 ) -> Result<LoraAdapter, TrainerError> {
     let mut out = like.clone();
-    let expected = 2 * like.modules.len();
-    if bundle.tensors().len() != expected {
+    let n = like.modules.len();
+    let b_only = bundle.tensors().len() == n;
+    if !b_only && bundle.tensors().len() != 2 * n {
         return Err(TrainerError::Model(format!(
-            "the global model has {} tensors, this adapter {expected}",
-            bundle.tensors().len()
+            "the global model has {} tensors, this adapter {} (or {n}: B only)",
+            bundle.tensors().len(),
+            2 * n
         )));
     }
     for m in &mut out.modules {
         let prefix = m.name();
-        for (suffix, shape, values) in [
+        let factors = [
             ("lora_a", [m.rank, m.in_dim], &mut m.a),
             ("lora_b", [m.out_dim, m.rank], &mut m.b),
-        ] {
+        ];
+        for (suffix, shape, values) in factors.into_iter().skip(usize::from(b_only)) {
             let name = format!("{prefix}.{suffix}");
             let t = bundle
                 .get(&name)
@@ -90,6 +112,8 @@ pub struct LoraTrainer {
     /// Measure the received adapter on every local example before training
     /// (`train_loss_before`); costs a forward pass over the data.
     eval_before: bool,
+    /// FFA-LoRA: A stays the template's (seeded, shared); B alone is trained and travels.
+    frozen_a: bool,
 }
 
 impl LoraTrainer {
@@ -116,6 +140,7 @@ impl LoraTrainer {
             seed,
             steps_scale: 1.0,
             eval_before: true,
+            frozen_a: false,
         })
     }
 
@@ -128,6 +153,12 @@ impl LoraTrainer {
     /// Whether to report `train_loss_before` (a forward pass over all local examples).
     pub fn with_eval_before(mut self, on: bool) -> Self {
         self.eval_before = on;
+        self
+    }
+
+    /// FFA-LoRA: trains B only, keeping the template's A, and sends B only.
+    pub fn with_frozen_a(mut self, on: bool) -> Self {
+        self.frozen_a = on;
         self
     }
 
@@ -158,6 +189,7 @@ impl LoraTrainer {
             prox_mu: p.prox_mu,
             checkpoint: false,
             seed: self.seed ^ task.round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            freeze_lora_a: self.frozen_a,
         }
     }
 }
@@ -175,9 +207,16 @@ impl Trainer for LoraTrainer {
         metrics.push(("train_loss".into(), summary.mean_loss));
         metrics.push(("train_tokens".into(), summary.tokens as f64));
         Ok(LocalUpdate {
-            model: adapter_bundle(&adapter),
+            model: match self.frozen_a {
+                true => b_bundle(&adapter),
+                false => adapter_bundle(&adapter),
+            },
             num_examples: self.examples.len() as u64,
             metrics,
         })
+    }
+
+    fn lora_rank(&self) -> u32 {
+        self.template.config.rank as u32
     }
 }

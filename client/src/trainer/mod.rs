@@ -4,7 +4,7 @@ mod linreg;
 mod lora;
 
 pub use linreg::{LinRegData, LinRegTrainer, linreg_model};
-pub use lora::{LoraTrainer, adapter_bundle, adapter_from_bundle};
+pub use lora::{LoraTrainer, adapter_bundle, adapter_from_bundle, b_bundle};
 
 use fedtune_llm::backprop::TrainError;
 use fedtune_proto::{Bundle, TrainingPlan};
@@ -47,6 +47,13 @@ pub struct LocalUpdate {
 /// reproducible from its seed.
 pub trait Trainer: Send + 'static {
     fn train(&mut self, global: &Bundle, task: &TaskContext) -> Result<LocalUpdate, TrainerError>;
+
+    /// The LoRA rank this trainer trains, sent when the device joins (heterogeneous ranks:
+    /// the server then sends it the global adapter at this rank). 0: not a LoRA trainer, or
+    /// whatever rank the global adapter has.
+    fn lora_rank(&self) -> u32 {
+        0
+    }
 
     /// [`Trainer::train`] returning the update itself (local − global, shaped like `global`)
     /// in [`LocalUpdate::model`], for trainers that form it directly: the runtime then skips

@@ -90,6 +90,9 @@ pub struct FitConfig {
     pub checkpoint: bool,
     /// Seeds the batch order and dropout.
     pub seed: u64,
+    /// Train every LoRA B and leave every A as it is (FFA-LoRA, Sun et al. 2024: A stays at
+    /// its seeded initialisation, shared by every device, so averaging B is exact).
+    pub freeze_lora_a: bool,
 }
 
 impl Default for FitConfig {
@@ -105,6 +108,7 @@ impl Default for FitConfig {
             prox_mu: 0.0,
             checkpoint: false,
             seed: 0,
+            freeze_lora_a: false,
         }
     }
 }
@@ -235,13 +239,27 @@ fn fit_weights<W: Weights>(
         if let Some(start) = &start {
             add_prox(&mut grads, weights, start, cfg.prox_mu);
         }
+        let trained: Vec<bool> = weights
+            .named()
+            .iter()
+            .map(|(name, _)| !(cfg.freeze_lora_a && name.ends_with(".lora_a")))
+            .collect();
+        for (g, _) in grads
+            .tensors_mut()
+            .into_iter()
+            .zip(&trained)
+            .filter(|(_, t)| !**t)
+        {
+            g.fill(0.0);
+        }
         let grad_norm = match cfg.max_grad_norm {
             Some(max) => clip_grad_norm(&mut grads, max),
             None => grads.norm(),
         };
         let lr = cfg.schedule.lr(cfg.lr, step);
         let last_good = weights.clone();
-        optimizer.step(&mut weights.values_mut(), &grads.values(), lr)?;
+        let mut params: Vec<&mut [f32]> = keep(weights.values_mut(), &trained);
+        optimizer.step(&mut params, &keep(grads.values(), &trained), lr)?;
         if let Some((name, _)) = weights
             .named()
             .into_iter()
@@ -267,6 +285,14 @@ fn fit_weights<W: Weights>(
         });
     }
     Ok(summary)
+}
+
+/// The items of `all` whose flag in `trained` is set.
+fn keep<T>(all: Vec<T>, trained: &[bool]) -> Vec<T> {
+    all.into_iter()
+        .zip(trained)
+        .filter_map(|(x, &t)| t.then_some(x))
+        .collect()
 }
 
 /// Mean loss and summed gradients of `batch`, in `cfg.grad_accum` micro-batches that share

@@ -9,9 +9,9 @@
 //! materialised: each module's factors are stacked, QR-reduced, and only the small core is
 //! decomposed ([`super::lowrank::refactor`]).
 
-use super::StrategyError;
 use super::lowrank::{Mat, refactor};
 use super::staged::{Rows, StagedRule};
+use super::{RankFill, StrategyError};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FlexLora;
@@ -19,6 +19,12 @@ pub struct FlexLora;
 impl StagedRule for FlexLora {
     fn name(&self) -> &'static str {
         "flexlora"
+    }
+
+    /// A lower-rank device's factors are zero beyond its rank: its product is what it
+    /// trained.
+    fn rank_fill(&self) -> RankFill {
+        RankFill::ZeroFactors
     }
 
     fn combine(&self, rows: &Rows) -> Result<Vec<f64>, StrategyError> {

@@ -11,7 +11,9 @@
 //! - robust rules that need every update at once, staged on disk ([`staged`]):
 //!   [`FedMedian`], [`FedTrimmedAvg`], [`Krum`], [`MultiKrum`], [`Bulyan`];
 //! - LoRA-aware merging, also over staged updates: [`FlexLora`] (the mean of the products
-//!   B·A, re-factored by truncated SVD).
+//!   B·A, re-factored by truncated SVD);
+//! - heterogeneous LoRA ranks across devices ([`hetlora`]): the global adapter truncated to
+//!   each device's rank, its update widened back, for any rule.
 //!
 //! Names and parameters are Flower's (`flwr.server.strategy`), and so are the results;
 //! `flexlora` is not in Flower.
@@ -26,6 +28,7 @@ mod fedopt;
 mod fedtrimmedavg;
 mod fedyogi;
 mod flexlora;
+pub mod hetlora;
 mod krum;
 mod lowrank;
 mod multikrum;
@@ -44,6 +47,7 @@ pub use fedopt::{FedOpt, FedOptParams};
 pub use fedtrimmedavg::FedTrimmedAvg;
 pub use fedyogi::fedyogi;
 pub use flexlora::FlexLora;
+pub use hetlora::RankFill;
 pub use krum::Krum;
 pub use multikrum::MultiKrum;
 pub use params::Params;
@@ -167,6 +171,11 @@ pub trait Strategy: Send {
     }
     /// Where to stage updates on disk, for rules that do ([`staged`]).
     fn stage_in(&mut self, _dir: &Path) {}
+    /// How an update of a device that trains a lower LoRA rank is widened to the global
+    /// adapter's before it is aggregated ([`hetlora`]).
+    fn rank_fill(&self) -> RankFill {
+        RankFill::KeepGlobal
+    }
     /// An update's weight in the aggregate (FedAvg: its example count).
     fn weight(&self, num_examples: u64) -> f64 {
         num_examples as f64

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fedtune_proto::{Bundle, TensorSpec};
 use memmap2::Mmap;
 
-use super::{Aggregate, Aggregator, FedAvg, Strategy, StrategyError};
+use super::{Aggregate, Aggregator, FedAvg, RankFill, Strategy, StrategyError};
 
 /// A rule over every update of the round at once (the robust rules, FlexLoRA's product
 /// mean).
@@ -23,6 +23,10 @@ pub trait StagedRule: Send + Sync + Clone + std::fmt::Debug + 'static {
     }
     /// The aggregate (one value per model element, tensors concatenated in manifest order).
     fn combine(&self, rows: &Rows) -> Result<Vec<f64>, StrategyError>;
+    /// See [`Strategy::rank_fill`].
+    fn rank_fill(&self) -> RankFill {
+        RankFill::KeepGlobal
+    }
 }
 
 /// A strategy that stages every update and combines them with its [`StagedRule`]; the
@@ -57,6 +61,10 @@ impl<R: StagedRule> Strategy for StagedStrategy<R> {
 
     fn stage_in(&mut self, dir: &Path) {
         self.staging = dir.to_path_buf();
+    }
+
+    fn rank_fill(&self) -> RankFill {
+        self.rule.rank_fill()
     }
 
     fn aggregator(&self, global: &Bundle) -> Box<dyn Aggregator> {
