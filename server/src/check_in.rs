@@ -155,6 +155,26 @@ impl Coordinator {
                         .map(|(d, r)| lock(d).setup(r)),
                 }))
             }
+            Phase::Buffering(b) if st.registry.len() >= self.config.min_clients => {
+                let settings = self.config.buffered.as_ref()?;
+                let (task_id, version, deadline) = b.task_for(client, self.boot_id, settings)?;
+                let model = match b.version(version).map(|g| g.at_rank(rank)) {
+                    Some(Ok(g)) => g,
+                    _ => return None,
+                };
+                Some(Outcome::Task(v1::Task {
+                    task_id,
+                    round: b.round,
+                    model_version: version,
+                    config: Some(self.config.training.to_wire()),
+                    model: Some(model.encoded.header.to_wire()),
+                    deadline_in_ms: deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis() as u64,
+                    secagg: None,
+                    dp: None,
+                }))
+            }
             _ => None,
         }
     }

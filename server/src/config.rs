@@ -66,6 +66,9 @@ pub struct ServerConfig {
     pub secagg: Option<crate::secagg::settings::SecAggSettings>,
     /// Differential privacy (user-level DP-FedAvg): clipped updates, noised sums, ε reported.
     pub dp: Option<crate::dp::DpSettings>,
+    /// Buffered asynchronous aggregation (FedBuff) instead of synchronous rounds: every
+    /// `buffer_size` updates make a model version, and `rounds` counts versions.
+    pub buffered: Option<crate::buffered::BufferedSettings>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             parallel_fold: false,
             secagg: None,
             dp: None,
+            buffered: None,
         }
     }
 }
@@ -188,6 +192,19 @@ impl ServerConfig {
         {
             return bad("dp", why);
         }
+        if let Some(b) = &self.buffered {
+            if let Err(why) = b.check() {
+                return bad("buffered", why);
+            }
+            if self.secagg.is_some() || self.dp.is_some() {
+                return bad(
+                    "buffered",
+                    "buffered asynchronous aggregation runs without secagg and without \
+                     differential privacy (both need a cohort that trains one model together)"
+                        .into(),
+                );
+            }
+        }
         let t = &self.training;
         if t.local_steps == 0 {
             return bad("local_steps", "must be at least 1".into());
@@ -206,7 +223,7 @@ impl ServerConfig {
 
     /// The settings a federation's result depends on, as stored with its state: a restart with
     /// any of them changed is refused, naming it.
-    pub(crate) fn pinned(&self) -> [(&'static str, String); 6] {
+    pub(crate) fn pinned(&self) -> [(&'static str, String); 7] {
         [
             ("rounds", self.rounds.to_string()),
             ("clients_per_round", self.clients_per_round.to_string()),
@@ -224,6 +241,15 @@ impl ServerConfig {
                         d.adaptive,
                         d.distributed
                     ))
+                ),
+            ),
+            (
+                "buffered",
+                format!(
+                    "{:?}",
+                    self.buffered
+                        .as_ref()
+                        .map(|b| (b.buffer_size, b.max_staleness))
                 ),
             ),
         ]

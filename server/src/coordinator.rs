@@ -12,6 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::buffered::Buffer;
+use crate::buffered::journal::Journal;
 use crate::identity::DeviceGate;
 use crate::registry::Registry;
 
@@ -94,6 +96,8 @@ pub struct Coordinator {
     pub(crate) held: Mutex<crate::check_in::HeldCalls>,
     /// Enrolled devices, when the server admits only those.
     gate: Option<DeviceGate>,
+    /// Where a buffered server journals its buffer ([`crate::buffered::journal`]).
+    pub(crate) buffer_dir: std::path::PathBuf,
     /// The privacy spent across rounds, when rounds are differentially private (locked after
     /// `state` where both are).
     pub(crate) dp: Option<Mutex<crate::dp::DpState>>,
@@ -226,15 +230,44 @@ impl Coordinator {
             .clone()
             .map(|s| crate::dp::DpState::load(s, &store).map(Mutex::new))
             .transpose()?;
+        let global = Arc::new(global);
+        let buffer_dir = dir.join("buffer");
+        let phase = match &config.buffered {
+            Some(_) if global.version < config.rounds => {
+                let (journal, entries) = Journal::open(
+                    &buffer_dir,
+                    global.version + 1,
+                    global.version,
+                    &global.bundle.manifest(),
+                    config.durable,
+                )?;
+                if !entries.is_empty() {
+                    info!(
+                        version = global.version + 1,
+                        updates = entries.len(),
+                        "buffer read back from its journal"
+                    );
+                }
+                let aggregator = strategy.aggregator(&global.bundle);
+                Phase::Buffering(Box::new(Buffer::new(
+                    Arc::clone(&global),
+                    aggregator,
+                    journal,
+                    entries,
+                )?))
+            }
+            _ => Phase::Waiting,
+        };
         let state = State {
-            phase: Phase::Waiting,
+            phase,
             registry,
-            global: Arc::new(global),
+            global,
             attempt,
             rng: ChaCha8Rng::seed_from_u64(config.seed ^ 0x5EED),
         };
         let coord = Arc::new(Coordinator {
             uploads: UploadGate::new(config.max_concurrent_uploads),
+            buffer_dir,
             config,
             state: Mutex::new(state),
             store: Arc::new(Mutex::new(store)),
@@ -341,6 +374,12 @@ impl Coordinator {
             reason,
             "device declined its task"
         );
+        if let Phase::Buffering(b) = &mut st.phase {
+            if b.decline(&client, &req.task_id) {
+                self.changed.notify_waiters();
+            }
+            return Ok(());
+        }
         let Phase::Training(r) = &mut st.phase else {
             return Ok(());
         };
@@ -369,11 +408,17 @@ impl Coordinator {
             .authenticate(token, self.config.token_ttl)
     }
 
-    /// The global model as the device holding `token` gets it (at its LoRA rank).
-    fn served_to(&self, token: &str) -> Result<Arc<Global>, ServerError> {
+    /// Model `version` as the device holding `token` gets it (at its LoRA rank): the global
+    /// model, or under buffered aggregation a recent version a task still trains on. `None`
+    /// when that version is no longer served.
+    fn served_to(&self, token: &str, version: u64) -> Result<Arc<Global>, ServerError> {
         let client = self.authenticate(token)?;
         let st = lock(&self.state);
-        st.global.at_rank(st.registry.lora_rank(&client))
+        let global = match &st.phase {
+            Phase::Buffering(b) => b.version(version).unwrap_or(&st.global),
+            _ => &st.global,
+        };
+        global.at_rank(st.registry.lora_rank(&client))
     }
 
     /// Chunks of the global model from `offset`, if `model_version` is still the one served.
@@ -382,7 +427,7 @@ impl Coordinator {
         token: &str,
         req: &v1::DownloadRequest,
     ) -> Result<Vec<v1::DownloadChunk>, ServerError> {
-        let global = self.served_to(token)?;
+        let global = self.served_to(token, req.model_version)?;
         if req.model_version != global.version {
             return Err(ServerError::VersionGone {
                 requested: req.model_version,
@@ -405,7 +450,7 @@ impl Coordinator {
     /// The global model itself, if `model_version` is still the one served: the in-process
     /// counterpart of [`Coordinator::download`] (a shared, reference-counted bundle).
     pub fn download_shared(&self, token: &str, model_version: u64) -> Result<Bundle, ServerError> {
-        let global = self.served_to(token)?;
+        let global = self.served_to(token, model_version)?;
         if model_version != global.version {
             return Err(ServerError::VersionGone {
                 requested: model_version,
@@ -447,6 +492,12 @@ impl Coordinator {
                 r.contributions.len(),
             ),
             Phase::Aggregating { round } => (*round, v1::Phase::Aggregating, 0, 0),
+            Phase::Buffering(b) => (
+                b.round,
+                v1::Phase::Training,
+                b.outstanding(),
+                b.contributions.len(),
+            ),
             Phase::Finished => (st.global.version, v1::Phase::Finished, 0, 0),
         };
         v1::StatusResponse {

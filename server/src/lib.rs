@@ -5,10 +5,13 @@
 //! folded into a streaming weighted sum ([`strategy`]), so memory is O(model); every committed
 //! round lands atomically in SQLite with a safetensors checkpoint ([`store`]).
 //!
+//! Rounds can also be asynchronous: buffered aggregation ([`buffered`], FedBuff).
+//!
 //! [`Coordinator`] is the transport-neutral core; [`FederationRouter`] exposes it over gRPC
 //! ([`FederationService`] through tonic, the bulk calls below tonic's codec), and the
 //! simulation engine calls it directly for its in-process transport.
 
+pub mod buffered;
 mod bulk;
 mod check_in;
 mod config;
@@ -29,6 +32,7 @@ mod upload;
 mod upload_gate;
 mod validate;
 
+pub use buffered::BufferedSettings;
 pub use bulk::FederationRouter;
 pub use config::ServerConfig;
 pub use coordinator::{Coordinator, SERVER_METRICS};

@@ -10,8 +10,10 @@ use tracing::{info, warn};
 use crate::coordinator::{Global, SERVER_METRICS, State, lock};
 use crate::round::{CommitReason, OpenRound, Phase, sample_cohort};
 use crate::secagg::round::Stage;
-use crate::store::RoundCommit;
+use crate::store::{CommittedRound, Contribution, RoundCommit};
+use crate::strategy::Aggregate;
 use crate::{Coordinator, ServerError};
+use fedtune_proto::Bundle;
 
 impl Coordinator {
     /// Opens the next round (or finishes) when the phase allows it.
@@ -236,31 +238,8 @@ impl Coordinator {
             aggregate = private;
             server_metrics = metrics;
         }
-        let total_weight = aggregate.total_weight;
-        let mut strategy = lock(&self.strategy);
-        // The optimiser state before the round: put back if the commit fails, so memory
-        // never runs ahead of the last checkpoint.
-        let before = strategy.state();
-        let next = strategy.apply(&global.bundle, aggregate)?;
-        let state = strategy.state();
-        let commit = RoundCommit {
-            round: r.round,
-            attempt: r.attempt,
-            model: &next,
-            strategy_state: state.as_ref(),
-            contributions: &r.contributions,
-            total_weight,
-        };
-        let saved = match lock(&self.store).commit_round(&commit) {
-            Ok(saved) => saved,
-            Err(e) => {
-                match before {
-                    Some(before) => strategy.restore(before)?,
-                    None => strategy.reset(),
-                }
-                return Err(e.into());
-            }
-        };
+        let (next, saved) =
+            self.apply_and_store(r.round, r.attempt, aggregate, &r.contributions, global)?;
         server_metrics.push(("cohort".to_string(), r.cohort.len() as f64));
         server_metrics.push((
             "round_seconds".to_string(),
@@ -269,5 +248,41 @@ impl Coordinator {
         lock(&self.store).insert_metrics(r.round, SERVER_METRICS, &server_metrics)?;
         info!(round = r.round, updates = r.contributions.len(), ?reason, digest = %saved.digest.to_hex(), "aggregating -> committed");
         Global::new(r.round, next)
+    }
+
+    /// The strategy's next model from `global` and the aggregate, stored as version `round`
+    /// with its contributions in one commit. If the commit fails, the strategy's state is put
+    /// back as it was, so memory never runs ahead of the last checkpoint.
+    pub(crate) fn apply_and_store(
+        &self,
+        round: u64,
+        attempt: u32,
+        aggregate: Aggregate,
+        contributions: &[Contribution],
+        global: &Global,
+    ) -> Result<(Bundle, CommittedRound), ServerError> {
+        let total_weight = aggregate.total_weight;
+        let mut strategy = lock(&self.strategy);
+        let before = strategy.state();
+        let next = strategy.apply(&global.bundle, aggregate)?;
+        let state = strategy.state();
+        let commit = RoundCommit {
+            round,
+            attempt,
+            model: &next,
+            strategy_state: state.as_ref(),
+            contributions,
+            total_weight,
+        };
+        match lock(&self.store).commit_round(&commit) {
+            Ok(saved) => Ok((next, saved)),
+            Err(e) => {
+                match before {
+                    Some(before) => strategy.restore(before)?,
+                    None => strategy.reset(),
+                }
+                Err(e.into())
+            }
+        }
     }
 }

@@ -29,6 +29,9 @@ pub enum Phase {
     Training(Box<OpenRound>),
     /// A round's aggregate is being applied and persisted.
     Aggregating { round: u64 },
+    /// Buffered asynchronous aggregation: devices train whenever they check in, and every
+    /// `buffer_size` updates make a version (see [`crate::buffered`]).
+    Buffering(Box<crate::buffered::Buffer>),
     /// All configured rounds are committed.
     Finished,
 }
@@ -39,6 +42,7 @@ impl Phase {
             Phase::Waiting => "waiting",
             Phase::Training(_) => "training",
             Phase::Aggregating { .. } => "aggregating",
+            Phase::Buffering(_) => "buffering",
             Phase::Finished => "finished",
         }
     }

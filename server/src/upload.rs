@@ -13,21 +13,12 @@ use futures::{Stream, StreamExt};
 use tracing::debug;
 
 use crate::ServerError;
+use crate::buffered::same_shapes;
 use crate::coordinator::Coordinator;
 use crate::round::Phase;
 use crate::store::Contribution;
 use crate::strategy::hetlora;
 use crate::validate::check_manifest;
-
-/// Whether every tensor of `update` has the shape of its counterpart in `global`.
-fn same_shapes(update: &fedtune_proto::Bundle, global: &fedtune_proto::Bundle) -> bool {
-    update.tensors().len() == global.tensors().len()
-        && update
-            .tensors()
-            .iter()
-            .zip(global.tensors())
-            .all(|(u, g)| u.shape() == g.shape())
-}
 
 /// Marks a client as uploading in its round attempt; unmarks it however the upload ends.
 struct Admission<'a> {
@@ -46,11 +37,12 @@ impl Drop for Admission<'_> {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Phase::Training(r) = &mut st.phase
-            && r.round == self.round
-            && r.attempt == self.attempt
-        {
-            r.release(&self.client);
+        match &mut st.phase {
+            Phase::Training(r) if r.round == self.round && r.attempt == self.attempt => {
+                r.release(&self.client);
+            }
+            Phase::Buffering(b) => b.release(&self.client),
+            _ => {}
         }
     }
 }
@@ -181,6 +173,12 @@ impl Coordinator {
                 r.admit(client, &h.task_id, h.round, h.model_version)?;
                 r.attempt
             }
+            Phase::Buffering(b) => {
+                check_manifest(global_manifest, manifest)?;
+                let max_staleness = self.config.buffered.as_ref().map_or(0, |s| s.max_staleness);
+                b.admit(client, &h.task_id, h.model_version, max_staleness)?;
+                0
+            }
             Phase::Aggregating { round } if *round == h.round => {
                 return Err(ServerError::Late { round: h.round });
             }
@@ -209,6 +207,9 @@ impl Coordinator {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if matches!(st.phase, Phase::Buffering(_)) {
+            return self.accept_buffered(&mut st, &admission.client, h, update, weight, fill);
+        }
         // A device of a lower LoRA rank: its update widened to the global adapter's.
         let widened;
         let masked = matches!(&st.phase, Phase::Training(r) if r.secagg.is_some());

@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod bench;
+mod buffer_args;
 mod certs;
 mod client;
 mod dp_args;

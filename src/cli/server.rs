@@ -31,6 +31,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     strategy: super::strategy_args::StrategyArgs,
     #[command(flatten)]
+    buffer: super::buffer_args::BufferArgs,
+    #[command(flatten)]
     rounds: RoundArgs,
     /// How long to keep answering "finished" after the last round before exiting.
     #[arg(long, default_value = "3s", value_parser = super::parse_duration)]
@@ -159,10 +161,15 @@ fn setup(
             .model
             .build()
             .with_context(|| format!("building the initial model {:?}", a.model))?;
-        return Ok((a.rounds.config()?, initial, a.strategy.build()?));
+        let mut config = a.rounds.config()?;
+        config.buffered = a
+            .buffer
+            .settings(config.clients_per_round, config.round_timeout);
+        return Ok((config, initial, a.strategy.build()?));
     };
     let mut job = super::simulate::read_job(path)?;
     a.strategy.lay_over(&mut job)?;
+    a.buffer.lay_over(&mut job);
     let strategy = job.strategy().map_err(anyhow::Error::msg)?;
     let devices = a
         .rounds

@@ -157,6 +157,8 @@ pub struct SimulateArgs {
     dp: super::dp_args::DpArgs,
     #[command(flatten)]
     strategy: super::strategy_args::StrategyArgs,
+    #[command(flatten)]
+    buffer: super::buffer_args::BufferArgs,
 }
 
 impl SimulateArgs {
@@ -233,6 +235,7 @@ impl SimulateArgs {
         }
         self.dp.lay_over(&mut cfg);
         self.strategy.lay_over(&mut cfg)?;
+        self.buffer.lay_over(&mut cfg);
         if self.no_centralized {
             cfg.centralized = false;
         }

@@ -144,8 +144,15 @@ pub struct JobConfig {
     /// the update's RMS.
     pub attack_scale: f64,
 
+    /// Buffered asynchronous aggregation (FedBuff): every this many updates make a model
+    /// version, devices training whenever they check in (0: synchronous rounds). `rounds`
+    /// then counts versions, `clients_per_round` the devices training at once.
+    pub buffer_size: usize,
+    /// Buffered aggregation refuses updates trained on a model more versions old than this.
+    pub max_staleness: u64,
+
     /// Aggregation rule, Flower's names: fedavg, fedavgm, fedadagrad, fedadam, fedyogi,
-    /// fedmedian, fedtrimmedavg, krum, multikrum, bulyan.
+    /// fedmedian, fedtrimmedavg, krum, multikrum, bulyan, flexlora.
     pub strategy: String,
     /// The strategy's settings with Flower's names (a `[strategy_params]` table; flags:
     /// `--param KEY=VALUE`). Last: a TOML table follows the plain keys.
@@ -211,6 +218,8 @@ impl Default for JobConfig {
             byzantine_rate: 0.0,
             attack: Attack::SignFlip,
             attack_scale: 10.0,
+            buffer_size: 0,
+            max_staleness: 10,
             strategy: "fedavg".into(),
             strategy_params: BTreeMap::new(),
         }
@@ -406,6 +415,13 @@ impl JobConfig {
             return Err(
                 "tiers of different LoRA ranks cannot run with secagg (it sums \
                         equal-shaped updates)"
+                    .into(),
+            );
+        }
+        if self.buffer_size > 0 && (self.secagg || self.dp_noise_multiplier > 0.0) {
+            return Err(
+                "buffer_size (buffered asynchronous aggregation) runs without secagg \
+                        and without differential privacy"
                     .into(),
             );
         }

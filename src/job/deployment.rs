@@ -184,6 +184,14 @@ pub(super) fn server_config(cfg: &JobConfig, n_clients: usize) -> ServerConfig {
             stage_timeout: Duration::from_millis(cfg.secagg_stage_timeout_ms),
         }),
         dp: dp_settings(cfg),
+        buffered: (cfg.buffer_size > 0).then(|| fedtune_server::BufferedSettings {
+            buffer_size: cfg.buffer_size,
+            max_staleness: cfg.max_staleness,
+            concurrency: k,
+            task_timeout: Duration::from_secs(
+                30 + cfg.straggler_delay_ms / 1000 + 10 * u64::from(cfg.local_steps),
+            ),
+        }),
         ..ServerConfig::default()
     }
 }

@@ -102,7 +102,14 @@ pub fn run(p: &Prepared, out: &Path) -> Result<JobReport, JobError> {
         bytes_up: report.clients.iter().map(|c| c.bytes_up).sum(),
         bytes_down: report.clients.iter().map(|c| c.bytes_down).sum(),
         privacy: privacy_summary(&report, cfg),
-        strategy: cfg.strategy().map_err(JobError::Config)?.describe(),
+        strategy: match cfg.buffer_size {
+            0 => cfg.strategy().map_err(JobError::Config)?.describe(),
+            n => format!(
+                "{}, buffered asynchronously (FedBuff: {n} updates a version, staleness at most {})",
+                cfg.strategy().map_err(JobError::Config)?.describe(),
+                cfg.max_staleness
+            ),
+        },
         lora: lora_summary(cfg)?,
         byzantine: crate::sim::byzantine_devices(p.clients.len(), cfg.byzantine_rate, cfg.seed)
             .iter()

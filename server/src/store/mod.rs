@@ -49,7 +49,7 @@ pub struct CommittedRound {
 }
 
 /// One accepted update, recorded when its round commits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Contribution {
     pub client_id: String,
     pub task_id: String,
@@ -294,6 +294,23 @@ impl Store {
             .db
             .prepare("SELECT client_id FROM contributions WHERE round = ?1 ORDER BY client_id")?;
         let rows = stmt.query_map([round as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The contributions recorded with `round`'s commit, by client id.
+    pub fn contributions(&self, round: u64) -> Result<Vec<Contribution>, StoreError> {
+        let mut stmt = self.db.prepare(
+            "SELECT client_id, task_id, num_examples, weight FROM contributions \
+             WHERE round = ?1 ORDER BY client_id",
+        )?;
+        let rows = stmt.query_map([round as i64], |r| {
+            Ok(Contribution {
+                client_id: r.get(0)?,
+                task_id: r.get(1)?,
+                num_examples: r.get::<_, i64>(2)? as u64,
+                weight: r.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
