@@ -217,10 +217,19 @@ async fn up(url: &str) {
     panic!("the server did not come up");
 }
 
-fn checkpoint(state: &Path, version: u64) -> Vec<f64> {
+/// The values of model `version` once the server has committed it.
+async fn checkpoint(state: &Path, version: u64) -> Vec<f64> {
     let path = state
         .join("checkpoints")
         .join(fedtune_server::store::checkpoint_file(version));
+    let until = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < until,
+            "version {version} was not committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     values(
         &fedtune_server::store::read_checkpoint(&path, None)
             .unwrap()
@@ -284,16 +293,7 @@ async fn a_killed_buffered_server_keeps_every_acknowledged_update_once() {
         .await
         .unwrap();
     let want_v1 = expected(&zero, &[(delta(0), 1.0), (delta(1), 2.0), (delta(2), 3.0)]);
-    let until = Instant::now() + Duration::from_secs(30);
-    while !state
-        .join("checkpoints")
-        .join(fedtune_server::store::checkpoint_file(1))
-        .exists()
-    {
-        assert!(Instant::now() < until, "version 1 was not committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_close(&checkpoint(&state, 1), &want_v1);
+    assert_close(&checkpoint(&state, 1).await, &want_v1);
 
     // Version 2: dev-3's update (trained on version 0, one version stale) is acknowledged,
     // then SIGKILL between updates once more.
@@ -316,15 +316,6 @@ async fn a_killed_buffered_server_keeps_every_acknowledged_update_once() {
         .send(upload_messages(&t1, &delta(6), 2))
         .await
         .unwrap();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !state
-        .join("checkpoints")
-        .join(fedtune_server::store::checkpoint_file(2))
-        .exists()
-    {
-        assert!(Instant::now() < until, "version 2 was not committed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let want_v2 = expected(
         &want_v1,
         &[
@@ -333,7 +324,7 @@ async fn a_killed_buffered_server_keeps_every_acknowledged_update_once() {
             (delta(6), 2.0),
         ],
     );
-    assert_close(&checkpoint(&state, 2), &want_v2);
+    assert_close(&checkpoint(&state, 2).await, &want_v2);
     kill(server);
     // Nothing is left in the journal once its version is committed.
     let left: Vec<_> = std::fs::read_dir(state.join("buffer"))

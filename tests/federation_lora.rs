@@ -79,6 +79,25 @@ fn sim_config(dir: &std::path::Path, rounds: u64, clients: usize) -> SimConfig {
     }
 }
 
+/// Device `i`'s trainer of adapters shaped like `t`.
+fn device(model: &Arc<LlamaModel>, t: &LoraAdapter, i: usize) -> LoraTrainer {
+    LoraTrainer::new(
+        model.clone(),
+        t.clone(),
+        client_examples(i),
+        sim::trainer_seed(1, i),
+    )
+    .unwrap()
+}
+
+/// The mean loss over `clients` devices' data of `bundle` read as an adapter like `t`.
+fn mean_loss(model: &Arc<LlamaModel>, t: &LoraAdapter, bundle: &Bundle, clients: usize) -> f64 {
+    (0..clients)
+        .map(|i| device(model, t, i).loss(bundle).unwrap())
+        .sum::<f64>()
+        / clients as f64
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn federated_lora_lowers_the_global_adapters_loss() {
     let model = tiny_model();
@@ -87,27 +106,14 @@ async fn federated_lora_lowers_the_global_adapters_loss() {
     let (clients, rounds) = (4, 5);
     let dir = tempfile::tempdir().unwrap();
     let cfg = sim_config(dir.path(), rounds, clients);
-    let trainer = |i: usize| {
-        LoraTrainer::new(
-            model.clone(),
-            template.clone(),
-            client_examples(i),
-            sim::trainer_seed(1, i),
-        )
-        .unwrap()
-    };
+    let trainer = |i: usize| device(&model, &template, i);
     let report = sim::run(&cfg, initial.clone(), Box::new(FedAvg), trainer)
         .await
         .unwrap();
     assert_eq!(report.version, rounds);
 
     // The global adapter's loss on every client's data, before and after the federation.
-    let loss = |bundle| {
-        (0..clients)
-            .map(|i| trainer(i).loss(bundle).unwrap())
-            .sum::<f64>()
-            / clients as f64
-    };
+    let loss = |bundle| mean_loss(&model, &template, bundle, clients);
     let (before, after) = (loss(&initial), loss(&report.model));
     // And round by round, as the devices measured the global adapter they received.
     let curve = common::round_curve(&report.coordinator, "train_loss_before", rounds);
@@ -132,16 +138,7 @@ async fn ffa_lora_trains_and_sends_b_alone() {
     let (clients, rounds) = (4, 5);
     let dir = tempfile::tempdir().unwrap();
     let cfg = sim_config(dir.path(), rounds, clients);
-    let trainer = |i: usize| {
-        LoraTrainer::new(
-            model.clone(),
-            template.clone(),
-            client_examples(i),
-            sim::trainer_seed(1, i),
-        )
-        .unwrap()
-        .with_frozen_a(true)
-    };
+    let trainer = |i: usize| device(&model, &template, i).with_frozen_a(true);
     let report = sim::run(&cfg, initial.clone(), Box::new(FedAvg), trainer)
         .await
         .unwrap();
@@ -163,12 +160,7 @@ async fn ffa_lora_trains_and_sends_b_alone() {
     for (m, m0) in merged.modules.iter().zip(&template.modules) {
         assert_eq!(m.a, m0.a);
     }
-    let loss = |bundle| {
-        (0..clients)
-            .map(|i| trainer(i).loss(bundle).unwrap())
-            .sum::<f64>()
-            / clients as f64
-    };
+    let loss = |bundle| mean_loss(&model, &template, bundle, clients);
     let (before, after) = (loss(&initial), loss(&report.model));
     eprintln!("FFA-LoRA global adapter loss {before:.4} -> {after:.4}");
     assert!(
@@ -188,31 +180,13 @@ async fn devices_of_different_ranks_train_one_adapter() {
     let (clients, rounds) = (4, 5);
     let dir = tempfile::tempdir().unwrap();
     let cfg = sim_config(dir.path(), rounds, clients);
-    let trainer = |i: usize| {
-        let t = if i.is_multiple_of(2) { &low } else { &high };
-        LoraTrainer::new(
-            model.clone(),
-            t.clone(),
-            client_examples(i),
-            sim::trainer_seed(1, i),
-        )
-        .unwrap()
-    };
+    let trainer = |i: usize| device(&model, if i.is_multiple_of(2) { &low } else { &high }, i);
     let report = sim::run(&cfg, initial.clone(), Box::new(FedAvg), trainer)
         .await
         .unwrap();
     assert_eq!(report.version, rounds);
     assert_eq!(report.model.manifest(), initial.manifest());
-    // The mean loss over every device's data of `bundle` read as an adapter like `t`.
-    let loss = |t: &LoraAdapter, bundle: &Bundle| {
-        (0..clients)
-            .map(|i| {
-                let judge = LoraTrainer::new(model.clone(), t.clone(), client_examples(i), 0);
-                judge.unwrap().loss(bundle).unwrap()
-            })
-            .sum::<f64>()
-            / clients as f64
-    };
+    let loss = |t: &LoraAdapter, bundle: &Bundle| mean_loss(&model, t, bundle, clients);
     let (before, after) = (loss(&high, &initial), loss(&high, &report.model));
     eprintln!("mixed-rank global adapter loss {before:.4} -> {after:.4}");
     assert!(

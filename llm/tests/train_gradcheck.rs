@@ -70,6 +70,18 @@ fn batch_data() -> (Vec<Vec<u32>>, Vec<Vec<bool>>) {
     (seqs, masks)
 }
 
+/// [`batch_data`] as training examples.
+fn batch_examples() -> Vec<fedtune_llm::backprop::Example> {
+    let (seqs, masks) = batch_data();
+    seqs.into_iter()
+        .zip(masks)
+        .map(|(tokens, mask)| fedtune_llm::backprop::Example {
+            tokens,
+            mask: Some(mask),
+        })
+        .collect()
+}
+
 fn batch<'a>(seqs: &'a [Vec<u32>], masks: Option<&'a [Vec<bool>]>) -> Vec<Sequence<'a>> {
     match masks {
         None => seqs.iter().map(|s| Sequence::new(s)).collect(),
@@ -610,18 +622,10 @@ fn optimisers_lower_the_loss() {
 /// loss is not finite, naming it, with the adapter of the last good step.
 #[test]
 fn fit_trains_reproducibly_and_names_the_diverging_step() {
-    use fedtune_llm::backprop::{Example, FitConfig, evaluate, fit};
-    let (seqs, masks) = batch_data();
+    use fedtune_llm::backprop::{FitConfig, evaluate, fit};
     let model = tiny(true, RopeOrder::Normal, GgmlType::Q8_0);
     let base = BaseView::of_model(&model);
-    let examples: Vec<Example> = seqs
-        .iter()
-        .zip(&masks)
-        .map(|(t, m)| Example {
-            tokens: t.clone(),
-            mask: Some(m.clone()),
-        })
-        .collect();
+    let examples = batch_examples();
     let fresh = LoraAdapter::new(LoraConfig::new(2, &Proj::ALL), &model.cfg).unwrap();
     let cfg = FitConfig {
         steps: 30,
@@ -669,18 +673,10 @@ fn fit_trains_reproducibly_and_names_the_diverging_step() {
 /// trains, and the loss still falls.
 #[test]
 fn frozen_a_stays_put_while_b_trains() {
-    use fedtune_llm::backprop::{Example, FitConfig, OptimizerKind, evaluate, fit};
-    let (seqs, masks) = batch_data();
+    use fedtune_llm::backprop::{FitConfig, OptimizerKind, evaluate, fit};
     let model = tiny(true, RopeOrder::Normal, GgmlType::Q8_0);
     let base = BaseView::of_model(&model);
-    let examples: Vec<Example> = seqs
-        .iter()
-        .zip(&masks)
-        .map(|(t, m)| Example {
-            tokens: t.clone(),
-            mask: Some(m.clone()),
-        })
-        .collect();
+    let examples = batch_examples();
     let fresh = LoraAdapter::new(LoraConfig::new(2, &Proj::ALL), &model.cfg).unwrap();
     let cfg = FitConfig {
         steps: 30,

@@ -4,4 +4,5 @@ pub mod infer;
 pub mod overhead;
 pub mod rss;
 pub mod server_memory;
+pub mod strategies;
 pub mod train;

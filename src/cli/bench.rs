@@ -18,11 +18,31 @@ pub enum BenchCommand {
     /// LoRA training speed and memory. The last line is
     /// `train_tok_s=<trained tokens/s> peak_rss_mb=<peak resident MiB>`.
     Train(TrainArgs),
+    /// One round of each aggregation rule on K LoRA updates (SmolLM2's q,k,v,o at rank 8 by
+    /// default), side by side: a line per rule,
+    /// `strategy=<name> k=<K> values=<per update> seconds=<median> vs_fedavg=<ratio>`.
+    Strategies(StrategiesArgs),
     /// Write a random llama model (any shape and format) for benchmarks and tests.
     RandomModel(RandomModelArgs),
     /// Write a random LoRA adapter for a model (B non-zero, so it changes the logits), as a
     /// PEFT directory or, for an `--out` ending in .gguf, a GGUF LoRA file.
     RandomAdapter(RandomAdapterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StrategiesArgs {
+    /// Updates per round.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// LoRA rank of the adapter.
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// Rounds timed per rule (the median is reported); rules alternate within each.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Rules to time, comma-separated [default: every rule].
+    #[arg(long, value_delimiter = ',')]
+    rules: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,7 +161,66 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::RandomAdapter(a) => random_adapter_cmd(a),
         BenchCommand::Overhead(a) => overhead_cmd(a),
         BenchCommand::ServerMemory(a) => server_memory_cmd(a),
+        BenchCommand::Strategies(a) => strategies_cmd(a),
     }
+}
+
+/// `fedtune bench strategies`.
+fn strategies_cmd(a: StrategiesArgs) -> anyhow::Result<()> {
+    use fedtune::bench::strategies::{AdapterShape, RULES, round_seconds};
+    anyhow::ensure!(
+        a.k > 0 && a.rank > 0 && a.reps > 0,
+        "--k, --rank and --reps must be positive"
+    );
+    let rules: Vec<_> = RULES
+        .iter()
+        .filter(|(name, _)| a.rules.is_empty() || a.rules.iter().any(|r| r == name))
+        .collect();
+    anyhow::ensure!(
+        !rules.is_empty(),
+        "no known rule in --rules (known: {:?})",
+        RULES.map(|r| r.0)
+    );
+    let shape = AdapterShape {
+        rank: a.rank,
+        ..AdapterShape::SMOLLM2
+    };
+    let global = shape.bundle(0);
+    let updates: Vec<_> = (1..=a.k as u64).map(|i| shape.bundle(i)).collect();
+    let staging = tempfile::tempdir()?;
+    println!(
+        "adapter: SmolLM2 q,k,v,o rank {} ({} values), k={}, threads=1",
+        a.rank,
+        global.numel(),
+        a.k
+    );
+    let mut times = vec![Vec::new(); rules.len()];
+    for _ in 0..a.reps {
+        for (t, (name, params)) in times.iter_mut().zip(&rules) {
+            t.push(round_seconds(
+                name,
+                params,
+                &global,
+                &updates,
+                staging.path(),
+            )?);
+        }
+    }
+    let medians: Vec<f64> = times.into_iter().map(infer::median).collect();
+    let fedavg = rules
+        .iter()
+        .zip(&medians)
+        .find(|((name, _), _)| *name == "fedavg")
+        .map(|(_, &s)| s);
+    for ((name, _), s) in rules.iter().zip(&medians) {
+        let ratio = fedavg.map_or(String::from("-"), |f| format!("{:.1}", s / f));
+        println!(
+            "strategy={name} k={} values={} seconds={s:.4} vs_fedavg={ratio}",
+            a.k,
+            global.numel()
+        );
+    }
+    Ok(())
 }
 
 /// `fedtune bench infer`.

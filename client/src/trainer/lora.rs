@@ -18,37 +18,34 @@ use fedtune_llm::lora::LoraAdapter;
 
 /// `adapter` as a bundle of f32 tensors.
 pub fn adapter_bundle(adapter: &LoraAdapter) -> Bundle {
-    let tensors = adapter
-        .modules
-        .iter()
-        .flat_map(|m| {
-            [
-                Tensor::from_f32(format!("{}.lora_a", m.name()), vec![m.rank, m.in_dim], &m.a),
-                Tensor::from_f32(
-                    format!("{}.lora_b", m.name()),
-                    vec![m.out_dim, m.rank],
-                    &m.b,
-                ),
-            ]
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .expect("shapes match the values");
-    Bundle::new(tensors).expect("module names are distinct")
+    factor_bundle(adapter, true)
 }
 
 /// FFA-LoRA's form of `adapter` (Sun et al. 2024): its B tensors only. Every A stays at
 /// its seeded initialisation, the same on every device, so it never travels.
 pub fn b_bundle(adapter: &LoraAdapter) -> Bundle {
-    let tensors = adapter
-        .modules
-        .iter()
-        .map(|m| {
-            Tensor::from_f32(
-                format!("{}.lora_b", m.name()),
-                vec![m.out_dim, m.rank],
-                &m.b,
-            )
-        })
+    factor_bundle(adapter, false)
+}
+
+/// Every module's `lora_a` (if `with_a`) and `lora_b`, in module order.
+fn factor_bundle(adapter: &LoraAdapter, with_a: bool) -> Bundle {
+    let mut tensors = Vec::with_capacity(2 * adapter.modules.len());
+    for m in &adapter.modules {
+        if with_a {
+            tensors.push(Tensor::from_f32(
+                format!("{}.lora_a", m.name()),
+                vec![m.rank, m.in_dim],
+                &m.a,
+            ));
+        }
+        tensors.push(Tensor::from_f32(
+            format!("{}.lora_b", m.name()),
+            vec![m.out_dim, m.rank],
+            &m.b,
+        ));
+    }
+    let tensors = tensors
+        .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .expect("shapes match the values");
     Bundle::new(tensors).expect("module names are distinct")

@@ -76,7 +76,8 @@ pub struct Buffer {
     pub aggregator: Box<dyn Aggregator>,
     pub contributions: Vec<Contribution>,
     pub journal: Journal,
-    /// When the buffer started filling (for the version's `round_seconds`).
+    /// When the buffer started filling: the previous commit, or the first task this process
+    /// gave out (for the version's `round_seconds`).
     pub opened: Instant,
     /// task id → the task.
     tasks: HashMap<String, Issued>,
@@ -173,6 +174,10 @@ impl Buffer {
         // One update per device and version (the store keys contributions so).
         if self.tasks.len() >= settings.concurrency || self.has_contributed(client) {
             return None;
+        }
+        if self.issued == 0 {
+            // The federation's time starts with its first task, not with the server.
+            self.opened = now;
         }
         let id = format!("{boot_id:08x}-b{}-{}", self.round, self.issued);
         self.issued += 1;
