@@ -157,14 +157,6 @@ async fn stale_updates_weigh_less_and_too_stale_ones_are_refused() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server process, killed when dropped (also when a check fails).
 struct Server(Child);
 
@@ -253,7 +245,7 @@ async fn devices(url: &str) -> Vec<RawClient> {
 async fn a_killed_buffered_server_keeps_every_acknowledged_update_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let port = free_port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let zero = vec![0.0; 5];
 

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +22,6 @@ const K: usize = 4;
 const ROUNDS: u64 = 6;
 /// `--keep-checkpoints` of the interrupted run.
 const KEEP: u64 = 2;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A server process; `keep` is its `--keep-checkpoints`, `strategy` its strategy flags.
 fn server(port: u16, state: &Path, keep: u64, strategy: &[&str]) -> Child {
@@ -186,7 +180,7 @@ async fn fedadam_resumes_bit_identical_from_its_checkpointed_moments() {
 async fn crash_and_resume(strategy: &[&str]) -> std::path::PathBuf {
     // Uninterrupted reference run.
     let reference = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut srv = server(port, reference.path(), 0, strategy);
     wait_all(clients(port));
     assert!(srv.wait().unwrap().success());
@@ -194,7 +188,7 @@ async fn crash_and_resume(strategy: &[&str]) -> std::path::PathBuf {
     // Interrupted run, keeping only the newest checkpoints: kill mid-round 2 (some updates
     // in), then between rounds 4 and 5.
     let crashed = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut srv = server(port, crashed.path(), KEEP, strategy);
     let devices = clients(port);
     let training = v1::Phase::Training as i32;

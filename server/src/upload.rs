@@ -13,7 +13,6 @@ use futures::{Stream, StreamExt};
 use tracing::debug;
 
 use crate::ServerError;
-use crate::buffered::same_shapes;
 use crate::coordinator::Coordinator;
 use crate::round::Phase;
 use crate::store::Contribution;
@@ -211,13 +210,11 @@ impl Coordinator {
             return self.accept_buffered(&mut st, &admission.client, h, update, weight, fill);
         }
         // A device of a lower LoRA rank: its update widened to the global adapter's.
-        let widened;
         let masked = matches!(&st.phase, Phase::Training(r) if r.secagg.is_some());
-        let update = if masked || same_shapes(update, &st.global.bundle) {
-            update
+        let update = if masked {
+            std::borrow::Cow::Borrowed(update)
         } else {
-            widened = hetlora::widen(update, &st.global.bundle, fill)?;
-            &widened
+            hetlora::at_global_shapes(update, &st.global.bundle, fill)?
         };
         let Phase::Training(r) = &mut st.phase else {
             return Err(ServerError::Late { round: h.round });
@@ -246,12 +243,12 @@ impl Coordinator {
             }
             (None, Some(dp)) => {
                 // Every update counts once, clipped (again: an honest device already did).
-                let (clipped, c) = crate::dp::clip_update(update, dp.clip)?;
+                let (clipped, c) = crate::dp::clip_update(&update, dp.clip)?;
                 r.aggregator.fold(&clipped, 1.0)?;
                 dp.within += f64::from(u8::from(h.within_clip && c.norm <= dp.clip * (1.0 + 1e-5)));
                 weight = 1.0;
             }
-            (None, None) => r.aggregator.fold(update, weight)?,
+            (None, None) => r.aggregator.fold(&update, weight)?,
         }
         r.contributions.push(Contribution {
             client_id: admission.client.clone(),

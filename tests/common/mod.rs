@@ -273,6 +273,15 @@ pub fn round_curve(coordinator: &Coordinator, name: &str, rounds: u64) -> Vec<f6
 }
 
 /// The `http://ADDR` a `fedtune server` child prints as `listening on ADDR`.
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a server process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn listening_url(stdout: std::process::ChildStdout) -> String {
     use std::io::BufRead;
     let mut lines = std::io::BufReader::new(stdout).lines();

@@ -46,11 +46,7 @@ impl Coordinator {
                 h.model_version, settings.max_staleness
             )));
         }
-        let update = if same_shapes(update, &global.bundle) {
-            update.clone()
-        } else {
-            hetlora::widen(update, &global.bundle, fill)?
-        };
+        let update = hetlora::at_global_shapes(update, &global.bundle, fill)?.into_owned();
         b.accept(Entry {
             contribution: Contribution {
                 client_id: client.to_string(),
@@ -168,14 +164,4 @@ impl Coordinator {
         b.journal = journal;
         Ok(())
     }
-}
-
-/// Whether every tensor of `update` has the shape of its counterpart in `global`.
-pub(crate) fn same_shapes(update: &Bundle, global: &Bundle) -> bool {
-    update.tensors().len() == global.tensors().len()
-        && update
-            .tensors()
-            .iter()
-            .zip(global.tensors())
-            .all(|(u, g)| u.shape() == g.shape())
 }

@@ -15,9 +15,7 @@
 pub mod journal;
 mod lifecycle;
 
-pub(crate) use lifecycle::same_shapes;
-
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,8 +81,8 @@ pub struct Buffer {
     tasks: HashMap<String, Issued>,
     /// client → its task id.
     task_of: BTreeMap<String, String>,
-    /// Clients with an upload being received, and the version each trained on.
-    uploading: HashMap<String, u64>,
+    /// Clients with an upload being received.
+    uploading: HashSet<String>,
     /// The committed models a task may still train on (newest last).
     pub(crate) recent: VecDeque<Arc<Global>>,
     issued: u64,
@@ -112,7 +110,7 @@ impl Buffer {
             opened: Instant::now(),
             tasks: HashMap::new(),
             task_of: BTreeMap::new(),
-            uploading: HashMap::new(),
+            uploading: HashSet::new(),
             recent: VecDeque::from([global]),
             issued: 0,
         })
@@ -141,7 +139,7 @@ impl Buffer {
         let expired: Vec<String> = self
             .tasks
             .iter()
-            .filter(|(_, t)| t.deadline <= now && !self.uploading.contains_key(&t.client))
+            .filter(|(_, t)| t.deadline <= now && !self.uploading.contains(&t.client))
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired {
@@ -208,7 +206,7 @@ impl Buffer {
     /// Takes back `client`'s task `task_id` (a decline); whether it held it.
     pub fn decline(&mut self, client: &str, task_id: &str) -> bool {
         let owns = self.task_of.get(client).is_some_and(|t| t == task_id);
-        if owns && !self.uploading.contains_key(client) {
+        if owns && !self.uploading.contains(client) {
             self.forget(task_id);
         }
         owns
@@ -255,7 +253,7 @@ impl Buffer {
                 round: self.round,
             });
         }
-        if self.uploading.insert(client.to_string(), version).is_some() {
+        if !self.uploading.insert(client.to_string()) {
             return Err(ServerError::UploadInProgress(task_id.to_string()));
         }
         Ok(())

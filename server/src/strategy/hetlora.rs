@@ -11,6 +11,8 @@
 //! higher components every round); FlexLoRA sets the device's factors to zero there, so the
 //! product it averages is the one the device actually trained.
 
+use std::borrow::Cow;
+
 use fedtune_proto::{Bundle, Tensor};
 
 use super::StrategyError;
@@ -106,6 +108,30 @@ pub fn widen(update: &Bundle, global: &Bundle, fill: RankFill) -> Result<Bundle,
         .map(|(g, u)| widen_tensor(u, g, fill))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Bundle::new(tensors)?)
+}
+
+/// `update` in `global`'s shapes: itself when a device trains the global adapter's rank,
+/// else [`widen`]ed with `fill`.
+pub fn at_global_shapes<'a>(
+    update: &'a Bundle,
+    global: &Bundle,
+    fill: RankFill,
+) -> Result<Cow<'a, Bundle>, StrategyError> {
+    if same_shapes(update, global) {
+        Ok(Cow::Borrowed(update))
+    } else {
+        widen(update, global, fill).map(Cow::Owned)
+    }
+}
+
+/// Whether every tensor of `update` has the shape of its counterpart in `global`.
+fn same_shapes(update: &Bundle, global: &Bundle) -> bool {
+    update.tensors().len() == global.tensors().len()
+        && update
+            .tensors()
+            .iter()
+            .zip(global.tensors())
+            .all(|(u, g)| u.shape() == g.shape())
 }
 
 fn widen_tensor(u: &Tensor, g: &Tensor, fill: RankFill) -> Result<Tensor, StrategyError> {
