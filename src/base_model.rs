@@ -1,5 +1,6 @@
 //! The base models a command can name with `--model`: the embedded tiny Shakespeare llama
-//! (the default), SmolLM2-135M from the model cache (`smollm2`), or any llama GGUF file.
+//! (the default), SmolLM2-135M (`smollm2`) or Gemma 3 270M (`gemma3`) from the model cache,
+//! or any llama or Gemma 3 GGUF file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub enum BaseModel {
     Embedded,
     /// `smollm2`: SmolLM2-135M-Instruct Q4_1, fetched by `scripts/fetch-model.sh`.
     SmolLm2,
+    /// `gemma3`: Gemma 3 270M Q4_K_M, fetched by `scripts/fetch-model.sh gemma3`.
+    Gemma3,
     /// A GGUF file.
     File(PathBuf),
 }
@@ -32,6 +35,7 @@ impl std::str::FromStr for BaseModel {
         Ok(match s.trim() {
             "" | EMBEDDED_NAME => BaseModel::Embedded,
             "smollm2" => BaseModel::SmolLm2,
+            "gemma3" => BaseModel::Gemma3,
             p => BaseModel::File(PathBuf::from(p)),
         })
     }
@@ -42,6 +46,7 @@ impl std::fmt::Display for BaseModel {
         match self {
             BaseModel::Embedded => f.write_str(EMBEDDED_NAME),
             BaseModel::SmolLm2 => f.write_str("smollm2"),
+            BaseModel::Gemma3 => f.write_str("gemma3"),
             BaseModel::File(p) => write!(f, "{}", p.display()),
         }
     }
@@ -55,6 +60,11 @@ pub enum BaseModelError {
         .0.display()
     )]
     SmolLm2Missing(PathBuf),
+    #[error(
+        "Gemma 3 is not in the model cache ({}): run scripts/fetch-model.sh gemma3 first",
+        .0.display()
+    )]
+    Gemma3Missing(PathBuf),
     #[error("{}", load_message(name, source))]
     Load { name: String, source: LlamaError },
 }
@@ -71,11 +81,20 @@ fn load_message(name: &str, source: &LlamaError) -> String {
 
 /// Where `scripts/fetch-model.sh` puts SmolLM2 (`$FEDTUNE_CACHE`, else `~/.cache/fedtune`).
 pub fn smollm2_path() -> PathBuf {
-    let cache = std::env::var_os("FEDTUNE_CACHE")
+    model_cache().join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Where `scripts/fetch-model.sh gemma3` puts Gemma 3 270M.
+pub fn gemma3_path() -> PathBuf {
+    model_cache().join("gemma-3-270m-q4_k_m.gguf")
+}
+
+fn model_cache() -> PathBuf {
+    std::env::var_os("FEDTUNE_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/fedtune")))
-        .unwrap_or_else(|| PathBuf::from(".cache/fedtune"));
-    cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .unwrap_or_else(|| PathBuf::from(".cache/fedtune"))
+        .join("models")
 }
 
 impl BaseModel {
@@ -84,6 +103,7 @@ impl BaseModel {
         match self {
             BaseModel::Embedded => None,
             BaseModel::SmolLm2 => Some(smollm2_path()),
+            BaseModel::Gemma3 => Some(gemma3_path()),
             BaseModel::File(p) => Some(p.clone()),
         }
     }
@@ -99,8 +119,14 @@ impl BaseModel {
                 .map(Arc::new)
                 .map_err(|e| load(e.into())),
             Some(p) => {
-                if *self == BaseModel::SmolLm2 && !p.exists() {
-                    return Err(BaseModelError::SmolLm2Missing(p));
+                match self {
+                    BaseModel::SmolLm2 if !p.exists() => {
+                        return Err(BaseModelError::SmolLm2Missing(p));
+                    }
+                    BaseModel::Gemma3 if !p.exists() => {
+                        return Err(BaseModelError::Gemma3Missing(p));
+                    }
+                    _ => {}
                 }
                 GgufFile::open(&p).map(Arc::new).map_err(|e| load(e.into()))
             }

@@ -34,7 +34,7 @@ pub struct AggregateArgs {
     /// GGUF LoRA file when it ends in .gguf).
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
-    /// With adapters: their base model (`embedded`, `smollm2` or a GGUF file) [default: the
+    /// With adapters: their base model (`embedded`, `smollm2`, `gemma3` or a GGUF file) [default: the
     /// one recorded in the current adapter].
     #[arg(short = 'm', long)]
     model: Option<BaseModel>,

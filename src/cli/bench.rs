@@ -47,7 +47,7 @@ pub struct StrategiesArgs {
 
 #[derive(Debug, Args)]
 pub struct RandomAdapterArgs {
-    /// The base model (`embedded`, `smollm2` or a GGUF file).
+    /// The base model (`embedded`, `smollm2`, `gemma3` or a GGUF file).
     #[arg(short = 'm', long)]
     model: fedtune::base_model::BaseModel,
     #[command(flatten)]

@@ -19,7 +19,7 @@ pub struct ExportArgs {
     /// Output: a .gguf file, or a directory for `peft`.
     #[arg(long)]
     out: PathBuf,
-    /// The base model the adapter belongs to (`embedded`, `smollm2` or a GGUF file)
+    /// The base model the adapter belongs to (`embedded`, `smollm2`, `gemma3` or a GGUF file)
     /// [default: the one recorded in the adapter].
     #[arg(short = 'm', long)]
     model: Option<BaseModel>,

@@ -30,8 +30,8 @@ impl From<CacheType> for fedtune_llm::llama::KvType {
 /// `--model` and `--threads`, as llama.cpp spells them.
 #[derive(Debug, clap::Args, Clone)]
 pub struct ModelArgs {
-    /// Base model: `embedded` (the tiny Shakespeare llama in the binary), `smollm2` (fetched
-    /// by scripts/fetch-model.sh) or a llama-family GGUF file.
+    /// Base model: `embedded` (the tiny Shakespeare llama in the binary), `smollm2` or
+    /// `gemma3` (fetched by scripts/fetch-model.sh [gemma3]), or a llama or Gemma 3 GGUF file.
     #[arg(short = 'm', long, default_value = "embedded")]
     pub model: BaseModel,
     /// CPU threads [default: all cores].

@@ -11,7 +11,7 @@ use super::quantize::{report_sizes, tensor_bar};
 
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
-    /// Base model: `embedded`, `smollm2` or a GGUF file.
+    /// Base model: `embedded`, `smollm2`, `gemma3` or a GGUF file.
     #[arg(short = 'm', long, default_value = "embedded")]
     model: BaseModel,
     /// The adapter: a PEFT directory or a GGUF LoRA file.

@@ -16,7 +16,7 @@ pub struct SimulateArgs {
     #[arg(long)]
     out: Option<PathBuf>,
 
-    /// Base model: `embedded` (tiny Shakespeare llama), `smollm2`, or a llama GGUF file
+    /// Base model: `embedded` (tiny Shakespeare llama), `smollm2`, `gemma3`, or a GGUF file
     /// [default: embedded].
     #[arg(long)]
     model: Option<String>,

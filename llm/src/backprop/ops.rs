@@ -247,7 +247,7 @@ mod tests {
             let mut a = x.clone();
             table.apply(&cfg, &mut a, 16, &[3, 4, 5, 6], false);
             let mut b = x.clone();
-            rope::apply(&cfg, &mut b, 16, 3);
+            rope::apply(&cfg, cfg.rope_of(0), &mut b, 16, 3);
             assert_eq!(a, b);
             table.apply(&cfg, &mut a, 16, &[3, 4, 5, 6], true);
             for (a, b) in a.iter().zip(&x) {

@@ -105,9 +105,10 @@ fn head_of_type(
     q: &[f32],
     out: &mut [f32],
 ) {
+    let window = cfg.window_of(l);
     match cache.head(l, h / (cfg.n_heads / cfg.n_kv_heads)) {
-        HeadKv::F32(k, v) => head_impl(cfg, cache, p, q, k, v, out),
-        HeadKv::F16(k, v) => head_impl(cfg, cache, p, q, k, v, out),
+        HeadKv::F32(k, v) => head_impl(cfg, cache, (p, window), q, k, v, out),
+        HeadKv::F16(k, v) => head_impl(cfg, cache, (p, window), q, k, v, out),
     }
 }
 
@@ -115,7 +116,7 @@ fn head_of_type(
 fn head_impl<E: KvValue>(
     cfg: &LlamaConfig,
     cache: &KvCache,
-    p: usize,
+    (p, window): (usize, Option<usize>),
     q: &[f32],
     keys: &[E],
     values: &[E],
@@ -123,8 +124,13 @@ fn head_impl<E: KvValue>(
 ) {
     let hd = cfg.head_dim;
     // Without a window these are 0..=p; with one, the sinks and then the recent positions.
-    let visible: Vec<usize> = cache.visible(p).collect();
-    let scale = 1.0 / (hd as f32).sqrt();
+    // A local layer (Gemma 3) sees only the last `window` of them (llama.cpp's
+    // LLAMA_SWA_TYPE_STANDARD mask).
+    let visible: Vec<usize> = cache
+        .visible(p)
+        .filter(|&j| window.is_none_or(|w| p - j < w))
+        .collect();
+    let scale = cfg.attn_scale();
     let key = |j: usize| &keys[cache.slot(j) * hd..][..hd];
     let value = |j: usize| &values[cache.slot(j) * hd..][..hd];
     let mut w = Vec::with_capacity(visible.len());

@@ -1,5 +1,6 @@
 //! Hyper-parameters of a llama-family decoder, read from GGUF metadata.
 
+use super::gemma3::{self, Gemma3};
 use super::{LlamaError, Proj};
 use crate::gguf::Metadata;
 
@@ -31,6 +32,8 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
     pub context_len: usize,
     pub n_vocab: usize,
+    /// Gemma 3's additions (`gemma3` files); `None` for a plain llama.
+    pub gemma3: Option<Gemma3>,
 }
 
 /// Architectures that are a llama decoder with a given RoPE order.
@@ -38,6 +41,7 @@ const ARCHES: &[(&str, RopeOrder)] = &[
     ("llama", RopeOrder::Normal),
     ("mistral", RopeOrder::Normal),
     ("granite", RopeOrder::Normal),
+    (gemma3::ARCH, RopeOrder::NeoX),
 ];
 
 impl LlamaConfig {
@@ -124,8 +128,12 @@ impl LlamaConfig {
                 });
             }
         };
+        let n_layers = req("block_count")?;
+        let gemma3 = (arch == gemma3::ARCH)
+            .then(|| Gemma3::from_metadata(md, n_layers, dim, n_heads, head_dim))
+            .transpose()?;
         Ok(Self {
-            n_layers: req("block_count")?,
+            n_layers,
             ffn_dim: req("feed_forward_length")?,
             context_len: md
                 .get_u64(&key("context_length"))?
@@ -143,7 +151,31 @@ impl LlamaConfig {
             rope_freq_scale,
             rope_order,
             n_vocab,
+            gemma3,
         })
+    }
+
+    /// RoPE base and position scale of layer `l` (Gemma 3's local layers have their own).
+    pub fn rope_of(&self, l: usize) -> (f32, f32) {
+        match &self.gemma3 {
+            Some(g) if g.window_of(l).is_some() => (g.rope_base_local, 1.0),
+            _ => (self.rope_base, self.rope_freq_scale),
+        }
+    }
+
+    /// The sliding window of layer `l`, if it attends to recent positions only.
+    pub fn window_of(&self, l: usize) -> Option<usize> {
+        self.gemma3.as_ref().and_then(|g| g.window_of(l))
+    }
+
+    /// The factor attention scores are scaled by: 1/√head_dim; 1 for Gemma 3, whose queries
+    /// are scaled instead ([`Gemma3::query_scale`]), as llama.cpp does.
+    pub fn attn_scale(&self) -> f32 {
+        if self.gemma3.is_some() {
+            1.0
+        } else {
+            1.0 / (self.head_dim as f32).sqrt()
+        }
     }
 
     /// Writes the config as GGUF metadata (`general.architecture` and the `{arch}.*` keys
@@ -181,6 +213,22 @@ impl LlamaConfig {
             format!("{a}.attention.layer_norm_rms_epsilon"),
             Value::F32(self.rms_eps),
         );
+        if let Some(g) = &self.gemma3 {
+            if let Some(window) = g.sliding_window {
+                w.add_kv(format!("{a}.attention.sliding_window"), u(window));
+                w.add_kv(
+                    format!("{a}.attention.sliding_window_pattern"),
+                    u(g.pattern),
+                );
+                w.add_kv(
+                    format!("{a}.rope.freq_base_swa"),
+                    Value::F32(g.rope_base_local),
+                );
+            }
+            if let Some(cap) = g.final_logit_softcap {
+                w.add_kv(format!("{a}.final_logit_softcapping"), Value::F32(cap));
+            }
+        }
     }
 
     pub fn q_dim(&self) -> usize {

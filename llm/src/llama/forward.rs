@@ -1,5 +1,6 @@
 //! The forward pass: embeddings → blocks (RMSNorm, attention with RoPE and GQA, SwiGLU) →
-//! final norm → logits, for a batch of consecutive tokens of one sequence.
+//! final norm → logits, for a batch of consecutive tokens of one sequence; with Gemma 3's
+//! additions ([`super::gemma3`]) for `gemma3` files.
 
 use std::collections::HashMap;
 
@@ -70,33 +71,56 @@ impl LlamaModel {
         for (row, &t) in x.chunks_exact_mut(cfg.dim).zip(tokens) {
             embed.dequantize_row(t as usize, row)?;
         }
+        if cfg.gemma3.is_some() {
+            let scale = (cfg.dim as f32).sqrt();
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
 
         let mut xn = vec![0f32; n * cfg.dim];
         for (l, layer) in self.weights.layers.iter().enumerate() {
+            let gemma = layer.gemma.as_ref();
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
             let [mut q, mut k, mut v] = self.project_many([&layer.q, &layer.k, &layer.v], &xn);
             self.add_adapter(l, Proj::Q, &xn, &mut q);
             self.add_adapter(l, Proj::K, &xn, &mut k);
             self.add_adapter(l, Proj::V, &xn, &mut v);
-            rope::apply(cfg, &mut q, cfg.q_dim(), pos0);
-            rope::apply(cfg, &mut k, cfg.kv_dim(), pos0);
+            if let Some(gn) = gemma {
+                q = normed(&q, &gn.q_norm, cfg.rms_eps);
+                k = normed(&k, &gn.k_norm, cfg.rms_eps);
+            }
+            rope::apply(cfg, cfg.rope_of(l), &mut q, cfg.q_dim(), pos0);
+            rope::apply(cfg, cfg.rope_of(l), &mut k, cfg.kv_dim(), pos0);
+            if let Some(g) = &cfg.gemma3 {
+                q.iter_mut().for_each(|v| *v *= g.query_scale);
+            }
             let attn = attention::attend(cfg, cache, l, &q, &k, &v);
             let mut o = self.project(&layer.o, &attn, &mut Prepared::default());
             self.add_adapter(l, Proj::O, &attn, &mut o);
+            if let Some(gn) = gemma {
+                o = normed(&o, &gn.post_attn_norm, cfg.rms_eps);
+            }
             add(&mut x, &o);
 
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
             let [mut g, mut u] = self.project_many([&layer.gate, &layer.up], &xn);
             self.add_adapter(l, Proj::Gate, &xn, &mut g);
             self.add_adapter(l, Proj::Up, &xn, &mut u);
+            let glu = if gemma.is_some() {
+                ggml_math::geglu_row
+            } else {
+                swiglu
+            };
             for (g, u) in g
                 .chunks_exact_mut(cfg.ffn_dim)
                 .zip(u.chunks_exact(cfg.ffn_dim))
             {
-                swiglu(g, u);
+                glu(g, u);
             }
             let mut d = self.project(&layer.down, &g, &mut Prepared::default());
             self.add_adapter(l, Proj::Down, &g, &mut d);
+            if let Some(gn) = gemma {
+                d = normed(&d, &gn.post_ffn_norm, cfg.rms_eps);
+            }
             add(&mut x, &d);
         }
         cache.advance(n);
@@ -108,7 +132,13 @@ impl LlamaModel {
         };
         let mut normed = vec![0f32; rows.len()];
         rms_norm(rows, &self.weights.output_norm, cfg.rms_eps, &mut normed);
-        Ok(self.project(&self.weights.output, &normed, &mut Prepared::default()))
+        let mut logits = self.project(&self.weights.output, &normed, &mut Prepared::default());
+        if let Some(cap) = cfg.gemma3.as_ref().and_then(|g| g.final_logit_softcap) {
+            // ggml: scale by 1/cap, tanh, scale by cap.
+            let inv = 1.0 / cap;
+            logits.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+        }
+        Ok(logits)
     }
 
     /// `input · Wᵀ`, preparing the activations once per weight format.
@@ -164,6 +194,13 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
             *o = v * scale * g;
         }
     }
+}
+
+/// [`rms_norm`] of `x` (rows of `w.len()`) into a new vector.
+fn normed(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    rms_norm(x, w, eps, &mut out);
+    out
 }
 
 /// `g ← silu(g)·u` for one row, as ggml's `ggml_vec_swiglu_f32` (its vectorized `expf`).

@@ -76,6 +76,40 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// ggml's tanh GELU of one value (`ggml_gelu_f32`, with the FMA GCC contracts
+/// `1 + a·x·x` into).
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const GELU_COEF_A: f32 = 0.044_715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (GELU_COEF_A * x).mul_add(x, 1.0)).tanh())
+}
+
+/// ggml's table of [`gelu`] at every f16 value, rounded to f16 (`ggml_table_gelu_f16`).
+fn gelu_table() -> &'static [half::f16] {
+    static TABLE: std::sync::OnceLock<Vec<half::f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|i| half::f16::from_f32(gelu(half::f16::from_bits(i).to_f32())))
+            .collect()
+    })
+}
+
+/// `g ← gelu(g)·u` over one row, as `ggml_vec_geglu_f32` (GGML_GELU_FP16): 0 at or below
+/// −10, the identity at or above 10, else the table at `g` rounded to f16.
+pub fn geglu_row(g: &mut [f32], u: &[f32]) {
+    let table = gelu_table();
+    for (g, &u) in g.iter_mut().zip(u) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[usize::from(half::f16::from_f32(x).to_bits())].to_f32() * u
+        };
+    }
+}
+
 /// `g ← silu(g)·u` over one row, as `ggml_vec_swiglu_f32`: groups of 8 from the row start go
 /// through [`v_silu`], the tail through [`silu`].
 pub fn swiglu_row(g: &mut [f32], u: &[f32]) {

@@ -8,6 +8,7 @@ mod attention;
 mod config;
 mod error;
 mod forward;
+pub mod gemma3;
 mod generate;
 pub(crate) mod ggml_math;
 mod kv_cache;
@@ -28,7 +29,7 @@ pub use model::LlamaModel;
 pub(crate) use quantize::file_type;
 pub use quantize::{requantize, rewrite};
 pub use sampling::{Sampler, SamplerConfig, argmax};
-pub use weights::{Layer, Linear, Proj, Weights};
+pub use weights::{GemmaNorms, Layer, Linear, Proj, Weights};
 
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -51,6 +52,7 @@ pub(crate) mod testutil {
             rms_eps: 1e-5,
             context_len: 128,
             n_vocab: 64,
+            gemma3: None,
         }
     }
 }

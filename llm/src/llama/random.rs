@@ -147,6 +147,7 @@ impl RandomShape {
             rms_eps: 1e-5,
             context_len: 2048,
             n_vocab: self.vocab,
+            gemma3: None,
         }
     }
 }

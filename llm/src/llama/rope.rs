@@ -2,15 +2,22 @@
 
 use super::{LlamaConfig, RopeOrder};
 
-/// Rotates each `head_dim` slice of `x` (one row per position `pos0 + t`) in place.
-pub fn apply(cfg: &LlamaConfig, x: &mut [f32], row_len: usize, pos0: usize) {
+/// Rotates each `head_dim` slice of `x` (one row per position `pos0 + t`) in place, with a
+/// layer's RoPE `(base, position scale)` ([`LlamaConfig::rope_of`]).
+pub fn apply(
+    cfg: &LlamaConfig,
+    (base, freq_scale): (f32, f32),
+    x: &mut [f32],
+    row_len: usize,
+    pos0: usize,
+) {
     let half = cfg.rope_dim / 2;
-    let theta_scale = cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32);
+    let theta_scale = base.powf(-2.0 / cfg.rope_dim as f32);
     let mut cs = vec![(0f32, 0f32); half];
     for (t, row) in x.chunks_exact_mut(row_len).enumerate() {
         let mut theta = (pos0 + t) as f32;
         for c in cs.iter_mut() {
-            let a = cfg.rope_freq_scale * theta;
+            let a = freq_scale * theta;
             *c = (a.cos(), a.sin());
             theta *= theta_scale;
         }

@@ -117,10 +117,23 @@ impl Proj {
     }
 }
 
+/// The norms a Gemma 3 block has besides the llama ones.
+#[derive(Debug, Clone)]
+pub struct GemmaNorms {
+    /// RMSNorm weights of every query head and every key head (`head_dim` each).
+    pub q_norm: Vec<f32>,
+    pub k_norm: Vec<f32>,
+    /// On the attention output and the FFN output, before each joins the residual stream.
+    pub post_attn_norm: Vec<f32>,
+    pub post_ffn_norm: Vec<f32>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: Vec<f32>,
     pub ffn_norm: Vec<f32>,
+    /// Gemma 3's extra norms (`None` for a llama block).
+    pub gemma: Option<GemmaNorms>,
     pub q: Linear,
     pub k: Linear,
     pub v: Linear,
@@ -198,9 +211,22 @@ impl Weights {
             .map(|i| {
                 let name = |s: &str| format!("blk.{i}.{s}.weight");
                 let lin = |p: Proj, rows, cols| linear(file, &name(p.gguf_name()), rows, cols);
+                let gemma = cfg
+                    .gemma3
+                    .as_ref()
+                    .map(|_| -> Result<_, LlamaError> {
+                        Ok(GemmaNorms {
+                            q_norm: vector(file, &name("attn_q_norm"), cfg.head_dim)?,
+                            k_norm: vector(file, &name("attn_k_norm"), cfg.head_dim)?,
+                            post_attn_norm: vector(file, &name("post_attention_norm"), cfg.dim)?,
+                            post_ffn_norm: vector(file, &name("post_ffw_norm"), cfg.dim)?,
+                        })
+                    })
+                    .transpose()?;
                 Ok(Layer {
                     attn_norm: vector(file, &name("attn_norm"), cfg.dim)?,
                     ffn_norm: vector(file, &name("ffn_norm"), cfg.dim)?,
+                    gemma,
                     q: lin(Proj::Q, cfg.q_dim(), cfg.dim)?,
                     k: lin(Proj::K, cfg.kv_dim(), cfg.dim)?,
                     v: lin(Proj::V, cfg.kv_dim(), cfg.dim)?,
