@@ -11,6 +11,11 @@
 //!   as stored (the AVX2 tiles) and interleaved sixteen at a time (the AVX-512 VNNI kernels;
 //!   on CPUs without them the interleaved copy is ignored and both run the same code).
 //!
+//! * `kquant::{direct,dequantize_row}::<LEN>(format)`: one Q4_K or Q6_K weight row (random
+//!   blocks) · one activation row at Gemma 3 270M's row lengths, 1024 (attention output) and
+//!   2048 (FFN down): the direct kernel on Q8_K activations, and what matmul did before it,
+//!   dequantizing the row to f32 and taking the f32 dot product.
+//!
 //! Without AVX2+FMA+F16C the `avx2` benches run the scalar kernels ([`kernels::dot_fn`] falls
 //! back), which `main` points out.
 
@@ -141,5 +146,50 @@ mod matmul_q4_0_1thread {
     #[divan::bench(args = [1, 64])]
     fn interleaved(bencher: Bencher, tokens: usize) {
         run(bencher, tokens, true);
+    }
+}
+
+/// K-quant formats with a direct kernel, and Gemma 3 270M's row lengths that use them.
+const KQUANTS: [GgmlType; 2] = [GgmlType::Q4K, GgmlType::Q6K];
+const KQUANT_LENS: [usize; 2] = [1024, 2048];
+
+/// Random blocks of `ty` with small finite f16 scales (K-quants cannot be quantized here).
+fn kquant_row(ty: GgmlType, n: usize) -> Vec<u8> {
+    let mut r = ChaCha8Rng::seed_from_u64(3);
+    let bb = ty.block_bytes();
+    let mut w = vec![0u8; n / ty.block_len() * bb];
+    r.fill(&mut w[..]);
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    let fields: &[usize] = if ty == GgmlType::Q4K { &[0, 2] } else { &[208] };
+    for b in w.chunks_exact_mut(bb) {
+        for &off in fields {
+            b[off..off + 2].copy_from_slice(&scale);
+        }
+    }
+    w
+}
+
+mod kquant {
+    use super::*;
+
+    #[divan::bench(consts = KQUANT_LENS, args = KQUANTS)]
+    fn direct<const N: usize>(bencher: Bencher, ty: GgmlType) {
+        let w = kquant_row(ty, N);
+        let a = quant::quantize(GgmlType::Q8K, &values(N, 2)).expect("Q8_K");
+        let f = kernels::dot_fn(ty, cpu::level()).expect("a direct kernel");
+        bencher
+            .counter(ItemsCount::new(N))
+            .bench_local(|| f(black_box(&w), black_box(&a)));
+    }
+
+    #[divan::bench(consts = KQUANT_LENS, args = KQUANTS)]
+    fn dequantize_row<const N: usize>(bencher: Bencher, ty: GgmlType) {
+        let w = kquant_row(ty, N);
+        let x = values(N, 2);
+        let mut row = vec![0f32; N];
+        bencher.counter(ItemsCount::new(N)).bench_local(|| {
+            quant::dequantize_row(ty, black_box(&w), &mut row).expect("whole blocks");
+            kernels::dot_f32(&row, black_box(&x))
+        });
     }
 }

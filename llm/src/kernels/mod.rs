@@ -9,6 +9,7 @@
 //! model has interleaved ([`q4_0x16`]) take the `vpdpbusd` kernels.
 
 pub mod cpu;
+mod kquants;
 mod matmul;
 pub(crate) mod pool;
 mod scalar;
@@ -100,6 +101,7 @@ pub fn act_type(w: GgmlType) -> GgmlType {
     match w {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q4K | GgmlType::Q6K => GgmlType::Q8K,
         _ => GgmlType::F32,
     }
 }
@@ -123,6 +125,8 @@ fn scalar_fn(w: GgmlType) -> Option<DotFn> {
         GgmlType::Q5_0 => scalar::dot_q5_0_q8_0,
         GgmlType::Q5_1 => scalar::dot_q5_1_q8_1,
         GgmlType::Q8_0 => scalar::dot_q8_0_q8_0,
+        GgmlType::Q4K => kquants::dot_q4_k_q8_k,
+        GgmlType::Q6K => kquants::dot_q6_k_q8_k,
         GgmlType::F32 => scalar::dot_f32,
         GgmlType::F16 => scalar::dot_f16_f32,
         GgmlType::Bf16 => scalar::dot_bf16_f32,
@@ -153,6 +157,12 @@ fn avx2_fn(w: GgmlType) -> Option<DotFn> {
     fn f32_(w: &[u8], a: &[u8]) -> f32 {
         unsafe { avx2::dot_f32(w, a) }
     }
+    fn q4_k(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q4_k_q8_k(w, a) }
+    }
+    fn q6_k(w: &[u8], a: &[u8]) -> f32 {
+        unsafe { avx2::dot_q6_k_q8_k(w, a) }
+    }
     fn f16_(w: &[u8], a: &[u8]) -> f32 {
         unsafe { avx2::dot_f16_f32(w, a) }
     }
@@ -168,6 +178,8 @@ fn avx2_fn(w: GgmlType) -> Option<DotFn> {
         GgmlType::Q5_0 => q5_0,
         GgmlType::Q5_1 => q5_1,
         GgmlType::Q8_0 => q8_0,
+        GgmlType::Q4K => q4_k,
+        GgmlType::Q6K => q6_k,
         GgmlType::F32 => f32_,
         GgmlType::F16 => f16_,
         GgmlType::Bf16 => bf16_,

@@ -67,14 +67,15 @@ const DIRECT: [GgmlType; 8] = [
     GgmlType::F32,
 ];
 
+/// The K-quants with a direct kernel against Q8_K activations ([`super::kquants`]).
+const KQUANT: [GgmlType; 2] = [GgmlType::Q4K, GgmlType::Q6K];
+
 /// Formats without a direct kernel (matmul dequantizes their rows).
-const FALLBACK: [GgmlType; 8] = [
+const FALLBACK: [GgmlType; 6] = [
     GgmlType::Q8_1,
     GgmlType::Q2K,
     GgmlType::Q3K,
-    GgmlType::Q4K,
     GgmlType::Q5K,
-    GgmlType::Q6K,
     GgmlType::Q8K,
     GgmlType::Nf4,
 ];
@@ -382,7 +383,7 @@ fn avx2_available() -> bool {
 #[test]
 fn direct_kernels_are_exactly_the_expected_formats() {
     for ty in GgmlType::ALL {
-        let direct = DIRECT.contains(&ty);
+        let direct = DIRECT.contains(&ty) || KQUANT.contains(&ty);
         assert_eq!(dot_fn(ty, Level::Scalar).is_some(), direct, "{ty} scalar");
         assert_eq!(dot_fn(ty, Level::Avx2).is_some(), direct, "{ty} avx2");
         assert_eq!(dot_fn(ty, cpu::level()).is_some(), direct, "{ty} in use");
@@ -393,11 +394,13 @@ fn direct_kernels_are_exactly_the_expected_formats() {
     assert_eq!(act_type(GgmlType::Q8_0), GgmlType::Q8_0);
     assert_eq!(act_type(GgmlType::Q4_1), GgmlType::Q8_1);
     assert_eq!(act_type(GgmlType::Q5_1), GgmlType::Q8_1);
+    assert_eq!(act_type(GgmlType::Q4K), GgmlType::Q8K);
+    assert_eq!(act_type(GgmlType::Q6K), GgmlType::Q8K);
     for ty in [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Bf16,
-        GgmlType::Q4K,
+        GgmlType::Q5K,
         GgmlType::Nf4,
     ] {
         assert_eq!(act_type(ty), GgmlType::F32, "{ty}");
@@ -619,7 +622,7 @@ fn matmul_matches_naive_loop() {
         .collect();
     let mut r = rng(0xD0);
     let mut checked = 0;
-    for ty in DIRECT.into_iter().chain(FALLBACK) {
+    for ty in DIRECT.into_iter().chain(KQUANT).chain(FALLBACK) {
         let bl = ty.block_len();
         let col_blocks: &[usize] = match bl {
             1 => &[1, 37, 576],
@@ -1026,4 +1029,77 @@ fn interleaved_kernels_of_every_level_match_scalar() {
 /// `out[t][r]` with the scalar dot product of each pair.
 fn scalar_naive(m: &QMatrix, x: &[f32]) -> Vec<f32> {
     naive_at(Level::Scalar, m, x)
+}
+
+/// Q4_K/Q6_K · Q8_K: the direct kernel against the f64 dot product of the dequantized rows
+/// (|Δ| within 1e-6 of Σ|w·a|: the integer sums are exact, and each block adds a few f32
+/// roundings), and the AVX2 build of the kernel equal to the scalar one bit for bit.
+#[test]
+fn kquant_kernels_match_dequantized_rows_and_agree_bit_for_bit() {
+    let avx2 = avx2_available();
+    for (f, ty) in KQUANT.into_iter().enumerate() {
+        let mut r = rng(0xF0 + f as u64);
+        let scalar = dot_fn(ty, Level::Scalar).unwrap();
+        let simd = dot_fn(ty, Level::Avx2).unwrap();
+        let mut worst = 0.0f64;
+        for blocks in [1, 2, 3, 5, 10] {
+            let n = blocks * 256;
+            for _ in 0..40 {
+                let w = random_blocks(&mut r, ty, blocks);
+                let a =
+                    quant::quantize(GgmlType::Q8K, &gen_row(&mut r, n, GgmlType::Q8_0)).unwrap();
+                let wd = quant::dequantize(ty, &w, n).unwrap();
+                let ad = quant::dequantize(GgmlType::Q8K, &a, n).unwrap();
+                let (exact, terms) =
+                    wd.iter()
+                        .zip(&ad)
+                        .fold((0.0f64, 0.0f64), |(e, t), (&x, &y)| {
+                            let p = f64::from(x) * f64::from(y);
+                            (e + p, t + p.abs())
+                        });
+                let got = scalar(&w, &a);
+                let diff = (f64::from(got) - exact).abs();
+                assert!(
+                    got.is_finite() && diff <= 1e-6 * terms + 1e-30,
+                    "{ty}, {blocks} blocks: kernel {got:e}, dequantized {exact:e}, Σ|w·a| {terms:e}"
+                );
+                if terms > 0.0 {
+                    worst = worst.max(diff / terms);
+                }
+                if avx2 {
+                    let v = simd(&w, &a);
+                    assert_eq!(
+                        v.to_bits(),
+                        got.to_bits(),
+                        "{ty}: AVX2 {v:e} != scalar {got:e}"
+                    );
+                }
+            }
+        }
+        eprintln!("{ty}: worst |kernel − dequantized| = {worst:.2e}·Σ|w·a|");
+    }
+}
+
+/// A single nonzero activation picks out the weight at its position, in every block position:
+/// checks the order of values and scales inside a K-quant block.
+#[test]
+fn kquant_single_activation_picks_its_weight() {
+    let mut r = rng(0xF8);
+    for ty in KQUANT {
+        let f = dot_fn(ty, cpu::level()).unwrap();
+        let n = 2 * 256;
+        let w = random_blocks(&mut r, ty, 2);
+        let wd = quant::dequantize(ty, &w, n).unwrap();
+        for i in 0..n {
+            let mut x = vec![0.0f32; n];
+            x[i] = 1.0;
+            let a = quant::quantize(GgmlType::Q8K, &x).unwrap();
+            let got = f(&w, &a);
+            assert!(
+                (got - wd[i]).abs() <= 1e-5 * wd[i].abs() + 1e-30,
+                "{ty}: position {i}: got {got:e}, weight {:e}",
+                wd[i]
+            );
+        }
+    }
 }

@@ -25,14 +25,14 @@ mod q2_k;
 mod q3_k;
 mod q4_0;
 mod q4_1;
-mod q4_k;
+pub(crate) mod q4_k;
 mod q5_0;
 mod q5_1;
 mod q5_k;
-mod q6_k;
+pub(crate) mod q6_k;
 mod q8_0;
 mod q8_1;
-mod q8_k;
+pub(crate) mod q8_k;
 #[cfg(test)]
 mod tests;
 
