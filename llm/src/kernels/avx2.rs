@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::q4_0x16::{ActRows, GROUP_ROWS, LINE_BYTES, Q4_0x16, for_each_tile};
-use super::{ActBlock, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q8_0};
+use super::{ActBlock, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q5_0, GEMM_Q8_0};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -346,6 +346,7 @@ const fn block_bytes(f: u8) -> usize {
     match f {
         GEMM_Q4_0 => 18,
         GEMM_Q4_1 => 20,
+        GEMM_Q5_0 => 22,
         _ => 34,
     }
 }
@@ -364,14 +365,22 @@ unsafe fn weight_codes<const F: u8>(p: *const u8) -> (__m256i, __m256i) {
             let q = _mm256_loadu_si256(p.add(2).cast());
             return (_mm256_sign_epi8(q, q), q);
         }
-        let off = if F == GEMM_Q4_1 { 4 } else { 2 };
+        let off = match F {
+            GEMM_Q4_1 => 4,
+            GEMM_Q5_0 => 6,
+            _ => 2,
+        };
         let packed = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(off).cast()));
         // Shifting the upper 128-bit half's dwords by 4 brings each byte's high nibble down.
         let shifted = _mm256_srlv_epi32(packed, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
-        (
-            _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f)),
-            _mm256_setzero_si256(),
-        )
+        let nibbles = _mm256_and_si256(shifted, _mm256_set1_epi8(0x0f));
+        if F == GEMM_Q5_0 {
+            // Q5_0's fifth bits (bytes 2..6): the codes 0..=31, offset by 16.
+            let qh = p.add(2).cast::<u32>().read_unaligned();
+            let fifth = _mm256_and_si256(bits_32(qh), _mm256_set1_epi8(0x10));
+            return (_mm256_or_si256(nibbles, fifth), _mm256_setzero_si256());
+        }
+        (nibbles, _mm256_setzero_si256())
     }
 }
 
@@ -393,6 +402,11 @@ fn lane_sums<const F: u8>(u: __m256i, w: __m256i, a: &ActBlock) -> __m256i {
     match F {
         GEMM_Q4_0 => _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones), extra),
         GEMM_Q4_1 => _mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones),
+        // Σ q·a − 16·Σ a = Σ (q − 16)·a, with `extra` = 8·Σ a.
+        GEMM_Q5_0 => _mm256_sub_epi32(
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, qa), ones),
+            _mm256_slli_epi32(extra, 1),
+        ),
         _ => _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(qa, w)), ones),
     }
 }

@@ -4,8 +4,8 @@
 
 use super::q4_0x16::GROUP_ROWS;
 use super::{
-    ActBlock, DotFn, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q8_0, Level, QMatrix, TILE_ROWS, act_type, cpu,
-    dot_fn, pool,
+    ActBlock, DotFn, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q5_0, GEMM_Q8_0, Level, QMatrix, TILE_ROWS,
+    act_type, cpu, dot_fn, pool,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
@@ -86,7 +86,7 @@ impl SimdActs {
                 extra: [0; 32],
             };
             blk.qs.copy_from_slice(&b[header..]);
-            if format == GEMM_Q4_0 {
+            if format == GEMM_Q4_0 || format == GEMM_Q5_0 {
                 let mut total = 0;
                 for (g, e) in blk.qs.chunks_exact(4).zip(blk.extra.chunks_exact_mut(4)) {
                     let sum: i32 = g.iter().map(|&q| i32::from(q as i8)).sum();
@@ -119,6 +119,7 @@ fn gemm_format(w: GgmlType) -> Option<u8> {
         GgmlType::Q4_0 => Some(GEMM_Q4_0),
         GgmlType::Q4_1 => Some(GEMM_Q4_1),
         GgmlType::Q8_0 => Some(GEMM_Q8_0),
+        GgmlType::Q5_0 => Some(GEMM_Q5_0),
         _ => None,
     }
 }
@@ -292,6 +293,7 @@ fn gemm_rows(f: u8, w: &QMatrix, r0: usize, r1: usize, acts: &Acts, out: &mut [f
             match f {
                 GEMM_Q4_0 => avx2::gemm_rows::<GEMM_Q4_0>(rows, rb, b, sc, n, out),
                 GEMM_Q4_1 => avx2::gemm_rows::<GEMM_Q4_1>(rows, rb, b, sc, n, out),
+                GEMM_Q5_0 => avx2::gemm_rows::<GEMM_Q5_0>(rows, rb, b, sc, n, out),
                 _ => avx2::gemm_rows::<GEMM_Q8_0>(rows, rb, b, sc, n, out),
             }
         }

@@ -85,9 +85,10 @@ impl<'a> QMatrix<'a> {
 pub(crate) const GEMM_Q4_0: u8 = 0;
 pub(crate) const GEMM_Q4_1: u8 = 1;
 pub(crate) const GEMM_Q8_0: u8 = 2;
+pub(crate) const GEMM_Q5_0: u8 = 3;
 
 /// One activation block as the AVX2 kernels read it: 32 codes, then 32 format-specific bytes
-/// (for Q4_0 weights the eight i32 sums `8·Σ a` over each group of 4 codes, the term that turns
+/// (for Q4_0 and Q5_0 weights the eight i32 sums `8·Σ a` over each group of 4 codes, the term that turns
 /// `Σ q·a` into `Σ (q − 8)·a`; unused otherwise). 64-byte aligned: two aligned loads.
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug)]

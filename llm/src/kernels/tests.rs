@@ -783,6 +783,7 @@ fn gemm_matches_dot_products_bit_for_bit() {
         (GgmlType::Q4_0, GgmlType::Q8_0),
         (GgmlType::Q4_1, GgmlType::Q4_0),
         (GgmlType::Q8_0, GgmlType::Q4_1),
+        (GgmlType::Q5_0, GgmlType::Q4_0),
     ] {
         for cb in [1, 7, 18, 48] {
             let cols = cb * 32;

@@ -42,8 +42,9 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in b[4..260].iter_mut().zip(x) {
-            // ggml's `nearest_int` (the 1.5·2²³ trick) is round-half-to-even for |v| < 2²².
-            let r = (iscale * v).round_ties_even().min(127.0);
+            // ggml's `nearest_int`: adding and removing 1.5·2²³ rounds half to even (here
+            // |iscale·v| ≤ 127, far below 2²²), without a call to `rintf`.
+            let r = ((iscale * v + 12_582_912.0) - 12_582_912.0).min(127.0);
             *q = r as i8 as u8;
         }
         for g in 0..BLOCK_LEN / 16 {
