@@ -4,8 +4,8 @@
 
 use super::q4_0x16::GROUP_ROWS;
 use super::{
-    ActBlock, DotFn, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q5_0, GEMM_Q8_0, Level, QMatrix, TILE_ROWS,
-    act_type, cpu, dot_fn, pool,
+    ActBlock, Dot4Fn, DotFn, GEMM_Q4_0, GEMM_Q4_1, GEMM_Q5_0, GEMM_Q8_0, Level, QMatrix, TILE_ROWS,
+    act_type, cpu, dot_fn, dot4_fn, pool,
 };
 #[cfg(target_arch = "x86_64")]
 use super::{avx2, avx512};
@@ -225,8 +225,9 @@ enum RowKernel {
     Packed,
     /// The AVX2 kernels on the quantized bytes and prepared activations.
     Gemm(u8),
-    /// A direct kernel on the quantized bytes, one pair at a time.
-    Direct(DotFn),
+    /// A direct kernel on the quantized bytes, one pair at a time, or four activation rows
+    /// at a time where there is such a kernel.
+    Direct(DotFn, Option<Dot4Fn>),
     /// Dequantize the row into scratch, then an f32 dot product.
     Dequantize(GgmlType, DotFn),
 }
@@ -248,7 +249,7 @@ impl RowKernel {
             return Self::Gemm(s.format);
         }
         match dot_fn(w, level) {
-            Some(f) => Self::Direct(f),
+            Some(f) => Self::Direct(f, dot4_fn(w, level)),
             None => Self::Dequantize(w, f32_dot),
         }
     }
@@ -259,10 +260,18 @@ impl RowKernel {
         match *self {
             Self::Packed => unreachable!("interleaved rows are written in place"),
             Self::Gemm(f) => gemm_rows(f, w, r0, r1, acts, out),
-            Self::Direct(f) => {
+            Self::Direct(f, f4) => {
                 for (k, vals) in out.chunks_exact_mut(n).enumerate() {
                     let wr = w.row(r0 + k);
-                    for (t, v) in vals.iter_mut().enumerate() {
+                    let mut t = 0;
+                    if let Some(f4) = f4 {
+                        while t + 4 <= n {
+                            let a = std::array::from_fn(|i| acts.row(t + i));
+                            vals[t..t + 4].copy_from_slice(&f4(wr, a));
+                            t += 4;
+                        }
+                    }
+                    for (t, v) in vals.iter_mut().enumerate().skip(t) {
                         *v = f(wr, acts.row(t));
                     }
                 }

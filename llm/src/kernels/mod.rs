@@ -31,6 +31,9 @@ use crate::quant::{self, GgmlType};
 /// A dot product between one weight row and one prepared activation row, both as bytes.
 pub type DotFn = fn(&[u8], &[u8]) -> f32;
 
+/// One weight row · four activation rows, each result bit for bit the [`DotFn`]'s.
+pub type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
+
 /// Weight rows the matrix product's tasks are multiples of (the AVX2 kernels take 4 at a time
 /// for one activation row).
 pub const TILE_ROWS: usize = 4;
@@ -186,6 +189,29 @@ fn avx2_fn(w: GgmlType) -> Option<DotFn> {
         GgmlType::Bf16 => bf16_,
         _ => return None,
     })
+}
+
+/// The kernel taking four activation rows at once for weights of type `w` at `level`, where
+/// one exists (the K-quants on AVX2: each weight block is unpacked once for the four).
+pub fn dot4_fn(w: GgmlType, level: Level) -> Option<Dot4Fn> {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unsafe_code)]
+    if level >= Level::Avx2 && cpu::detected() >= Level::Avx2 {
+        // SAFETY (both): AVX2, FMA and F16C were detected on this CPU.
+        fn q4_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            unsafe { avx2::dots_q4_k_q8_k::<4>(w, a) }
+        }
+        fn q6_k(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+            unsafe { avx2::dots_q6_k_q8_k::<4>(w, a) }
+        }
+        return match w {
+            GgmlType::Q4K => Some(q4_k),
+            GgmlType::Q6K => Some(q6_k),
+            _ => None,
+        };
+    }
+    let _ = (w, level);
+    None
 }
 
 /// f32 · f32 with the best kernel this CPU has.

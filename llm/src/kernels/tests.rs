@@ -1074,6 +1074,19 @@ fn kquant_kernels_match_dequantized_rows_and_agree_bit_for_bit() {
                         got.to_bits(),
                         "{ty}: AVX2 {v:e} != scalar {got:e}"
                     );
+                    // Four activation rows at once: each the one-row result.
+                    let others: Vec<Vec<u8>> = (0..3)
+                        .map(|_| {
+                            quant::quantize(GgmlType::Q8K, &gen_row(&mut r, n, GgmlType::Q8_0))
+                                .unwrap()
+                        })
+                        .collect();
+                    let rows = [&a[..], &others[0], &others[1], &others[2]];
+                    let four = dot4_fn(ty, Level::Avx2).unwrap()(&w, rows);
+                    for (k, (v4, row)) in four.iter().zip(rows).enumerate() {
+                        let one = scalar(&w, row);
+                        assert_eq!(v4.to_bits(), one.to_bits(), "{ty}: row {k} of four");
+                    }
                 }
             }
         }
