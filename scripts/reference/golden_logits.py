@@ -27,6 +27,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OUT = os.path.join(ROOT, "tests", "fixtures", "llama")
 MASK = (1 << 64) - 1
 
+# The natural text the real models are compared on.
+HAMLET = ("HAMLET: To be, or not to be, that is the question:\nWhether 'tis nobler in the mind "
+          "to suffer\nThe slings and arrows of outrageous fortune,\nOr to take arms against a sea "
+          "of troubles\nAnd by opposing end them. To die—to sleep,\nNo more; and by a sleep to say "
+          "we end\nThe heart-ache and the thousand natural shocks\nThat flesh is heir to: 'tis a "
+          "consummation\nDevoutly to be wish'd. To die, to sleep;\nTo sleep, perchance to dream—ay, "
+          "there's the rub:\nFor in that sleep of death what dreams may come,\nWhen we have shuffled "
+          "off this mortal coil,\nMust give us pause—there's the respect\nThat makes calamity of so "
+          "long life.\n\nOPHELIA: Good my lord,\nHow does your honour for this many a day?\n"
+          "HAMLET: I humbly thank you; well, well, well.")
+
 # name, dim, heads, kv heads, ffn, layers, vocab, tied output, matrix type, seed
 SHAPES = {
     "gqa": dict(dim=64, heads=4, kv_heads=2, ffn=96, layers=2, vocab=270, tied=True),
@@ -177,15 +188,7 @@ def smollm2():
     if not os.path.exists(path):
         print("SmolLM2 not in the cache (scripts/fetch-model.sh): skipped", file=sys.stderr)
         return
-    text = ("HAMLET: To be, or not to be, that is the question:\nWhether 'tis nobler in the mind "
-            "to suffer\nThe slings and arrows of outrageous fortune,\nOr to take arms against a sea "
-            "of troubles\nAnd by opposing end them. To die—to sleep,\nNo more; and by a sleep to say "
-            "we end\nThe heart-ache and the thousand natural shocks\nThat flesh is heir to: 'tis a "
-            "consummation\nDevoutly to be wish'd. To die, to sleep;\nTo sleep, perchance to dream—ay, "
-            "there's the rub:\nFor in that sleep of death what dreams may come,\nWhen we have shuffled "
-            "off this mortal coil,\nMust give us pause—there's the respect\nThat makes calamity of so "
-            "long life.\n\nOPHELIA: Good my lord,\nHow does your honour for this many a day?\n"
-            "HAMLET: I humbly thank you; well, well, well.")
+    text = HAMLET
     llm = llama_cpp.Llama(model_path=path, logits_all=True, n_ctx=256, n_threads=2, type_k=0, type_v=0,
                           flash_attn=False, verbose=False)
     ids = llm.tokenize(text.encode(), add_bos=False, special=False)

@@ -24,18 +24,10 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "llama", "gemma3.json")
 MODEL = os.path.join(os.environ.get("FEDTUNE_CACHE", os.path.expanduser("~/.cache/fedtune")),
                      "models", "gemma-3-270m-q4_k_m.gguf")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from golden_logits import top8  # noqa: E402
+from golden_logits import HAMLET, top8  # noqa: E402
 
-TEXT = ("HAMLET: To be, or not to be, that is the question:\nWhether 'tis nobler in the mind "
-        "to suffer\nThe slings and arrows of outrageous fortune,\nOr to take arms against a sea "
-        "of troubles\nAnd by opposing end them. To die—to sleep,\nNo more; and by a sleep to say "
-        "we end\nThe heart-ache and the thousand natural shocks\nThat flesh is heir to: 'tis a "
-        "consummation\nDevoutly to be wish'd. To die, to sleep;\nTo sleep, perchance to dream—ay, "
-        "there's the rub:\nFor in that sleep of death what dreams may come,\nWhen we have shuffled "
-        "off this mortal coil,\nMust give us pause—there's the respect\nThat makes calamity of so "
-        "long life.\n\nOPHELIA: Good my lord,\nHow does your honour for this many a day?\n"
-        "HAMLET: I humbly thank you; well, well, well.\nOPHELIA: My lord, I have remembrances of "
-        "yours,\nThat I have longed long to re-deliver;\nI pray you, now receive them.")
+TEXT = HAMLET + ("\nOPHELIA: My lord, I have remembrances of yours,\nThat I have longed long to "
+                 "re-deliver;\nI pray you, now receive them.")
 
 
 def logits(tokens, cache_type, flash):
