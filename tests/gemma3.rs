@@ -75,3 +75,29 @@ fn gemma3_logits_within_llama_cpp_spread() {
         "argmax agreement {argmax} is below llama.cpp's own {lowest}"
     );
 }
+
+/// Training Gemma 3 is not implemented yet: the main job says so before starting a federation.
+#[test]
+fn gemma3_simulate_is_refused_up_front() {
+    if gemma3_path().is_none() {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_fedtune"))
+        .args(["simulate", "--model", "gemma3", "--rounds", "1", "--out"])
+        .arg(out.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("training `gemma3` models is not supported"),
+        "stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("declined its task"),
+        "devices were started: {stderr}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}

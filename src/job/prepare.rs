@@ -53,6 +53,8 @@ pub(super) fn open_base(cfg: &JobConfig) -> Result<(BaseModel, Arc<LlamaModel>),
     cfg.validate().map_err(JobError::Config)?;
     let base: BaseModel = cfg.model.parse().unwrap_or(BaseModel::Embedded);
     let model = Arc::new(base.open()?);
+    // Refused before any device starts, not by every device at its first round.
+    fedtune_llm::backprop::check_trainable(&model.cfg)?;
     Ok((base, model))
 }
 

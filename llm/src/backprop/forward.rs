@@ -139,6 +139,14 @@ pub(crate) struct Pass<'a> {
     pub opts: TrainOptions,
 }
 
+/// Whether the backward pass implements `cfg`'s architecture (Gemma 3 runs inference only).
+pub fn check_trainable(cfg: &LlamaConfig) -> Result<(), TrainError> {
+    match cfg.gemma3 {
+        Some(_) => Err(TrainError::UnsupportedArch(cfg.arch.clone())),
+        None => Ok(()),
+    }
+}
+
 impl<'a> Pass<'a> {
     pub fn new(
         base: &'a BaseView<'a>,
@@ -147,9 +155,7 @@ impl<'a> Pass<'a> {
         opts: &TrainOptions,
     ) -> Result<Self, TrainError> {
         let cfg = base.cfg;
-        if cfg.gemma3.is_some() {
-            return Err(TrainError::UnsupportedArch(cfg.arch.clone()));
-        }
+        check_trainable(cfg)?;
         let mut modules = vec![[None; 7]; cfg.n_layers];
         if let Some(lora) = lora {
             lora.validate(cfg)?;

@@ -42,7 +42,7 @@ pub use fit::{
     Example, FitConfig, FitSummary, OptimizerKind, StepReport, Weights, evaluate, fit, fit_full,
     windows,
 };
-pub use forward::loss;
+pub use forward::{check_trainable, loss};
 pub use grads::Grads;
 pub use optim::{AdamW, Optimizer, Schedule, Sgd, clip_grad_norm};
 pub use params::{BaseView, LayerParams, LayerView, Params};
