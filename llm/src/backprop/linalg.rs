@@ -2,24 +2,31 @@
 //! task dequantizes a tile of the weights (a few rows, or a column segment of some rows) into
 //! a small scratch buffer, never the whole matrix, and multiplies it with a cache-blocked f32
 //! GEMM (`matrixmultiply`, ndarray's, with FMA kernels picked at run time). Work is split
-//! across the rayon pool by weight rows or column segments of fixed size, so every output is
-//! summed in a fixed order whatever the number of threads (training is reproducible).
+//! across the rayon pool by weight rows or column segments, as few as keep every thread busy
+//! (each GEMM packs the activations again). Every output is still summed in the same order
+//! whatever the split, which only decides which task computes it: training is reproducible
+//! on any number of threads.
 
 use rayon::prelude::*;
 
-use crate::kernels::QMatrix;
-use crate::quant::{self, GgmlType, QuantError};
+use crate::kernels::{QMatrix, dequant};
+use crate::quant::{GgmlType, QuantError};
 
-/// Weight rows dequantized and multiplied together in [`matmul_t`] (one task): large blocks
-/// for large matrices (each GEMM packs the activations again), small ones so that small
-/// matrices still split across threads. Depends on the shape only, never the thread count.
+/// Weight rows dequantized and multiplied together in [`matmul_t`] (one task): two tasks a
+/// thread, at most 256 rows (the scratch stays small).
 fn row_block(rows: usize) -> usize {
-    if rows >= 2048 { 256 } else { 64 }
+    let tasks = 2 * rayon::current_num_threads();
+    rows.div_ceil(tasks).next_multiple_of(16).clamp(16, 256)
 }
-/// Weight rows whose outputs [`matmul_t`] holds before copying them out.
-const GROUP_ROWS: usize = 2048;
-/// Target columns per task in [`matmul_acc`] (rounded to whole blocks of the format).
-const COL_SEGMENT: usize = 64;
+/// Columns per task in [`matmul_acc`]: one segment a thread, in whole blocks of `block_len`
+/// values and at least [`MIN_SEGMENT`].
+fn col_segment(cols: usize, block_len: usize) -> usize {
+    cols.div_ceil(rayon::current_num_threads())
+        .max(MIN_SEGMENT)
+        .next_multiple_of(block_len)
+}
+/// The narrowest segment [`matmul_acc`] splits off.
+const MIN_SEGMENT: usize = 64;
 /// Weight rows per GEMM in [`matmul_acc`].
 const ROW_CHUNK: usize = 256;
 /// Rows of the gradient per task in [`outer_acc`].
@@ -31,11 +38,39 @@ const OUTER_ROWS: usize = 64;
 fn gemm(
     (m, k, n): (usize, usize, usize),
     a: &[f32],
+    sa: (usize, usize),
+    b: &[f32],
+    sb: (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    rsc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() > (m - 1) * rsc + n - 1, "C out of bounds");
+    // SAFETY: C's `m` rows of `n` values, `rsc` apart, lie inside `c` (asserted), which is
+    // borrowed mutably and so aliases neither A nor B.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm_raw((m, k, n), a, sa, b, sb, beta, c.as_mut_ptr(), rsc)
+    };
+}
+
+/// [`gemm`] into C at `c`.
+///
+/// # Safety
+/// C's `m` rows of `n` values, `rsc` apart from `c`, must be valid for writes, alias neither
+/// A nor B, and be written by nobody else during the call.
+#[allow(clippy::too_many_arguments, unsafe_code)]
+unsafe fn gemm_raw(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
     (rsa, csa): (usize, usize),
     b: &[f32],
     (rsb, csb): (usize, usize),
     beta: f32,
-    c: &mut [f32],
+    c: *mut f32,
     rsc: usize,
 ) {
     if m == 0 || n == 0 {
@@ -44,10 +79,8 @@ fn gemm(
     let last = |r: usize, rs: usize, cn: usize, cs: usize| (r - 1) * rs + (cn - 1) * cs;
     assert!(k == 0 || a.len() > last(m, rsa, k, csa), "A out of bounds");
     assert!(k == 0 || b.len() > last(k, rsb, n, csb), "B out of bounds");
-    assert!(c.len() > last(m, rsc, n, 1), "C out of bounds");
-    // SAFETY: the asserts above keep every element the strides address inside its slice;
-    // `c` is borrowed mutably, so it does not alias `a` or `b`.
-    #[allow(unsafe_code)]
+    // SAFETY: the asserts keep every element of A and B the strides address inside its
+    // slice; C is the caller's to guarantee.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -61,11 +94,91 @@ fn gemm(
             rsb as isize,
             csb as isize,
             beta,
-            c.as_mut_ptr(),
+            c,
             rsc as isize,
             1,
         );
     }
+}
+
+/// Columns `c0..c0 + width` of a row-major `[rows × ld]` matrix, held by one task alone (see
+/// [`par_col_blocks`]): tasks write their products straight into the shared output.
+struct ColBlock<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    width: usize,
+    ld: usize,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl ColBlock<'_> {
+    /// `C = A (rows×k) · B (k×width) + beta·C` with C these columns.
+    fn gemm(
+        &mut self,
+        k: usize,
+        a: &[f32],
+        sa: (usize, usize),
+        b: &[f32],
+        sb: (usize, usize),
+        beta: f32,
+    ) {
+        // SAFETY: C is this block's `rows` rows of `width` values, `ld` apart, inside the
+        // matrix `par_col_blocks` borrowed mutably and written by this block alone.
+        #[allow(unsafe_code)]
+        unsafe {
+            gemm_raw(
+                (self.rows, k, self.width),
+                a,
+                sa,
+                b,
+                sb,
+                beta,
+                self.ptr,
+                self.ld,
+            )
+        };
+    }
+}
+
+/// Runs `f(i, block)` in parallel for the column blocks `i·width..` of `out` (`[rows × cols]`,
+/// row-major), each block its own.
+fn par_col_blocks<F>(out: &mut [f32], cols: usize, width: usize, f: F) -> Result<(), QuantError>
+where
+    F: Fn(usize, ColBlock<'_>) -> Result<(), QuantError> + Sync,
+{
+    let rows = out.len() / cols.max(1);
+    assert_eq!(out.len(), rows * cols, "out is whole rows");
+    // The base address as an integer, so the closure is `Sync`; each block offsets it.
+    let base = out.as_mut_ptr() as usize;
+    (0..cols.div_ceil(width)).into_par_iter().try_for_each(|i| {
+        let c0 = i * width;
+        let block = ColBlock {
+            // SAFETY (of every later access): c0 < cols, so the block starts inside `out`;
+            // its rows of `width.min(cols − c0)` values stay inside row-major `out`.
+            ptr: (base as *mut f32).wrapping_add(c0),
+            rows,
+            width: width.min(cols - c0),
+            ld: cols,
+            _out: std::marker::PhantomData,
+        };
+        f(i, block)
+    })
+}
+
+thread_local! {
+    /// Each thread's dequantized weight tile, kept between products (a fresh allocation per
+    /// task cost a page-zeroing fault per task).
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` on this thread's tile scratch, at least `len` values (contents unspecified).
+fn with_tile<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    TILE.with_borrow_mut(|t| {
+        if t.len() < len {
+            t.resize(len, 0.0);
+        }
+        f(&mut t[..len])
+    })
 }
 
 /// `y = x · Wᵀ`: `x` is `[n × W.cols]`, `y` is `[n × W.rows]` (overwritten).
@@ -77,45 +190,19 @@ pub fn matmul_t(w: &QMatrix, x: &[f32], y: &mut [f32]) -> Result<(), QuantError>
     if n == 0 || rows == 0 {
         return Ok(());
     }
-    // Groups of blocks run in parallel, block b holding rows b·block.. as
-    // [n × block rows]; each group is copied out before the next (bounding the scratch to
-    // n × GROUP_ROWS values).
+    // Each task dequantizes a block of weight rows and writes y's columns for them.
     let block = row_block(rows);
-    let n_blocks = rows.div_ceil(block);
-    let per_group = GROUP_ROWS / block;
-    for g0 in (0..n_blocks).step_by(per_group) {
-        let blocks = (g0..(g0 + per_group).min(n_blocks))
-            .into_par_iter()
-            .map(|b| {
-                let (r0, r1) = (b * block, ((b + 1) * block).min(rows));
-                let nr = r1 - r0;
-                let mut wrows = vec![0f32; nr * cols];
-                for (r, dst) in (r0..r1).zip(wrows.chunks_exact_mut(cols)) {
-                    w.dequantize_row(r, dst)?;
-                }
-                // out [n × nr] = x [n × cols] · wrowsᵀ [cols × nr]
-                let mut out = vec![0f32; n * nr];
-                gemm(
-                    (n, cols, nr),
-                    x,
-                    (cols, 1),
-                    &wrows,
-                    (1, cols),
-                    0.0,
-                    &mut out,
-                    nr,
-                );
-                Ok(out)
-            })
-            .collect::<Result<Vec<_>, QuantError>>()?;
-        y.par_chunks_mut(rows).enumerate().for_each(|(t, yr)| {
-            for (i, out) in blocks.iter().enumerate() {
-                let nr = out.len() / n;
-                yr[(g0 + i) * block..][..nr].copy_from_slice(&out[t * nr..][..nr]);
+    par_col_blocks(y, rows, block, |b, mut out| {
+        let (r0, nr) = (b * block, out.width);
+        with_tile(nr * cols, |wrows| {
+            for (r, dst) in (r0..r0 + nr).zip(wrows.chunks_exact_mut(cols)) {
+                w.dequantize_row(r, dst)?;
             }
-        });
-    }
-    Ok(())
+            // y[:, r0..r0+nr] = x [n × cols] · wrowsᵀ [cols × nr]
+            out.gemm(cols, x, (cols, 1), wrows, (1, cols), 0.0);
+            Ok(())
+        })
+    })
 }
 
 /// `dx += dy · W`: `dy` is `[n × W.rows]`, `dx` is `[n × W.cols]` (the backward of
@@ -130,42 +217,23 @@ pub fn matmul_acc(w: &QMatrix, dy: &[f32], dx: &mut [f32]) -> Result<(), QuantEr
         return Ok(());
     }
     let (bl, bb) = (w.ty.block_len(), w.ty.block_bytes());
-    let seg = COL_SEGMENT.div_ceil(bl) * bl;
-    let parts = (0..cols.div_ceil(seg))
-        .into_par_iter()
-        .map(|s| {
-            let (c0, c1) = (s * seg, ((s + 1) * seg).min(cols));
-            let width = c1 - c0;
-            // The chunk's rows of this segment: wseg[r − r0][c − c0].
-            let mut wseg = vec![0f32; width * ROW_CHUNK];
-            let mut acc = vec![0f32; n * width];
+    let seg = col_segment(cols, bl);
+    par_col_blocks(dx, cols, seg, |s, mut out| {
+        let (c0, width) = (s * seg, out.width);
+        let (b0, b1) = (c0 / bl * bb, (c0 + width) / bl * bb);
+        with_tile(width * ROW_CHUNK, |wseg| {
             for r0 in (0..rows).step_by(ROW_CHUNK) {
                 let nr = ROW_CHUNK.min(rows - r0);
+                // The chunk's rows of this segment: wseg[r − r0][c − c0].
                 for (i, dst) in wseg.chunks_exact_mut(width).take(nr).enumerate() {
-                    quant::dequantize_row(w.ty, &w.row(r0 + i)[c0 / bl * bb..c1 / bl * bb], dst)?;
+                    dequant::dequantize_row(w.ty, &w.row(r0 + i)[b0..b1], dst)?;
                 }
-                // acc [n × width] += dy[:, r0..r0+nr] [n × nr] · wseg [nr × width]
-                gemm(
-                    (n, nr, width),
-                    &dy[r0..],
-                    (rows, 1),
-                    &wseg,
-                    (width, 1),
-                    1.0,
-                    &mut acc,
-                    width,
-                );
+                // dx[:, c0..c0+width] += dy[:, r0..r0+nr] [n × nr] · wseg [nr × width]
+                out.gemm(nr, &dy[r0..], (rows, 1), wseg, (width, 1), 1.0);
             }
-            Ok(acc)
+            Ok(())
         })
-        .collect::<Result<Vec<_>, QuantError>>()?;
-    dx.par_chunks_mut(cols).enumerate().for_each(|(t, dxr)| {
-        for (s, acc) in parts.iter().enumerate() {
-            let width = acc.len() / n;
-            add(&mut dxr[s * seg..][..width], &acc[t * width..][..width]);
-        }
-    });
-    Ok(())
+    })
 }
 
 /// `dw += dyᵀ · x`: `dy` is `[n × rows]`, `x` is `[n × cols]`, `dw` is `[rows × cols]` (the
@@ -234,6 +302,7 @@ pub fn add(y: &mut [f32], x: &[f32]) {
 mod tests {
     use super::*;
     use crate::llama::random::SplitMix64;
+    use crate::quant;
 
     fn naive(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
         x.chunks_exact(cols)
@@ -283,6 +352,49 @@ mod tests {
         let want = naive(&transpose(&x, n, cols), cols, n, &transpose(&dy, n, rows));
         for (a, b) in dw.iter().zip(want) {
             assert!((a - b).abs() < 1e-4);
+        }
+    }
+
+    /// The split of work follows the thread count; no sum may: products on pools of 1, 2 and
+    /// 3 threads agree bit for bit, on shapes with several row chunks, segments and blocks.
+    #[test]
+    fn products_are_the_same_on_any_number_of_threads() {
+        let mut rng = SplitMix64::new(11);
+        for (ty, rows, cols, n) in [
+            (GgmlType::Q8_0, 600, 320, 7),
+            (GgmlType::Q4_1, 70, 256, 3),
+            (GgmlType::F32, 33, 200, 5),
+        ] {
+            let w = rng.uniform(rows * cols, 1.0);
+            let x = rng.uniform(n * cols, 1.0);
+            let dy = rng.uniform(n * rows, 1.0);
+            let bytes = quant::quantize(ty, &w).unwrap();
+            let m = QMatrix::new(ty, rows, cols, &bytes).unwrap();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut y = vec![f32::NAN; n * rows];
+                    matmul_t(&m, &x, &mut y).unwrap();
+                    let mut dx = vec![0.5f32; n * cols];
+                    matmul_acc(&m, &dy, &mut dx).unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    (bits(&y), bits(&dx))
+                })
+            };
+            let one = run(1);
+            let wd = quant::dequantize(ty, &bytes, rows * cols).unwrap();
+            for (a, b) in one.0.iter().zip(naive(&wd, rows, cols, &x)) {
+                assert!((f32::from_bits(*a) - b).abs() < 1e-3, "{ty:?}: {a} vs {b}");
+            }
+            for threads in [2, 3] {
+                assert!(
+                    run(threads) == one,
+                    "{ty:?}: {threads} threads differ from 1"
+                );
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! model has interleaved ([`q4_0x16`]) take the `vpdpbusd` kernels.
 
 pub mod cpu;
+pub(crate) mod dequant;
 mod kquants;
 mod matmul;
 pub(crate) mod pool;
@@ -80,7 +81,7 @@ impl<'a> QMatrix<'a> {
 
     /// Row `i` as f32 (embedding lookups).
     pub fn dequantize_row(&self, i: usize, out: &mut [f32]) -> Result<(), quant::QuantError> {
-        quant::dequantize_row(self.ty, self.row(i), out)
+        dequant::dequantize_row(self.ty, self.row(i), out)
     }
 }
 

@@ -1117,3 +1117,38 @@ fn kquant_single_activation_picks_its_weight() {
         }
     }
 }
+
+/// The training products' row decoder ([`super::dequant`]) equals the reference bit for bit,
+/// for every format and random blocks (f16 scales and minimums of every sign and magnitude).
+#[test]
+fn dequant_rows_match_the_reference_bit_for_bit() {
+    if !avx2_available() {
+        return;
+    }
+    let mut r = rng(31);
+    for ty in DIRECT.into_iter().chain(KQUANT).chain(FALLBACK) {
+        for blocks in [1, 2, 7, 36] {
+            let n = if is_block(ty) {
+                blocks * ty.block_len()
+            } else {
+                blocks * 32
+            };
+            let bytes = if has_random_layout(ty) {
+                random_blocks(&mut r, ty, blocks)
+            } else {
+                quant::quantize(ty, &gen_row(&mut r, n, ty)).unwrap()
+            };
+            let mut want = vec![0f32; n];
+            let mut got = vec![f32::NAN; n];
+            quant::dequantize_row(ty, &bytes, &mut want).unwrap();
+            dequant::dequantize_row(ty, &bytes, &mut got).unwrap();
+            assert_bits_eq(&got, &want, &format!("{ty:?}, {blocks} blocks"));
+        }
+        // A length that is not whole blocks is refused, not read past.
+        if is_block(ty) {
+            let bytes = vec![0u8; ty.block_bytes()];
+            let mut out = vec![0f32; ty.block_len() + 1];
+            assert!(dequant::dequantize_row(ty, &bytes, &mut out).is_err());
+        }
+    }
+}

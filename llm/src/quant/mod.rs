@@ -291,7 +291,7 @@ fn expected_bytes(ty: GgmlType, values: usize) -> Result<usize, QuantError> {
         .ok_or(QuantError::TooLarge { ty, values })
 }
 
-fn check_lengths(ty: GgmlType, values: usize, bytes: usize) -> Result<(), QuantError> {
+pub(crate) fn check_lengths(ty: GgmlType, values: usize, bytes: usize) -> Result<(), QuantError> {
     if !bytes.is_multiple_of(ty.block_bytes()) {
         return Err(QuantError::PartialBlockBytes {
             ty,
