@@ -44,6 +44,7 @@ fn tiny_model() -> Arc<LlamaModel> {
         layers: 2,
         vocab: VOCAB,
         tied: true,
+        gemma3: None,
     };
     let (writer, _) = random_model(&shape, fedtune_llm::quant::GgmlType::Q8_0, 3, 0).unwrap();
     let file = GgufFile::from_bytes(writer.to_bytes().unwrap()).unwrap();

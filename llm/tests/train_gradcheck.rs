@@ -47,6 +47,7 @@ fn tiny(tied: bool, order: RopeOrder, ty: GgmlType) -> LlamaModel {
         layers: 2,
         vocab: 64,
         tied,
+        gemma3: None,
     };
     let (writer, _) = random_model(&shape, ty, 42, 0).unwrap();
     let file = GgufFile::from_bytes(writer.to_bytes().unwrap()).unwrap();

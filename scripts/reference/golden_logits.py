@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""Golden logits from llama.cpp for small random llama models, and for SmolLM2.
+"""Golden logits from llama.cpp for small random llama and Gemma 3 models, and for SmolLM2.
 
 Random models: weights come from a splitmix64 stream that the Rust test suite
 (tests/inference.rs) regenerates bit for bit, so only the logits are committed, not the models.
 Each model is written with gguf-py's GGUFWriter (weights quantized by gguf-py), run through
 llama.cpp (llama-cpp-python, logits for every position, f32 KV cache), and its logits saved as
 tests/fixtures/llama/<name>.npy ([n_tokens, n_vocab] float32). models.json describes each model.
+K-quant matrices (no quantizer in gguf-py) are random bytes from the same stream with their f16
+scales set to fit (llm/src/llama/random.rs, `random_blocks`).
 
 SmolLM2 (if the model is in the cache): argmax and the top-8 logits of every position of a fixed
 text, in tests/fixtures/llama/smollm2.json (the full logits would be megabytes).
 
 Run:  scripts/reference/setup-llama.sh && \
-      ~/.cache/fedtune/ref-venv/bin/python scripts/reference/golden_logits.py
+      ~/.cache/fedtune/ref-venv/bin/python scripts/reference/golden_logits.py [--only PREFIX]
+
+--only regenerates the models whose name starts with PREFIX and keeps the other fixtures.
+llama.cpp runs without its extra buffer types (no repacked or AMX matrices): its plain CPU
+kernels, whose arithmetic fedtune follows (a native build on an AMX part crashes on these
+tiny models otherwise).
 """
 import json
 import os
@@ -42,6 +49,10 @@ HAMLET = ("HAMLET: To be, or not to be, that is the question:\nWhether 'tis nobl
 SHAPES = {
     "gqa": dict(dim=64, heads=4, kv_heads=2, ffn=96, layers=2, vocab=270, tied=True),
     "odd": dict(dim=96, heads=3, kv_heads=1, ffn=160, layers=2, vocab=301, tied=False),
+    # Gemma 3: head size apart from dim / heads, five local layers (window 16) then a global one;
+    # rows of 256 values for the K-quants.
+    "gemma": dict(dim=256, heads=4, kv_heads=1, ffn=512, layers=6, vocab=300, tied=True,
+                  head_dim=128, sliding_window=16),
 }
 MODELS = [
     ("gqa_f32", "gqa", "F32", 1),
@@ -53,7 +64,14 @@ MODELS = [
     ("odd_q8_0", "odd", "Q8_0", 7),
     ("odd_q4_0", "odd", "Q4_0", 8),
     ("odd_q4_1", "odd", "Q4_1", 9),
+    ("gemma_f32", "gemma", "F32", 10),
+    ("gemma_q8_0", "gemma", "Q8_0", 11),
+    ("gemma_q5_0", "gemma", "Q5_0", 12),
+    ("gemma_q4_k", "gemma", "Q4_K", 13),
+    ("gemma_q6_k", "gemma", "Q6_K", 14),
 ]
+# K-quants: (offsets of the f16 scale fields in a block, divisor), as random.rs.
+K_SCALES = {"Q4_K": ([0, 2], 1000.0), "Q6_K": ([208], 4000.0)}
 N_TOKENS = 48
 
 
@@ -76,15 +94,37 @@ class SplitMix64:
         return u * np.float32(scale)
 
 
-def tensors(shape, seed):
-    """(name, rows, cols, values) in generation order; norms are 1 + 0.1·u."""
+def random_blocks(rng, qtype, rows, cols, scale):
+    """K-quant bytes as random.rs draws them: eight bytes a draw, then per block each f16
+    scale field set to scale / div · (0.75 + 0.25·u)."""
+    bs, ts = gguf.GGML_QUANT_SIZES[getattr(Q, qtype)]
+    n_bytes = rows * cols // bs * ts
+    raw = b"".join(rng.next().to_bytes(8, "little") for _ in range((n_bytes + 7) // 8))
+    b = bytearray(raw[:n_bytes])
+    fields, div = K_SCALES[qtype]
+    for o in range(0, n_bytes, ts):
+        for f in fields:
+            u = rng.uniform(1, 1.0)[0]
+            v = np.float32(scale) / np.float32(div) * (np.float32(0.75) + np.float32(0.25) * u)
+            b[o + f:o + f + 2] = np.float16(v).tobytes()
+    return np.frombuffer(bytes(b), dtype=np.uint8).reshape(rows, cols // bs * ts)
+
+
+def tensors(shape, seed, qtype):
+    """(name, rows, cols, values or K-quant bytes) in generation order; norms are 1 + 0.1·u."""
     s = SHAPES[shape]
-    d, hd = s["dim"], s["dim"] // s["heads"]
+    d = s["dim"]
+    hd = s.get("head_dim", d // s["heads"])
+    gemma = "head_dim" in s
     rng = SplitMix64(seed)
     out = []
 
     def mat(name, rows, cols):
-        out.append((name, rows, cols, rng.uniform(rows * cols, 1.0 / np.sqrt(cols)).reshape(rows, cols)))
+        scale = 1.0 / np.sqrt(cols)
+        if qtype in K_SCALES:
+            out.append((name, rows, cols, random_blocks(rng, qtype, rows, cols, scale)))
+        else:
+            out.append((name, rows, cols, rng.uniform(rows * cols, scale).reshape(rows, cols)))
 
     def norm(name, n):
         out.append((name, 1, n, (np.float32(1.0) + rng.uniform(n, 0.1)).reshape(1, n)))
@@ -95,11 +135,18 @@ def tensors(shape, seed):
         mat(f"blk.{i}.attn_q.weight", s["heads"] * hd, d)
         mat(f"blk.{i}.attn_k.weight", s["kv_heads"] * hd, d)
         mat(f"blk.{i}.attn_v.weight", s["kv_heads"] * hd, d)
+        if gemma:
+            norm(f"blk.{i}.attn_q_norm.weight", hd)
+            norm(f"blk.{i}.attn_k_norm.weight", hd)
         mat(f"blk.{i}.attn_output.weight", d, s["heads"] * hd)
+        if gemma:
+            norm(f"blk.{i}.post_attention_norm.weight", d)
         norm(f"blk.{i}.ffn_norm.weight", d)
         mat(f"blk.{i}.ffn_gate.weight", s["ffn"], d)
         mat(f"blk.{i}.ffn_up.weight", s["ffn"], d)
         mat(f"blk.{i}.ffn_down.weight", d, s["ffn"])
+        if gemma:
+            norm(f"blk.{i}.post_ffw_norm.weight", d)
     norm("output_norm.weight", d)
     if not s["tied"]:
         mat("output.weight", s["vocab"], d)
@@ -122,15 +169,24 @@ def byte_alphabet():
 
 def write_model(path, shape, qtype, seed):
     s = SHAPES[shape]
-    w = gguf.GGUFWriter(path, "llama")
+    gemma = "head_dim" in s
+    w = gguf.GGUFWriter(path, "gemma3" if gemma else "llama")
     w.add_block_count(s["layers"])
     w.add_context_length(256)
     w.add_embedding_length(s["dim"])
     w.add_feed_forward_length(s["ffn"])
     w.add_head_count(s["heads"])
     w.add_head_count_kv(s["kv_heads"])
-    w.add_rope_freq_base(10000.0)
-    w.add_layer_norm_rms_eps(1e-5)
+    if gemma:
+        # llama.cpp's gemma3: every sixth layer global, local RoPE base 10000 (both fixed).
+        w.add_key_length(s["head_dim"])
+        w.add_value_length(s["head_dim"])
+        w.add_sliding_window(s["sliding_window"])
+        w.add_rope_freq_base(1000000.0)
+        w.add_layer_norm_rms_eps(1e-6)
+    else:
+        w.add_rope_freq_base(10000.0)
+        w.add_layer_norm_rms_eps(1e-5)
     # A byte-level vocabulary (llama.cpp needs one to load a model): 256 bytes + merged pairs.
     alpha = byte_alphabet()
     tokens, merges = list(alpha), []
@@ -149,9 +205,11 @@ def write_model(path, shape, qtype, seed):
     w.add_bos_token_id(len(tokens) - 2)
     w.add_eos_token_id(len(tokens) - 1)
     w.add_add_bos_token(False)
-    ts, toks = tensors(shape, seed)
+    ts, toks = tensors(shape, seed, qtype)
     for name, rows, cols, vals in ts:
-        if rows == 1 or qtype == "F32":
+        if qtype in K_SCALES and rows > 1:
+            w.add_tensor(name, vals, raw_dtype=getattr(Q, qtype))
+        elif rows == 1 or qtype == "F32":
             w.add_tensor(name, vals.reshape(-1) if rows == 1 else vals)
         elif qtype == "F16":
             w.add_tensor(name, vals.astype(np.float16))
@@ -163,6 +221,19 @@ def write_model(path, shape, qtype, seed):
     w.write_tensors_to_file()
     w.close()
     return toks
+
+
+def plain_kernels():
+    """Model parameters without extra buffer types, for every Llama made after this call."""
+    default = llama_cpp.llama_model_default_params
+
+    def params():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    llama_cpp.llama_model_default_params = params
+    llama_cpp.llama.llama_cpp.llama_model_default_params = params
 
 
 def llama_logits(path, tokens):
@@ -201,9 +272,18 @@ def smollm2():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    plain_kernels()
+    kept = {}
+    if only is not None:
+        with open(os.path.join(OUT, "models.json")) as f:
+            kept = {m["name"]: m for m in json.load(f)}
     index = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, shape, qtype, seed in MODELS:
+            if only is not None and not name.startswith(only):
+                index.append(kept[name])
+                continue
             path = os.path.join(tmp, name + ".gguf")
             toks = write_model(path, shape, qtype, seed)
             logits = llama_logits(path, toks)
@@ -212,7 +292,8 @@ def main():
             print(f"{name}: {logits.shape}, max|logit| {np.abs(logits).max():.3f}", file=sys.stderr)
     with open(os.path.join(OUT, "models.json"), "w") as f:
         json.dump(index, f, indent=1)
-    smollm2()
+    if only is None:
+        smollm2()
 
 
 if __name__ == "__main__":

@@ -405,5 +405,6 @@ fn parse_shape(s: &str) -> anyhow::Result<RandomShape> {
         layers,
         vocab,
         tied: true,
+        gemma3: None,
     })
 }

@@ -110,6 +110,7 @@ impl PretrainArgs {
             layers: self.layers,
             vocab: self.vocab,
             tied: !self.untied,
+            gemma3: None,
         })
     }
 

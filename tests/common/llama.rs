@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fedtune_llm::gguf::GgufFile;
-use fedtune_llm::llama::random::{RandomShape, random_model};
+use fedtune_llm::llama::random::{RandomGemma3, RandomShape, random_model};
 use fedtune_llm::llama::{LlamaModel, argmax};
 use fedtune_llm::quant::GgmlType;
 
@@ -28,6 +28,9 @@ pub fn ty_of(name: &str) -> GgmlType {
         "Q8_0" => GgmlType::Q8_0,
         "Q4_0" => GgmlType::Q4_0,
         "Q4_1" => GgmlType::Q4_1,
+        "Q5_0" => GgmlType::Q5_0,
+        "Q4_K" => GgmlType::Q4K,
+        "Q6_K" => GgmlType::Q6K,
         other => panic!("fixture type {other}"),
     }
 }
@@ -52,6 +55,10 @@ pub fn model_of(m: &serde_json::Value, seed_key: &str) -> (LlamaModel, Vec<u32>)
         layers: u("layers"),
         vocab: u("vocab"),
         tied: m["tied"].as_bool().unwrap(),
+        gemma3: m.get("head_dim").map(|hd| RandomGemma3 {
+            head_dim: hd.as_u64().unwrap() as usize,
+            sliding_window: u("sliding_window"),
+        }),
     };
     let ty = ty_of(m["type"].as_str().unwrap());
     let want = u32s(&m["tokens"]);

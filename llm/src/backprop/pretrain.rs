@@ -109,6 +109,7 @@ mod tests {
             layers: 2,
             vocab: 300,
             tied: true,
+            gemma3: None,
         }
     }
 

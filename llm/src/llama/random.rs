@@ -4,9 +4,12 @@
 //! `(k / 2²⁴ · 2 − 1) · scale` with 24 random bits, exact in f32 and f64, so
 //! `scripts/reference/golden_logits.py` makes the very same model in Python and llama.cpp's
 //! logits for it can be committed without committing the model. Matrices use
-//! scale 1/√fan-in, norms are 1 + 0.1·u. The file carries a byte-level BPE vocabulary so
-//! llama.cpp loads it too.
+//! scale 1/√fan-in, norms are 1 + 0.1·u. Formats without a quantizer here (the K-quants) get
+//! random bytes from the same stream with their f16 scales set to fit 1/√fan-in
+//! ([`random_blocks`]). The file carries a byte-level BPE vocabulary so llama.cpp loads it
+//! too; [`RandomShape::gemma3`] makes Gemma 3's tensors and metadata instead of llama's.
 
+use super::gemma3::{self, Gemma3};
 use super::{LlamaConfig, LlamaError, RopeOrder};
 use crate::gguf::GgufWriter;
 use crate::quant::{self, GgmlType};
@@ -23,6 +26,17 @@ pub struct RandomShape {
     pub vocab: usize,
     /// Output head shares the embedding matrix.
     pub tied: bool,
+    /// A Gemma 3 model instead of a llama one (its output head is always tied).
+    pub gemma3: Option<RandomGemma3>,
+}
+
+/// What a random Gemma 3 model sets beyond the llama shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RandomGemma3 {
+    /// Values per attention head (Gemma's need not be dim / heads).
+    pub head_dim: usize,
+    /// Positions a local layer sees; every sixth layer is global.
+    pub sliding_window: usize,
 }
 
 impl RandomShape {
@@ -36,6 +50,7 @@ impl RandomShape {
             layers: 30,
             vocab: 49152,
             tied: true,
+            gemma3: None,
         }
     }
 }
@@ -74,32 +89,10 @@ pub fn random_model(
     n_tokens: usize,
 ) -> Result<(GgufWriter, Vec<u32>), LlamaError> {
     let s = shape;
-    let hd = s.dim / s.heads;
-    // (name, rows, cols); rows == 0 marks a norm vector of `cols` values.
-    let mut tensors: Vec<(String, usize, usize)> =
-        vec![("token_embd.weight".into(), s.vocab, s.dim)];
-    for i in 0..s.layers {
-        let n = |t: &str| format!("blk.{i}.{t}.weight");
-        tensors.extend([
-            (n("attn_norm"), 0, s.dim),
-            (n("attn_q"), s.heads * hd, s.dim),
-            (n("attn_k"), s.kv_heads * hd, s.dim),
-            (n("attn_v"), s.kv_heads * hd, s.dim),
-            (n("attn_output"), s.dim, s.heads * hd),
-            (n("ffn_norm"), 0, s.dim),
-            (n("ffn_gate"), s.ffn, s.dim),
-            (n("ffn_up"), s.ffn, s.dim),
-            (n("ffn_down"), s.dim, s.ffn),
-        ]);
-    }
-    tensors.push(("output_norm.weight".into(), 0, s.dim));
-    if !s.tied {
-        tensors.push(("output.weight".into(), s.vocab, s.dim));
-    }
     let mut rng = SplitMix64::new(seed);
     let mut w = GgufWriter::new();
     metadata(&mut w, s);
-    for (name, rows, cols) in tensors {
+    for (name, rows, cols) in s.tensors() {
         if rows == 0 {
             let vals: Vec<f32> = rng
                 .uniform(cols, 0.1)
@@ -113,13 +106,13 @@ pub fn random_model(
                 quant::quantize(GgmlType::F32, &vals)?,
             )?;
         } else {
-            let vals = rng.uniform(rows * cols, (1.0 / (cols as f64).sqrt()) as f32);
-            w.add_tensor(
-                name,
-                &[cols as u64, rows as u64],
-                ty,
-                quant::quantize(ty, &vals)?,
-            )?;
+            let scale = (1.0 / (cols as f64).sqrt()) as f32;
+            let bytes = if ty.can_quantize() {
+                quant::quantize(ty, &rng.uniform(rows * cols, scale))?
+            } else {
+                random_blocks(&mut rng, ty, rows * cols, scale)
+            };
+            w.add_tensor(name, &[cols as u64, rows as u64], ty, bytes)?;
         }
     }
     let tokens = (0..n_tokens)
@@ -128,10 +121,100 @@ pub fn random_model(
     Ok((w, tokens))
 }
 
+/// `n` values of K-quant type `ty` as random bytes from `rng` (eight a draw, little-endian),
+/// then each block's f16 scales set to `scale / div · (0.75 + 0.25·u)`, one draw each in
+/// block order, so that values stay near ±`scale` (`div` is the largest code-times-sub-scale
+/// product of the format). Python draws the very same bytes.
+fn random_blocks(rng: &mut SplitMix64, ty: GgmlType, n: usize, scale: f32) -> Vec<u8> {
+    let (bl, bb) = (ty.block_len(), ty.block_bytes());
+    let mut bytes: Vec<u8> = Vec::with_capacity(n / bl * bb + 8);
+    while bytes.len() < n / bl * bb {
+        bytes.extend(rng.next_u64().to_le_bytes());
+    }
+    bytes.truncate(n / bl * bb);
+    // (offsets of the f16 scale fields, divisor)
+    let (fields, div): (&[usize], f32) = match ty {
+        GgmlType::Q4K | GgmlType::Q5K => (&[0, 2], 1000.0),
+        GgmlType::Q6K => (&[bb - 2], 4000.0),
+        GgmlType::Q2K | GgmlType::Q3K => (&[bb - 4, bb - 2], 1000.0),
+        _ => (&[], 1.0),
+    };
+    for block in bytes.chunks_exact_mut(bb) {
+        for &o in fields {
+            let u = rng.uniform(1, 1.0)[0];
+            let v = scale / div * (0.75 + 0.25 * u);
+            block[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    bytes
+}
+
 impl RandomShape {
-    /// The model's config (llama, RoPE base 10000, context 2048).
+    /// Values per attention head.
+    fn head_dim(&self) -> usize {
+        self.gemma3.map_or(self.dim / self.heads, |g| g.head_dim)
+    }
+
+    /// (name, rows, cols) in generation order; rows == 0 marks a norm vector of `cols` values.
+    fn tensors(&self) -> Vec<(String, usize, usize)> {
+        let (s, hd) = (self, self.head_dim());
+        let mut t: Vec<(String, usize, usize)> = vec![("token_embd.weight".into(), s.vocab, s.dim)];
+        for i in 0..s.layers {
+            let n = |t: &str| format!("blk.{i}.{t}.weight");
+            t.extend([
+                (n("attn_norm"), 0, s.dim),
+                (n("attn_q"), s.heads * hd, s.dim),
+                (n("attn_k"), s.kv_heads * hd, s.dim),
+                (n("attn_v"), s.kv_heads * hd, s.dim),
+            ]);
+            if s.gemma3.is_some() {
+                t.extend([(n("attn_q_norm"), 0, hd), (n("attn_k_norm"), 0, hd)]);
+            }
+            t.push((n("attn_output"), s.dim, s.heads * hd));
+            if s.gemma3.is_some() {
+                t.push((n("post_attention_norm"), 0, s.dim));
+            }
+            t.extend([
+                (n("ffn_norm"), 0, s.dim),
+                (n("ffn_gate"), s.ffn, s.dim),
+                (n("ffn_up"), s.ffn, s.dim),
+                (n("ffn_down"), s.dim, s.ffn),
+            ]);
+            if s.gemma3.is_some() {
+                t.push((n("post_ffw_norm"), 0, s.dim));
+            }
+        }
+        t.push(("output_norm.weight".into(), 0, s.dim));
+        if !s.tied && s.gemma3.is_none() {
+            t.push(("output.weight".into(), s.vocab, s.dim));
+        }
+        t
+    }
+
+    /// The model's config: llama (RoPE base 10000, context 2048), or Gemma 3 (NeoX RoPE, base
+    /// 10⁶ for global layers and 10⁴ for local ones, ε 10⁻⁶, queries scaled by 1/√head_dim).
     pub fn config(&self) -> LlamaConfig {
-        let hd = self.dim / self.heads;
+        let hd = self.head_dim();
+        if let Some(g) = self.gemma3 {
+            return LlamaConfig {
+                arch: gemma3::ARCH.into(),
+                rope_base: 1_000_000.0,
+                rope_order: RopeOrder::NeoX,
+                rms_eps: 1e-6,
+                gemma3: Some(Gemma3 {
+                    sliding_window: Some(g.sliding_window),
+                    pattern: 6,
+                    rope_base_local: 10_000.0,
+                    query_scale: 1.0 / (hd as f32).sqrt(),
+                    final_logit_softcap: None,
+                }),
+                ..self.llama_config(hd)
+            };
+        }
+        self.llama_config(hd)
+    }
+
+    fn llama_config(&self, hd: usize) -> LlamaConfig {
         LlamaConfig {
             arch: "llama".into(),
             n_layers: self.layers,
@@ -193,4 +276,54 @@ fn byte_level_vocab(vocab: usize) -> (Vec<String>, Vec<String>) {
     tokens.push("<s>".into());
     tokens.push("</s>".into());
     (tokens, merges)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::gguf::GgufFile;
+    use crate::llama::{LlamaModel, Logits};
+
+    fn gemma() -> RandomShape {
+        RandomShape {
+            dim: 256,
+            heads: 4,
+            kv_heads: 1,
+            ffn: 512,
+            layers: 6,
+            vocab: 300,
+            tied: true,
+            gemma3: Some(RandomGemma3 {
+                head_dim: 128,
+                sliding_window: 16,
+            }),
+        }
+    }
+
+    /// A random Gemma 3 file reads back as the config it was made from, in every format the
+    /// goldens use (K-quants from random blocks), and runs to finite logits.
+    #[test]
+    fn random_gemma3_reads_back_as_its_config() {
+        let shape = gemma();
+        for ty in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+            let (w, tokens) = random_model(&shape, ty, 7, 20).unwrap();
+            let file = Arc::new(GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap());
+            let model = LlamaModel::from_file(file.clone()).unwrap();
+            assert_eq!(model.cfg, shape.config(), "{ty:?}");
+            assert_eq!(model.cfg.window_of(0), Some(16));
+            assert_eq!(model.cfg.window_of(5), None);
+            let mut cache = model.new_cache(None);
+            let logits = model.forward(&mut cache, &tokens, Logits::All).unwrap();
+            assert!(logits.iter().all(|v| v.is_finite()), "{ty:?}");
+            // Values near ±1/√fan-in: the scales fit the codes.
+            let t = model.weights.layers[0].q.matrix(&file);
+            let mut row = vec![0f32; t.cols];
+            t.dequantize_row(0, &mut row).unwrap();
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(max > 0.005 && max < 0.5, "{ty:?}: max |w| {max}");
+        }
+    }
 }
