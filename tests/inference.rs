@@ -58,17 +58,21 @@ fn random_models_match_llama_cpp_logits() {
             c.max_logit,
             100.0 * c.argmax_agree
         );
-        if g.model.cfg.gemma3.is_some() {
-            // Gemma 3 is not yet llama.cpp's arithmetic (docs/on-device.md): the logits agree
-            // on average to 1% of their range and the argmax mostly.
+        if g.model.cfg.gemma3.is_some() && matches!(g.ty, GgmlType::Q6K) {
+            // Gemma 3 Q6_K is not yet llama.cpp's arithmetic (docs/on-device.md): the logits
+            // agree on average to 1% of their range and the argmax mostly.
             if c.mean_abs > 0.01 * c.max_logit || c.argmax_agree < 0.9 {
                 failures.push(format!("{}: mean|Δ| {:e}", g.name, c.mean_abs));
             }
             continue;
         }
         // The claims of docs/on-device.md: quantized models bit for bit, F32 within 1e-6,
-        // F16 within 1.1e-3; the scalar fallback within looser bounds and the same argmax.
+        // F16 within 1.1e-3; Gemma 3's F32 and Q4_K within 1e-3 (F32: its GeGLU looks values
+        // up in an f16 table, which turns f32-level differences into 1e-3 steps now and then;
+        // Q4_K: not yet found); the scalar fallback within looser bounds and the same argmax.
+        let gemma = g.model.cfg.gemma3.is_some();
         let bound = match (g.ty, exact) {
+            (GgmlType::F32 | GgmlType::Q4K, true) if gemma => 1e-3,
             (GgmlType::F32, true) => 1e-6,
             (GgmlType::F16, _) => 1.1e-3,
             (_, true) => 0.0,

@@ -12,8 +12,12 @@ scales set to fit (llm/src/llama/random.rs, `random_blocks`).
 SmolLM2 (if the model is in the cache): argmax and the top-8 logits of every position of a fixed
 text, in tests/fixtures/llama/smollm2.json (the full logits would be megabytes).
 
-Run:  scripts/reference/setup-llama.sh && \
-      ~/.cache/fedtune/ref-venv/bin/python scripts/reference/golden_logits.py [--only PREFIX]
+Run:  scripts/reference/setup-llama.sh avx2 && \
+      ~/.cache/fedtune/ref-venv-avx2/bin/python scripts/reference/golden_logits.py [--only PREFIX]
+
+The avx2 build sums in llama.cpp's 8-lane AVX2 order on every x86 machine; a native build on
+an AVX-512 part sums in 16 lanes, which moves F32 logits by ~1e-7 and now and then flips a
+quantized activation's rounding.
 
 --only regenerates the models whose name starts with PREFIX and keeps the other fixtures.
 llama.cpp runs without its extra buffer types (no repacked or AMX matrices): its plain CPU
